@@ -1,0 +1,273 @@
+//! Test support shared by the workspace's test suites: the real Nix
+//! binaries (Nix 2.8 from Debian, Nix 2.26.3 unpacked by
+//! `scripts/install-test-deps`), throwaway stores they and armitage can share,
+//! and the `armitage` binary.
+//!
+//! Tests that need a Nix that is not there print why and return, unless
+//! `ARMITAGE_REQUIRE_NIX=1` (set by `scripts/test`) or `CI` is set, in which
+//! case a missing Nix is a failure: CI must never pass by skipping.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The Nix releases the tests compare against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NixVersion {
+    V2_8,
+    V2_26,
+}
+
+impl NixVersion {
+    pub const ALL: [NixVersion; 2] = [NixVersion::V2_8, NixVersion::V2_26];
+
+    fn env_var(self) -> &'static str {
+        match self {
+            NixVersion::V2_8 => "ARMITAGE_NIX_2_8",
+            NixVersion::V2_26 => "ARMITAGE_NIX_2_26",
+        }
+    }
+
+    fn version_prefix(self) -> &'static str {
+        match self {
+            NixVersion::V2_8 => "2.8.",
+            NixVersion::V2_26 => "2.26.",
+        }
+    }
+}
+
+impl fmt::Display for NixVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NixVersion::V2_8 => "Nix 2.8",
+            NixVersion::V2_26 => "Nix 2.26",
+        })
+    }
+}
+
+/// A real Nix installation: a directory holding `nix`, `nix-store`, ...
+#[derive(Debug, Clone)]
+pub struct Nix {
+    pub version: NixVersion,
+    bin: PathBuf,
+}
+
+fn must_have_nix() -> bool {
+    std::env::var_os("ARMITAGE_REQUIRE_NIX").is_some_and(|v| v == "1") || std::env::var_os("CI").is_some()
+}
+
+impl Nix {
+    /// Finds the given Nix, or prints why the calling test is skipped and
+    /// returns `None` (panics instead when Nix is required, see the crate docs).
+    pub fn find(version: NixVersion) -> Option<Nix> {
+        let found = Self::locate(version);
+        match found {
+            Ok(nix) => Some(nix),
+            Err(why) if must_have_nix() => panic!("{version} is required but {why}"),
+            Err(why) => {
+                eprintln!("skipped: {version} not available: {why} (run the tests through scripts/test)");
+                None
+            }
+        }
+    }
+
+    fn locate(version: NixVersion) -> Result<Nix, String> {
+        let bin = match std::env::var_os(version.env_var()) {
+            Some(dir) => PathBuf::from(dir),
+            None if version == NixVersion::V2_8 => PathBuf::from("/usr/bin"),
+            None => return Err(format!("{} is not set", version.env_var())),
+        };
+        let out = Command::new(bin.join("nix-store"))
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("{} cannot run: {e}", bin.join("nix-store").display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v = text.trim().rsplit(' ').next().unwrap_or_default();
+        if !v.starts_with(version.version_prefix()) {
+            return Err(format!("{} reports version {v:?}", bin.join("nix-store").display()));
+        }
+        Ok(Nix { version, bin })
+    }
+
+    /// A command for one of Nix's tools (`nix`, `nix-store`, `nix-hash`, ...)
+    /// with a clean environment apart from `PATH`.
+    pub fn command(&self, tool: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(tool));
+        cmd.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd
+    }
+}
+
+/// The folder tests create their stores in: world-traversable so that build
+/// users can reach a store inside it.
+pub fn scratch_dir() -> PathBuf {
+    let dir = std::env::var_os("ARMITAGE_TEST_SCRATCH").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(format!("/var/tmp/armitage-tests-{}", rustix::process::getuid().as_raw()))
+    });
+    std::fs::create_dir_all(&dir).expect("create the test scratch dir");
+    dir
+}
+
+/// A throwaway store (store, state, log and conf dirs under one temp folder),
+/// removed when dropped.
+pub struct TestStore {
+    tmp: tempfile::TempDir,
+    pub store_dir: String,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub home: PathBuf,
+}
+
+impl TestStore {
+    /// A store with the default test nix.conf.
+    pub fn new() -> TestStore {
+        Self::with_conf("")
+    }
+
+    /// A store whose nix.conf has `extra` appended to the defaults (no
+    /// substituters, no sandbox, `nix-command` enabled).
+    pub fn with_conf(extra: &str) -> TestStore {
+        let tmp = tempfile::Builder::new().prefix("store-").tempdir_in(scratch_dir()).expect("create a temp store dir");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod temp store dir");
+        let root = tmp.path();
+        let store = TestStore {
+            store_dir: root.join("store").to_str().expect("utf-8 scratch path").to_owned(),
+            state_dir: root.join("var/nix"),
+            log_dir: root.join("var/log/nix"),
+            conf_dir: root.join("etc"),
+            home: root.join("home"),
+            tmp,
+        };
+        for dir in [&store.state_dir, &store.log_dir, &store.conf_dir, &store.home] {
+            std::fs::create_dir_all(dir).expect("create store subdir");
+        }
+        std::fs::write(
+            store.conf_dir.join("nix.conf"),
+            format!(
+                "substituters =\nsandbox = false\nexperimental-features = nix-command\n\
+                 require-sigs = false\n{extra}\n"
+            ),
+        )
+        .expect("write nix.conf");
+        store
+    }
+
+    /// The folder holding everything of this store.
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A scratch folder for inputs, next to (not inside) the store.
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        let p = self.tmp.path().join("work").join(name);
+        std::fs::create_dir_all(&p).expect("create work dir");
+        p
+    }
+
+    /// The full path of a store path's base name in this store.
+    pub fn path_of(&self, base_name: &str) -> String {
+        format!("{}/{base_name}", self.store_dir)
+    }
+
+    /// A Nix tool acting directly on this store (`NIX_REMOTE=local`).
+    pub fn nix(&self, nix: &Nix, tool: &str) -> Command {
+        let mut cmd = nix.command(tool);
+        self.set_env(&mut cmd);
+        cmd.env("NIX_REMOTE", "local");
+        cmd
+    }
+
+    /// The armitage CLI on this store (dirs given as flags).
+    pub fn armitage(&self) -> Command {
+        let mut cmd = Command::new(armitage_bin());
+        self.set_env(&mut cmd);
+        cmd.arg("--store-dir").arg(&self.store_dir);
+        cmd.arg("--state-dir").arg(&self.state_dir);
+        cmd.arg("--log-dir").arg(&self.log_dir);
+        cmd
+    }
+
+    fn set_env(&self, cmd: &mut Command) {
+        cmd.env("NIX_STORE_DIR", &self.store_dir)
+            .env("NIX_STATE_DIR", &self.state_dir)
+            .env("NIX_LOG_DIR", &self.log_dir)
+            .env("NIX_CONF_DIR", &self.conf_dir)
+            .env("HOME", &self.home)
+            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("XDG_STATE_HOME", self.home.join(".local/state"))
+            .env("XDG_DATA_HOME", self.home.join(".local/share"))
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("NIX_PATH", "")
+            .env("TZ", "UTC");
+    }
+}
+
+impl Default for TestStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The `armitage` binary of this build (`ARMITAGE_BIN` overrides): it sits
+/// next to the `deps/` folder the running test binary is in.
+pub fn armitage_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ARMITAGE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("armitage");
+    assert!(bin.exists(), "{} is missing: build the workspace (cargo build) before running tests", bin.display());
+    bin
+}
+
+/// Runs a command; panics with its stderr unless it succeeds. Returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    if !out.status.success() {
+        panic!("{} failed ({}):\n{}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs a command that must fail; returns its stderr.
+pub fn run_fail(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    if out.status.success() {
+        panic!("{} unexpectedly succeeded:\n{}", describe(cmd), String::from_utf8_lossy(&out.stdout));
+    }
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a command and returns its raw output, whatever its status.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", describe(cmd)))
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Trims a single trailing newline from tool output.
+pub fn line(s: impl AsRef<str>) -> String {
+    s.as_ref().trim_end_matches('\n').to_owned()
+}
+
+/// Writes a file, creating parent dirs.
+pub fn write_file(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) {
+    let path = path.as_ref();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("create parent dirs");
+    }
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
