@@ -8,3 +8,11 @@
 pub mod hash;
 pub mod content_address;
 pub mod store_path;
+pub mod derivation;
+pub mod narinfo;
+pub mod signing;
+pub mod nix_conf;
+pub mod path_info;
+pub mod nar;
+pub mod references;
+pub mod local;

@@ -4,9 +4,11 @@
 //! fold that turns a SHA-256 into a store path's 20-byte hash part.
 
 pub mod nix32;
+mod modulo;
 mod sink;
 
-pub use sink::{HashSink, HashingReader};
+pub use modulo::{HashModuloSink, ModuloHashes};
+pub use sink::{HashSink, HashingBufReader, HashingReader};
 
 use data_encoding::{BASE64, HEXLOWER_PERMISSIVE};
 use std::fmt;

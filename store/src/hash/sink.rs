@@ -5,6 +5,7 @@ use super::{Algorithm, Hash};
 use digest::Digest;
 use std::io::{self, Read, Write};
 
+#[derive(Clone)]
 enum State {
     Md5(md5::Md5),
     Sha1(sha1::Sha1),
@@ -13,6 +14,7 @@ enum State {
 }
 
 /// Incremental hasher for any [`Algorithm`], counting the bytes it saw.
+#[derive(Clone)]
 pub struct HashSink {
     state: State,
     len: u64,
@@ -88,5 +90,46 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.sink.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// A `BufRead` adaptor that hashes exactly the bytes its user consumes, so
+/// that a NAR read from a protocol stream is hashed without reading (or
+/// hashing) anything past its end.
+pub struct HashingBufReader<R> {
+    inner: R,
+    sink: HashSink,
+}
+
+impl<R: io::BufRead> HashingBufReader<R> {
+    pub fn new(inner: R, algorithm: Algorithm) -> Self {
+        HashingBufReader { inner, sink: HashSink::new(algorithm) }
+    }
+
+    /// The digest and length of everything consumed so far.
+    pub fn finish(self) -> (Hash, u64) {
+        self.sink.finish()
+    }
+}
+
+impl<R: io::BufRead> Read for HashingBufReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sink.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for HashingBufReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            let n = amt.min(buf.len());
+            self.sink.update(&buf[..n]);
+        }
+        self.inner.consume(amt);
     }
 }

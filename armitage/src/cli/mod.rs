@@ -1,0 +1,166 @@
+//! Command line: global options, the subcommands (each mirroring a Nix
+//! command so the two can be compared), and shared helpers.
+
+mod derivation;
+mod hash;
+mod key;
+mod nar;
+mod path_info;
+mod progress;
+mod store;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use ::store::local::{LocalStore, LocalStoreConfig};
+use ::store::store_path::StoreDir;
+
+#[derive(Parser)]
+#[command(name = "armitage", version, about = "A Nix daemon and store, compatible with CppNix")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the store is. A flag wins over its environment variable, which wins
+/// over `--home`, which wins over CppNix's defaults.
+#[derive(Args)]
+pub struct GlobalOpts {
+    /// Store directory [default: /nix/store].
+    #[arg(long, global = true, env = "NIX_STORE_DIR")]
+    store_dir: Option<PathBuf>,
+    /// State directory: database, GC roots, locks [default: /nix/var/nix].
+    #[arg(long, global = true, env = "NIX_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Log directory [default: /nix/var/log/nix].
+    #[arg(long, global = true, env = "NIX_LOG_DIR")]
+    log_dir: Option<PathBuf>,
+    /// Keep store, state and logs under this folder (DIR/store, DIR/var/nix,
+    /// DIR/var/log/nix): a private store that needs no root.
+    #[arg(long, global = true, env = "ARMITAGE_HOME")]
+    home: Option<PathBuf>,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with NAR files (like `nix-store --dump` and `nix nar`).
+    #[command(subcommand)]
+    Nar(nar::NarCommand),
+    /// Hash files and trees (like `nix-hash`).
+    #[command(subcommand)]
+    Hash(hash::HashCommand),
+    /// Manage the store (like `nix-store --add/--verify/--gc/--optimise`).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+    /// Show what the store knows about paths (like `nix path-info`).
+    PathInfo(path_info::PathInfoArgs),
+    /// Work with derivations (like `nix derivation`).
+    #[command(subcommand)]
+    Derivation(derivation::DerivationCommand),
+    /// Signing keys (like `nix-store --generate-binary-cache-key`).
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Nar(c) => c.run(g),
+        Command::Hash(c) => c.run(),
+        Command::Store(c) => c.run(g),
+        Command::PathInfo(c) => c.run(g),
+        Command::Derivation(c) => c.run(g),
+        Command::Key(c) => c.run(),
+    }
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,armitage=info,store=info",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARMITAGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+impl GlobalOpts {
+    fn home(&self) -> Result<Option<PathBuf>> {
+        let Some(home) = &self.home else { return Ok(None) };
+        std::fs::create_dir_all(home).with_context(|| format!("creating '{}'", home.display()))?;
+        Ok(Some(std::fs::canonicalize(home).with_context(|| format!("resolving '{}'", home.display()))?))
+    }
+
+    /// The store directory as a validated `StoreDir`.
+    pub fn store_dir(&self) -> Result<StoreDir> {
+        let dir = match (&self.store_dir, self.home()?) {
+            (Some(d), _) => d.clone(),
+            (None, Some(h)) => h.join("store"),
+            (None, None) => PathBuf::from("/nix/store"),
+        };
+        let s = dir.to_str().with_context(|| format!("store directory '{}' is not UTF-8", dir.display()))?;
+        Ok(StoreDir::new(s)?)
+    }
+
+    fn state_dir(&self) -> Result<PathBuf> {
+        Ok(match (&self.state_dir, self.home()?) {
+            (Some(d), _) => d.clone(),
+            (None, Some(h)) => h.join("var/nix"),
+            (None, None) => PathBuf::from("/nix/var/nix"),
+        })
+    }
+
+    fn log_dir(&self) -> Result<PathBuf> {
+        Ok(match (&self.log_dir, self.home()?) {
+            (Some(d), _) => d.clone(),
+            (None, Some(h)) => h.join("var/log/nix"),
+            (None, None) => PathBuf::from("/nix/var/log/nix"),
+        })
+    }
+
+    /// Opens the local store these options point at.
+    pub fn open_store(&self) -> Result<LocalStore> {
+        let store_dir = self.store_dir()?;
+        let config = LocalStoreConfig::new(store_dir.clone(), self.state_dir()?, self.log_dir()?);
+        LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))
+    }
+}
+
+/// Resolves a command-line path argument to a store path: a path in the
+/// store (or below one), or a symlink such as `./result` leading into it.
+pub fn resolve_store_path(store: &LocalStore, arg: &Path) -> Result<::store::store_path::StorePath> {
+    let dir = store.store_dir();
+    let text = arg.to_string_lossy();
+    if let Ok((p, _)) = dir.split_path(&text) {
+        return Ok(p);
+    }
+    // Follow symlinks outside the store until we land in it (CppNix
+    // `followLinksToStorePath`).
+    let mut current = std::path::absolute(arg).with_context(|| format!("resolving '{}'", arg.display()))?;
+    for _ in 0..40 {
+        let s = current.to_string_lossy().into_owned();
+        if let Ok((p, _)) = dir.split_path(&s) {
+            return Ok(p);
+        }
+        match std::fs::read_link(&current) {
+            Ok(target) => {
+                current = current.parent().unwrap_or(Path::new("/")).join(target);
+            }
+            Err(_) => break,
+        }
+    }
+    anyhow::bail!("path '{}' is not in the Nix store", arg.display())
+}

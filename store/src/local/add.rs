@@ -1,0 +1,227 @@
+//! Adding paths to the store atomically: the NAR is unpacked into a flocked
+//! `tmp-<pid>-<n>` staging directory inside the store, verified (NAR hash,
+//! size, content address), canonicalised, optionally deduplicated and
+//! fsynced, renamed to its final name, and only then registered in one
+//! database transaction. A process killed at any point leaves either
+//! nothing valid or a complete valid path; what it leaves on disk is
+//! invalid, so the next add of the same path replaces it and the collector
+//! deletes it.
+//!
+//! Concurrency as in CppNix's `LocalStore::addToStore`: a temp root is taken
+//! before validity is checked, and the output is locked through `<path>.lock`,
+//! so two adders of the same path (armitage or CppNix) do the work once.
+
+use super::LocalStore;
+use super::canonicalise::{Top, canonicalise, finish_top};
+use super::error::{Error, IoContext, Result};
+use super::fault::{Phase, phase};
+use super::fs_util::{StoreTempDir, delete_path, fsync_parent, fsync_tree};
+use super::lock::PathLocks;
+use crate::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
+use crate::hash::{Algorithm, Encoding, Hash, HashModuloSink, HashingBufReader};
+use crate::nar::{self, NarReader};
+use crate::path_info::PathInfo;
+use crate::store_path::{StorePath, StoreReferences};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// Options for adds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddOptions {
+    /// Replace the path even if it is valid (`--repair`).
+    pub repair: bool,
+}
+
+impl LocalStore {
+    /// Imports a path from its NAR, with metadata the caller vouches for
+    /// (signature checks are the caller's business). The NAR is consumed
+    /// exactly, also when the path is already valid. The registration time
+    /// is now unless `info` gives one.
+    pub fn add_nar(&self, info: &PathInfo, nar: &mut dyn BufRead, opts: AddOptions) -> Result<()> {
+        self.add_temp_root(&info.path)?;
+        if !opts.repair && self.is_valid(&info.path)? {
+            return skip_nar(nar, &self.config.nar_limits);
+        }
+        let real = self.real_path(&info.path);
+        let mut locks = PathLocks::lock([real.clone()]).at("locking", &real)?;
+        if !opts.repair && self.is_valid(&info.path)? {
+            locks.set_deletion(true);
+            return skip_nar(nar, &self.config.nar_limits);
+        }
+
+        let staging = StoreTempDir::new(self.config.store_dir.as_path())?;
+        let staged = staging.path().join("x");
+        phase(Phase::Unpacking);
+        let mut hashing = HashingBufReader::new(nar, Algorithm::Sha256);
+        nar::unpack(&mut hashing, &staged, &self.config.nar_limits).map_err(|e| nar_error(&self.display(&info.path), e))?;
+        let (nar_hash, nar_size) = hashing.finish();
+        let full = self.display(&info.path);
+        if info.nar_hash.algorithm() == Algorithm::Sha256 && nar_hash != info.nar_hash {
+            return Err(Error::HashMismatch {
+                path: full,
+                specified: info.nar_hash.to_typed(Encoding::Nix32),
+                got: nar_hash.to_typed(Encoding::Nix32),
+            });
+        }
+        if nar_size != info.nar_size {
+            return Err(Error::SizeMismatch { path: full, specified: info.nar_size, got: nar_size });
+        }
+        if let Some(ca) = &info.ca {
+            self.check_content_address(&info.path, ca, &staged)?;
+        }
+        self.install(&staged, &info.path, &real)?;
+        let mut info = info.clone();
+        info.nar_hash = nar_hash;
+        self.register_valid_paths(std::slice::from_ref(&info))?;
+        locks.set_deletion(true);
+        Ok(())
+    }
+
+    /// Canonicalises a staged tree and moves it to `real`.
+    fn install(&self, staged: &Path, path: &StorePath, real: &Path) -> Result<()> {
+        phase(Phase::Canonicalising);
+        canonicalise(staged, Top::BeforeRename, &self.config.ignored_xattrs)?;
+        if self.config.auto_optimise_store {
+            self.optimise_path(staged)?;
+        }
+        if self.config.fsync_store_paths {
+            fsync_tree(staged)?;
+        }
+        phase(Phase::Renaming);
+        // An invalid leftover (a crashed add, a half-deleted path) is in the way.
+        delete_path(real)?;
+        std::fs::rename(staged, real).at("moving into place", real)?;
+        finish_top(real)?;
+        if self.config.fsync_store_paths {
+            fsync_parent(real)?;
+        }
+        tracing::debug!(path = %self.display(path), "path in place");
+        Ok(())
+    }
+
+    /// Checks that the unpacked tree has the content address `ca` claims
+    /// (self-references hashed modulo the path's hash part).
+    fn check_content_address(&self, path: &StorePath, ca: &ContentAddress, tree: &Path) -> Result<()> {
+        let mut sink = HashModuloSink::new(ca.hash.algorithm(), path.hash_part());
+        match ca.method {
+            ContentAddressMethod::Fixed(FileIngestionMethod::Recursive) => {
+                nar::dump(tree, &mut sink).map_err(|e| nar_error(&self.display(path), e))?;
+            }
+            ContentAddressMethod::Text | ContentAddressMethod::Fixed(FileIngestionMethod::Flat) => {
+                let mut f = std::fs::File::open(tree).at("opening", tree)?;
+                std::io::copy(&mut f, &mut sink).at("reading", tree)?;
+            }
+            ContentAddressMethod::Fixed(FileIngestionMethod::Git) => {
+                return Err(Error::Other(format!(
+                    "cannot add '{}': git-hashed content addresses are not supported",
+                    self.display(path)
+                )));
+            }
+        }
+        let got = sink.finish();
+        if got.without_offsets != ca.hash && got.with_offsets != ca.hash {
+            return Err(Error::CaMismatch {
+                path: self.display(path),
+                specified: ca.hash.to_typed(Encoding::Nix32),
+                got: got.without_offsets.to_typed(Encoding::Nix32),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a file or tree as a content-addressed path, as `nix-store --add`
+    /// (recursive SHA-256) and `--add-fixed` do. The tree is read twice (to
+    /// name the path, then to copy it); if it changes in between the add fails.
+    pub fn add_path(&self, src: &Path, name: &str, method: FileIngestionMethod, algorithm: Algorithm, opts: AddOptions) -> Result<PathInfo> {
+        let (nar_hash, nar_size) = nar::hash_path(src, Algorithm::Sha256).map_err(|e| nar_error(&src.display().to_string(), e))?;
+        let ca_hash = match method {
+            FileIngestionMethod::Recursive if algorithm == Algorithm::Sha256 => nar_hash,
+            FileIngestionMethod::Recursive => {
+                nar::hash_path(src, algorithm).map_err(|e| nar_error(&src.display().to_string(), e))?.0
+            }
+            FileIngestionMethod::Flat => hash_file(src, algorithm)?,
+            FileIngestionMethod::Git => {
+                return Err(Error::Other("git-hashed content addresses are not supported".into()));
+            }
+        };
+        let path = self.config.store_dir.make_fixed_output_path(name, method, &ca_hash, &StoreReferences::default())?;
+        let mut info = PathInfo::new(path, nar_hash, nar_size);
+        info.ca = Some(ContentAddress { method: ContentAddressMethod::Fixed(method), hash: ca_hash });
+
+        self.add_temp_root(&info.path)?;
+        if !opts.repair && self.is_valid(&info.path)? {
+            return self.path_info(&info.path);
+        }
+        let (reader, writer) = std::io::pipe().at("creating a pipe for", src)?;
+        let src_owned = src.to_owned();
+        let dumper = std::thread::spawn(move || {
+            let mut writer = writer;
+            nar::dump(&src_owned, &mut writer)
+        });
+        let mut reader = BufReader::with_capacity(1 << 20, reader);
+        let added = self.add_nar(&info, &mut reader, opts);
+        drop(reader);
+        let dumped = dumper.join().map_err(|_| Error::Other("the NAR dumping thread panicked".into()))?;
+        match (added, dumped) {
+            (Ok(()), Ok(_)) => self.path_info(&info.path),
+            (Err(Error::HashMismatch { .. } | Error::SizeMismatch { .. }), _) => Err(Error::ChangedWhileAdding(src.to_owned())),
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(nar_error(&src.display().to_string(), e)),
+        }
+    }
+
+    /// Adds a text file with the given references (`builtins.toFile`,
+    /// `.drv` files, the `AddTextToStore` operation).
+    pub fn add_text(&self, name: &str, contents: &[u8], references: &BTreeSet<StorePath>, opts: AddOptions) -> Result<PathInfo> {
+        let hash = Algorithm::Sha256.digest(contents);
+        let path = self.config.store_dir.make_text_path(name, &hash, references)?;
+        let nar = single_file_nar(contents);
+        let mut info = PathInfo::new(path, Algorithm::Sha256.digest(&nar), nar.len() as u64);
+        info.references = references.clone();
+        info.ca = Some(ContentAddress { method: ContentAddressMethod::Text, hash });
+        self.add_nar(&info, &mut &nar[..], opts)?;
+        self.path_info(&info.path)
+    }
+}
+
+fn hash_file(path: &Path, algorithm: Algorithm) -> Result<Hash> {
+    let meta = std::fs::symlink_metadata(path).at("getting attributes of", path)?;
+    if !meta.is_file() {
+        return Err(Error::Other(format!("'{}' is not a regular file; flat hashing needs one", path.display())));
+    }
+    let mut f = std::fs::File::open(path).at("opening", path)?;
+    let mut sink = crate::hash::HashSink::new(algorithm);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).at("reading", path)?;
+        if n == 0 {
+            break;
+        }
+        sink.update(&buf[..n]);
+    }
+    Ok(sink.finish().0)
+}
+
+/// Reads past a NAR the caller does not need.
+fn skip_nar(nar: &mut dyn BufRead, limits: &nar::Limits) -> Result<()> {
+    NarReader::with_limits(nar, limits.clone()).skip_to_end().map_err(|e| Error::Nar(e.to_string()))
+}
+
+fn nar_error(what: &str, e: nar::NarError) -> Error {
+    Error::Nar(format!("NAR of '{what}': {e}"))
+}
+
+/// The NAR of a single non-executable regular file.
+fn single_file_nar(contents: &[u8]) -> Vec<u8> {
+    fn put(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s);
+        out.resize(out.len() + (8 - s.len() % 8) % 8, 0);
+    }
+    let mut out = Vec::with_capacity(contents.len() + 128);
+    for token in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents", contents, b")"] {
+        put(&mut out, token);
+    }
+    out
+}

@@ -1,0 +1,383 @@
+//! The local store: a store directory, a state directory (SQLite database,
+//! locks, GC roots, temp roots) and a log directory, laid out and locked
+//! exactly as CppNix 2.8 and 2.26 do (/work/shared/docs/local-store.md), so
+//! armitage and CppNix processes can use the same store at the same time.
+//!
+//! Contract: a path is valid iff it has a `ValidPaths` row; its files are
+//! complete and canonical before that row is committed, and a row is deleted
+//! before any of its files are. Every write is one SQLite transaction.
+
+mod add;
+mod canonicalise;
+mod db;
+mod error;
+mod fs_util;
+pub mod fault;
+pub mod gc;
+pub mod lock;
+mod optimise;
+mod schema;
+mod temp_roots;
+mod users;
+mod verify;
+
+pub use add::AddOptions;
+pub use canonicalise::DEFAULT_IGNORED_XATTRS;
+pub use error::{Error, Result};
+pub use gc::{GcAction, GcOptions, GcResults, Roots};
+pub use optimise::OptimiseStats;
+pub use verify::VerifyReport;
+
+use crate::path_info::PathInfo;
+use crate::store_path::{StoreDir, StorePath};
+use db::{Db, DbOptions};
+use error::IoContext;
+use lock::{LockFile, LockKind};
+use std::collections::BTreeSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use temp_roots::TempRoots;
+
+/// Where the store lives and the CppNix settings that shape it.
+#[derive(Debug, Clone)]
+pub struct LocalStoreConfig {
+    pub store_dir: StoreDir,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    /// `fsync-metadata` (default true).
+    pub fsync_metadata: bool,
+    /// `fsync-store-paths` (default false): fsync each new path before registering it.
+    pub fsync_store_paths: bool,
+    /// `use-sqlite-wal` (default true).
+    pub use_sqlite_wal: bool,
+    /// Whether the `ca-derivations` experimental feature is on (adds the CA tables).
+    pub ca_derivations: bool,
+    /// `gc-reserved-space` (default 8 MiB).
+    pub gc_reserved_space: u64,
+    /// `build-users-group`; when running as root and the group exists, the
+    /// store dir is made `root:<group>` 01775.
+    pub build_users_group: Option<String>,
+    pub keep_outputs: bool,
+    pub keep_derivations: bool,
+    pub auto_optimise_store: bool,
+    pub allow_symlinked_store: bool,
+    /// `ignored-acls`.
+    pub ignored_xattrs: Vec<String>,
+    /// Limits applied to every NAR the store unpacks.
+    pub nar_limits: crate::nar::Limits,
+}
+
+impl LocalStoreConfig {
+    /// CppNix's defaults for a store in the given directories.
+    pub fn new(store_dir: StoreDir, state_dir: impl Into<PathBuf>, log_dir: impl Into<PathBuf>) -> Self {
+        let root = rustix::process::geteuid().is_root();
+        LocalStoreConfig {
+            store_dir,
+            state_dir: state_dir.into(),
+            log_dir: log_dir.into(),
+            fsync_metadata: true,
+            fsync_store_paths: false,
+            use_sqlite_wal: true,
+            ca_derivations: false,
+            gc_reserved_space: 8 * 1024 * 1024,
+            build_users_group: root.then(|| "nixbld".to_owned()),
+            keep_outputs: false,
+            keep_derivations: true,
+            auto_optimise_store: false,
+            allow_symlinked_store: false,
+            ignored_xattrs: DEFAULT_IGNORED_XATTRS.iter().map(|s| s.to_string()).collect(),
+            nar_limits: crate::nar::Limits::default(),
+        }
+    }
+}
+
+/// An open local store. Holds the big-lock shared for its lifetime.
+pub struct LocalStore {
+    config: LocalStoreConfig,
+    db: Mutex<Db>,
+    _big_lock: LockFile,
+    temp_roots: Arc<TempRoots>,
+}
+
+impl LocalStore {
+    /// Opens the store, creating what is missing, as CppNix's `LocalStore`
+    /// constructor does.
+    pub fn open(config: LocalStoreConfig) -> Result<LocalStore> {
+        let store = config.store_dir.as_path();
+        let state = config.state_dir.as_path();
+        let db_dir = state.join("db");
+        mkdirs(store)?;
+        mkdirs(&store.join(".links"))?;
+        let profiles = state.join("profiles");
+        mkdirs(&profiles)?;
+        mkdirs(&state.join("temproots"))?;
+        mkdirs(&db_dir)?;
+        let gcroots = state.join("gcroots");
+        if !gcroots.exists() {
+            mkdirs(&gcroots)?;
+            std::os::unix::fs::symlink(&profiles, gcroots.join("profiles")).at("creating symlink", gcroots.join("profiles"))?;
+        }
+        for per_user in [profiles.join("per-user"), gcroots.join("per-user")] {
+            mkdirs(&per_user)?;
+            let mode = std::fs::metadata(&per_user).at("getting attributes of", &per_user)?.mode() & 0o777;
+            if mode != 0o755 {
+                std::fs::set_permissions(&per_user, std::fs::Permissions::from_mode(0o755)).at("changing mode of", &per_user)?;
+            }
+        }
+        set_store_dir_permissions(&config)?;
+        if !config.allow_symlinked_store {
+            check_not_symlinked(store)?;
+        }
+        reserve_space(&db_dir.join("reserved"), config.gc_reserved_space);
+
+        let big_lock_path = db_dir.join("big-lock");
+        let big_lock = LockFile::open(&big_lock_path, true).at("opening lock file", &big_lock_path)?;
+        if !big_lock.try_lock(LockKind::Shared).at("locking", &big_lock_path)? {
+            tracing::info!("waiting for the big Nix store lock...");
+            big_lock.lock(LockKind::Shared).at("locking", &big_lock_path)?;
+        }
+
+        let db = open_db(&config, &db_dir, &big_lock)?;
+        if config.ca_derivations {
+            ensure_ca_schema(&db, &db_dir)?;
+        }
+        Ok(LocalStore {
+            temp_roots: TempRoots::for_state_dir(state),
+            config,
+            db: Mutex::new(db),
+            _big_lock: big_lock,
+        })
+    }
+
+    pub fn config(&self) -> &LocalStoreConfig {
+        &self.config
+    }
+
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.config.store_dir
+    }
+
+    fn db(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The file system location of a store path.
+    pub fn real_path(&self, path: &StorePath) -> PathBuf {
+        self.config.store_dir.to_path(path)
+    }
+
+    /// Parses a full path in this store.
+    pub fn parse_path(&self, full: &str) -> Result<StorePath> {
+        Ok(self.config.store_dir.parse_path(full)?)
+    }
+
+    pub fn display(&self, path: &StorePath) -> String {
+        self.config.store_dir.display(path)
+    }
+
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool> {
+        self.db().is_valid(path)
+    }
+
+    pub fn query_path_info(&self, path: &StorePath) -> Result<Option<PathInfo>> {
+        self.db().query_path_info(path)
+    }
+
+    /// Like [`Self::query_path_info`], but a missing path is an error
+    /// (CppNix's "path '…' is not valid").
+    pub fn path_info(&self, path: &StorePath) -> Result<PathInfo> {
+        self.query_path_info(path)?.ok_or_else(|| Error::InvalidPath(self.display(path)))
+    }
+
+    pub fn query_referrers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>> {
+        self.db().query_referrers(path)
+    }
+
+    pub fn query_valid_derivers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>> {
+        self.db().query_valid_derivers(path)
+    }
+
+    pub fn query_derivation_outputs(&self, drv: &StorePath) -> Result<Vec<(String, StorePath)>> {
+        self.db().query_derivation_outputs(drv)
+    }
+
+    pub fn query_path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
+        self.db().query_path_from_hash_part(hash_part)
+    }
+
+    pub fn query_all_valid_paths(&self) -> Result<BTreeSet<StorePath>> {
+        self.db().query_all_valid_paths()
+    }
+
+    /// The closure of `paths` under references (each path included).
+    pub fn closure(&self, paths: impl IntoIterator<Item = StorePath>) -> Result<BTreeSet<StorePath>> {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<StorePath> = paths.into_iter().collect();
+        while let Some(p) = todo.pop() {
+            if seen.contains(&p) {
+                continue;
+            }
+            let info = self.path_info(&p)?;
+            todo.extend(info.references.into_iter().filter(|r| !seen.contains(r)));
+            seen.insert(p);
+        }
+        Ok(seen)
+    }
+
+    /// Protects a path from garbage collection for the life of this process.
+    pub fn add_temp_root(&self, path: &StorePath) -> Result<()> {
+        self.temp_roots.add(&self.display(path))
+    }
+
+    pub fn add_signatures(&self, path: &StorePath, sigs: &BTreeSet<String>) -> Result<()> {
+        self.db().add_signatures(path, sigs)
+    }
+
+    /// Registers paths whose files are already in place and canonical.
+    pub fn register_valid_paths(&self, infos: &[PathInfo]) -> Result<()> {
+        self.db().register_valid_paths(infos, &|drv| self.derivation_output_rows(drv))
+    }
+
+    /// `DerivationOutputs` rows for a `.drv` about to be registered: every
+    /// output whose path is known statically (input-addressed and fixed).
+    fn derivation_output_rows(&self, drv: &StorePath) -> Result<Vec<(String, StorePath)>> {
+        let real = self.real_path(drv);
+        let text = std::fs::read(&real).at("reading derivation", &real)?;
+        let why = |e: &dyn std::fmt::Display| Error::Derivation { path: self.display(drv), why: e.to_string() };
+        let parsed = crate::derivation::Derivation::parse_at(&self.config.store_dir, &text, drv).map_err(|e| why(&e))?;
+        let outputs = parsed.output_paths(&self.config.store_dir).map_err(|e| why(&e))?;
+        Ok(outputs.into_iter().filter_map(|(name, path)| path.map(|p| (name, p))).collect())
+    }
+
+    /// `pragma integrity_check` problems (empty when the database is sound).
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        self.db().integrity_check()
+    }
+}
+
+fn mkdirs(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).at("creating directory", path)
+}
+
+/// Root with an existing build users group: the store dir is
+/// `root:<group>` with mode 01775, as CppNix sets it.
+fn set_store_dir_permissions(config: &LocalStoreConfig) -> Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let Some(group) = config.build_users_group.as_deref().filter(|g| !g.is_empty()) else { return Ok(()) };
+    let Some(gid) = users::group_gid(group) else {
+        tracing::warn!("the group '{group}' specified in 'build-users-group' does not exist");
+        return Ok(());
+    };
+    let dir = config.store_dir.as_path();
+    let meta = std::fs::metadata(dir).at("getting attributes of", dir)?;
+    if meta.uid() != 0 || meta.gid() != gid || meta.mode() & 0o7777 != 0o1775 {
+        std::os::unix::fs::chown(dir, Some(0), Some(gid)).at("changing ownership of", dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1775)).at("changing permissions on", dir)?;
+    }
+    Ok(())
+}
+
+fn check_not_symlinked(store: &Path) -> Result<()> {
+    let mut p = Some(store);
+    while let Some(path) = p.filter(|p| *p != Path::new("/")) {
+        let meta = std::fs::symlink_metadata(path).at("getting attributes of", path)?;
+        if meta.file_type().is_symlink() {
+            return Err(Error::SymlinkedStore(path.to_owned()));
+        }
+        p = path.parent();
+    }
+    Ok(())
+}
+
+/// Keeps `size` bytes reserved so a full disk can still be garbage
+/// collected (the collector deletes this file first). Errors are ignored, as
+/// in CppNix.
+fn reserve_space(path: &Path, size: u64) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
+        return;
+    }
+    let Ok(file) = std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode_0600().open(path) else {
+        return;
+    };
+    if rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size).is_err() {
+        let _ = file.set_len(size);
+    }
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+fn read_number(path: &Path) -> Result<Option<u32>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s.trim().parse().map(Some).map_err(|_| Error::Corrupt { path: path.to_owned(), why: format!("expected a number, found {s:?}") }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at("reading", path),
+    }
+}
+
+/// Opens the database, creating or upgrading it like CppNix (schema file
+/// `db/schema` holds `10`; 6–9 are migrated under the exclusive big-lock).
+fn open_db(config: &LocalStoreConfig, db_dir: &Path, big_lock: &LockFile) -> Result<Db> {
+    let schema_path = db_dir.join("schema");
+    let db_path = db_dir.join("db.sqlite");
+    let opts = DbOptions { fsync_metadata: config.fsync_metadata, use_wal: config.use_sqlite_wal };
+    let store_dir = config.store_dir.clone();
+    match read_number(&schema_path)?.unwrap_or(0) {
+        v if v > schema::SCHEMA_VERSION => Err(Error::SchemaTooNew { found: v, supported: schema::SCHEMA_VERSION }),
+        0 => {
+            let db = Db::open(&db_path, store_dir, true, &opts)?;
+            write_number(&schema_path, schema::SCHEMA_VERSION)?;
+            Ok(db)
+        }
+        v if v == schema::SCHEMA_VERSION => Db::open(&db_path, store_dir, false, &opts),
+        v if v < 6 => Err(Error::SchemaTooOld(v)),
+        _ => {
+            if !big_lock.try_lock(LockKind::Exclusive).at("locking", big_lock.path())? {
+                tracing::info!("waiting for exclusive access to the Nix store...");
+                big_lock.unlock().at("unlocking", big_lock.path())?;
+                big_lock.lock(LockKind::Exclusive).at("locking", big_lock.path())?;
+            }
+            // Someone else may have upgraded while we waited.
+            let current = read_number(&schema_path)?.unwrap_or(0);
+            let db = Db::open(&db_path, store_dir, false, &opts)?;
+            db.migrate_legacy(current)?;
+            write_number(&schema_path, schema::SCHEMA_VERSION)?;
+            big_lock.lock(LockKind::Shared).at("locking", big_lock.path())?;
+            Ok(db)
+        }
+    }
+}
+
+fn ensure_ca_schema(db: &Db, db_dir: &Path) -> Result<()> {
+    let ca_schema = db_dir.join("ca-schema");
+    match read_number(&ca_schema)? {
+        Some(v) if v > schema::CA_SCHEMA_VERSION => {
+            return Err(Error::SchemaTooNew { found: v, supported: schema::CA_SCHEMA_VERSION });
+        }
+        Some(v) if v != 0 && v < schema::CA_SCHEMA_VERSION => {
+            return Err(Error::Corrupt {
+                path: ca_schema,
+                why: format!("content-addressed schema version {v} predates Nix 2.4; open the store once with CppNix 2.4 to 2.25 to migrate it"),
+            });
+        }
+        _ => {}
+    }
+    db.ensure_ca_schema()?;
+    write_number(&ca_schema, schema::CA_SCHEMA_VERSION)
+}
+
+fn write_number(path: &Path, n: u32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, n.to_string()).at("writing", &tmp)?;
+    std::fs::rename(&tmp, path).at("renaming into", path)
+}
