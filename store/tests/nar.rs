@@ -317,7 +317,6 @@ fn listings_and_cat_match_nix_nar_ls_and_cat() {
             let nar_bytes = dump_to_vec(&root);
             let nar_file = work.join("x.nar");
             fs::write(&nar_file, &nar_bytes).unwrap();
-            let is_dir = root.is_dir() && !root.is_symlink();
             let mut paths = vec!["/"];
             if root.ends_with("tree") {
                 paths.extend(["/bin", "/names", "/deep/d0/d1", "/hello", "/link-dir", "/big", "/pad"]);
@@ -337,7 +336,7 @@ fn listings_and_cat_match_nix_nar_ls_and_cat() {
                     }
                 }
             }
-            let files: &[&str] = if is_dir { &["/hello", "/big", "/empty", "/names/é", "/deep/d0/d1/d2/../d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/d13/d14/d15/d16/d17/d18/d19/leaf"] } else if root.is_file() && !root.is_symlink() { &["/"] } else { &[] };
+            let files: &[&str] = if root.ends_with("tree") { &["/hello", "/big", "/empty", "/names/é", "/deep/d0/d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/d13/d14/d15/d16/d17/d18/d19/leaf"] } else if root.is_file() && !root.is_symlink() { &[""] /* 2.8 refuses "/" */ } else { &[] };
             for file in files {
                 let theirs = nix_stdout(nix_cmd(&store, &nix, "nix").args(["nar", "cat"]).arg(&nar_file).arg(file));
                 let mut ours = Vec::new();
@@ -592,8 +591,8 @@ proptest! {
             Err(e) => {
                 prop_assert!(read.is_err(), "unpack failed on a NAR the reader accepts: {}", e);
                 prop_assert!(fs::symlink_metadata(&out).is_err(), "{} left behind after: {}", out.display(), e);
+                prop_assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
             }
         }
-        prop_assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 }

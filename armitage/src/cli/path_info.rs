@@ -5,12 +5,13 @@ use super::GlobalOpts;
 use anyhow::Result;
 use clap::Args;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use store::hash::Encoding;
 use store::local::LocalStore;
 use store::path_info::PathInfo;
+use store::store_path::StorePath;
 
 #[derive(Args)]
 pub struct PathInfoArgs {
@@ -47,6 +48,7 @@ impl PathInfoArgs {
             paths = store.closure(paths)?;
         }
         let infos: Vec<PathInfo> = paths.iter().map(|p| store.path_info(p)).collect::<Result<_, _>>()?;
+        let infos = dependencies_first(infos);
         if self.json {
             let mut root = Map::new();
             for info in &infos {
@@ -100,6 +102,36 @@ impl PathInfoArgs {
         }
         Ok(v)
     }
+}
+
+/// Orders paths as CppNix's `StorePathsCommand` does (`topoSortPaths`, then
+/// reversed): a depth-first walk over the set in store path order, each path
+/// after the references it has in the set.
+fn dependencies_first(infos: Vec<PathInfo>) -> Vec<PathInfo> {
+    let by_path: BTreeMap<StorePath, PathInfo> = infos.into_iter().map(|i| (i.path.clone(), i)).collect();
+    let mut visited = BTreeSet::new();
+    let mut sorted = Vec::with_capacity(by_path.len());
+    for start in by_path.keys() {
+        // Iterative post-order walk: (path, references pushed?).
+        let mut stack = vec![(start, false)];
+        while let Some((path, expanded)) = stack.pop() {
+            if expanded {
+                sorted.push(by_path[path].clone());
+                continue;
+            }
+            if !visited.insert(path) {
+                continue;
+            }
+            stack.push((path, true));
+            // Reversed so that the smallest reference is walked first.
+            for r in by_path[path].references.iter().rev() {
+                if r != path && by_path.contains_key(r) && !visited.contains(r) {
+                    stack.push((r, false));
+                }
+            }
+        }
+    }
+    sorted
 }
 
 fn closure_size(store: &LocalStore, info: &PathInfo) -> Result<u64> {

@@ -25,9 +25,9 @@
 //! is an error rather than a read past the end.
 
 use super::{Derivation, DerivationError, InputOutputs, Output};
-use crate::content_address::{CaError, ContentAddress, ContentAddressMethod};
-use crate::hash::{Hash, HashError};
-use crate::store_path::{StoreDir, StorePathError, StoreReferences, output_path_name};
+use crate::content_address::CaError;
+use crate::hash::HashError;
+use crate::store_path::{StoreDir, StorePath, StorePathError};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -169,16 +169,7 @@ impl<'a> Parser<'a> {
         }
         self.expect(")")?;
 
-        Ok(Derivation {
-            name: name.to_owned(),
-            outputs,
-            input_drvs,
-            input_srcs,
-            system,
-            builder,
-            args,
-            env,
-        })
+        Ok(Derivation { name: name.to_owned(), outputs, input_drvs, input_srcs, system, builder, args, env })
     }
 
     /// The rest of an output entry after its name: `,"path","algo","hash")`.
@@ -194,30 +185,9 @@ impl<'a> Parser<'a> {
         let hash = self.string()?;
         self.expect(")")?;
 
-        if algo.is_empty() {
-            if path.is_empty() {
-                return Ok(Output::Deferred);
-            }
-            return Ok(Output::InputAddressed(self.to_store_path(path_at, &path)?));
-        }
-        let algo = utf8(algo_at, &algo, "output hash algorithm")?;
-        let (method, algorithm) = ContentAddressMethod::parse_with_algorithm(algo)
-            .map_err(|e| error(algo_at, ParseErrorKind::HashAlgo(e)))?;
-        match &*hash {
-            b"impure" if !path.is_empty() => Err(error(path_at, ParseErrorKind::ImpureWithPath)),
-            b"impure" => Ok(Output::Impure { method, algorithm }),
-            b"" if !path.is_empty() => Err(error(path_at, ParseErrorKind::FloatingWithPath)),
-            b"" => Ok(Output::Floating { method, algorithm }),
-            digest => {
-                // CppNix checks only that the written path looks like a path:
-                // the real one is recomputed from the content address.
-                validate_path(path_at, &path)?;
-                let digest = utf8(hash_at, digest, "output hash")?;
-                let hash = Hash::parse_digest(digest, algorithm, false)
-                    .map_err(|e| error(hash_at, ParseErrorKind::Hash(e)))?;
-                Ok(Output::Fixed(ContentAddress { method, hash }))
-            }
-        }
+        let offsets = [path_at, algo_at, hash_at];
+        Output::parse_fields(self.store_dir, &path, &algo, &hash)
+            .map_err(|(field, kind)| error(offsets[field as usize], kind))
     }
 
     /// The outputs wanted from one input derivation: `["out",...]`, or in
@@ -345,17 +315,10 @@ impl<'a> Parser<'a> {
         String::from_utf8(bytes).map_err(|_| error(at, ParseErrorKind::NotUtf8(what)))
     }
 
-    fn store_path(&mut self) -> Result<crate::store_path::StorePath> {
+    fn store_path(&mut self) -> Result<StorePath> {
         let at = self.pos;
         let s = self.string()?;
-        self.to_store_path(at, &s)
-    }
-
-    fn to_store_path(&self, at: usize, s: &[u8]) -> Result<crate::store_path::StorePath> {
-        validate_path(at, s)?;
-        let s = std::str::from_utf8(s)
-            .map_err(|_| error(at, ParseErrorKind::BadPath(String::from_utf8_lossy(s).into_owned())))?;
-        self.store_dir.parse_path(s).map_err(|e| error(at, ParseErrorKind::StorePath(e)))
+        parse_store_path(self.store_dir, &s).map_err(|kind| error(at, kind))
     }
 }
 
@@ -363,17 +326,20 @@ fn error(offset: usize, kind: ParseErrorKind) -> ParseError {
     ParseError { offset, kind }
 }
 
-fn utf8<'s>(at: usize, s: &'s [u8], what: &'static str) -> Result<&'s str> {
-    std::str::from_utf8(s).map_err(|_| error(at, ParseErrorKind::NotUtf8(what)))
-}
-
 /// CppNix `validatePath`: a path in a derivation must start with `/`.
-fn validate_path(at: usize, s: &[u8]) -> Result<()> {
+pub(super) fn validate_path(s: &[u8]) -> Result<(), ParseErrorKind> {
     if s.first() == Some(&b'/') {
         Ok(())
     } else {
-        Err(error(at, ParseErrorKind::BadPath(String::from_utf8_lossy(s).into_owned())))
+        Err(ParseErrorKind::BadPath(String::from_utf8_lossy(s).into_owned()))
     }
+}
+
+/// A full store path written in a derivation.
+pub(super) fn parse_store_path(store_dir: &StoreDir, s: &[u8]) -> Result<StorePath, ParseErrorKind> {
+    validate_path(s)?;
+    let s = std::str::from_utf8(s).map_err(|_| ParseErrorKind::BadPath(String::from_utf8_lossy(s).into_owned()))?;
+    store_dir.parse_path(s).map_err(ParseErrorKind::StorePath)
 }
 
 /// How to print: the `.drv` file itself, or the text `hashDerivationModulo`
@@ -407,31 +373,10 @@ pub(super) fn print(drv: &Derivation, store_dir: &StoreDir, mode: Mode<'_>) -> R
         }
         s.push(b'(');
         unquoted(&mut s, name.as_bytes());
-        let (path, algo, hash) = match output {
-            Output::InputAddressed(p) => {
-                (if mask { String::new() } else { store_dir.display(p) }, String::new(), String::new())
-            }
-            Output::Fixed(ca) => {
-                let path = if mask {
-                    String::new()
-                } else {
-                    let p = store_dir.make_path_from_ca(
-                        &output_path_name(&drv.name, name),
-                        ca,
-                        &StoreReferences::default(),
-                    )?;
-                    store_dir.display(&p)
-                };
-                (path, ca.method.render_with_algorithm(ca.hash.algorithm()), ca.hash.to_base16())
-            }
-            Output::Floating { method, algorithm } => {
-                (String::new(), method.render_with_algorithm(*algorithm), String::new())
-            }
-            Output::Deferred => (String::new(), String::new(), String::new()),
-            Output::Impure { method, algorithm } => {
-                (String::new(), method.render_with_algorithm(*algorithm), "impure".to_owned())
-            }
-        };
+        let [mut path, algo, hash] = output.to_fields(store_dir, &drv.name, name)?;
+        if mask {
+            path.clear();
+        }
         for field in [path, algo, hash] {
             s.push(b',');
             unquoted(&mut s, field.as_bytes());

@@ -123,10 +123,7 @@ where
             on_stack.remove(&frame.path);
             self.memo.insert(frame.path, hash);
         }
-        self.memo
-            .get(drv_path)
-            .cloned()
-            .ok_or_else(|| DerivationError::Cycle(self.store_dir.display(drv_path)))
+        self.memo.get(drv_path).cloned().ok_or_else(|| DerivationError::Cycle(self.store_dir.display(drv_path)))
     }
 
     /// Records the hash modulo of a `.drv` path computed elsewhere (CppNix
@@ -136,10 +133,8 @@ where
     }
 
     fn load(&mut self, path: &StorePath) -> Result<Derivation, DerivationError> {
-        (self.resolve)(path).map_err(|e| DerivationError::Resolve {
-            path: self.store_dir.display(path),
-            source: e.into(),
-        })
+        (self.resolve)(path)
+            .map_err(|e| DerivationError::Resolve { path: self.store_dir.display(path), source: e.into() })
     }
 }
 
@@ -176,11 +171,8 @@ fn hash_with_inputs(
             let mut hashes = BTreeMap::new();
             for (name, output) in &drv.outputs {
                 let Output::Fixed(ca) = output else { continue };
-                let path = store_dir.make_path_from_ca(
-                    &output_path_name(&drv.name, name),
-                    ca,
-                    &StoreReferences::default(),
-                )?;
+                let path =
+                    store_dir.make_path_from_ca(&output_path_name(&drv.name, name), ca, &StoreReferences::default())?;
                 let fingerprint = format!(
                     "fixed:out:{}:{}:{}",
                     ca.method.render_with_algorithm(ca.hash.algorithm()),
@@ -214,10 +206,10 @@ fn hash_with_inputs(
             kind = DrvHashKind::Deferred;
         }
         for output in &wanted.outputs {
-            let h = input.hashes.get(output).ok_or_else(|| DerivationError::MissingOutputHash {
-                output: output.clone(),
-                drv: drv.name.clone(),
-            })?;
+            let h = input
+                .hashes
+                .get(output)
+                .ok_or_else(|| DerivationError::MissingOutputHash { output: output.clone(), drv: drv.name.clone() })?;
             inputs.entry(h.encode(Encoding::Base16)).or_default().outputs.insert(output.clone());
         }
     }

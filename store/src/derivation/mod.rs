@@ -272,10 +272,7 @@ impl Derivation {
 
 /// The derivation name of a `.drv` path (its name without `.drv`).
 pub fn name_from_drv_path(drv_path: &StorePath) -> Result<&str, DerivationError> {
-    drv_path
-        .name()
-        .strip_suffix(DRV_EXTENSION)
-        .ok_or_else(|| DerivationError::NotADerivationPath(drv_path.to_string()))
+    drv_path.name().strip_suffix(DRV_EXTENSION).ok_or_else(|| DerivationError::NotADerivationPath(drv_path.to_string()))
 }
 
 #[cfg(test)]

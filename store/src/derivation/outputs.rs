@@ -1,20 +1,111 @@
-//! Where a derivation and its outputs live: the `.drv` file's own path,
+//! Where a derivation and its outputs live: the fields that describe an
+//! output (shared by the ATerm and the worker protocol), the `.drv` file's own path,
 //! each output's path when it is known in advance, the evaluator's last step
 //! that fills output paths into a new derivation (CppNix primops.cc,
 //! `derivationStrict`), and the check that a `.drv` carries the right ones
 //! (derivations.cc, `Derivation::checkInvariants`).
 
+use super::aterm::{self, ParseErrorKind};
 use super::hash_modulo::{BoxError, DrvHashKind, DrvHasher};
 use super::{Derivation, DerivationError, DerivationType, Output, hash_placeholder, name_from_drv_path};
-use crate::hash::Algorithm;
+use crate::content_address::{ContentAddress, ContentAddressMethod};
+use crate::hash::{Algorithm, Hash};
 use crate::store_path::{DRV_EXTENSION, StoreDir, StorePath, StoreReferences, output_path_name};
 use std::collections::BTreeMap;
 
+/// Which of the three strings after an output's name (in `.drv` files and
+/// on the wire) was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OutputField {
+    Path = 0,
+    HashAlgo = 1,
+    Hash = 2,
+}
+
 impl Output {
+    /// Reads an output from its path, hash algorithm and hash fields:
+    /// no algorithm means input-addressed (or deferred if the path is
+    /// empty); with one, hash `impure` means impure, an empty hash floating,
+    /// any other hash fixed (whose written path is only checked to start
+    /// with `/`, since it is recomputed from the hash).
+    pub fn from_fields(
+        store_dir: &StoreDir,
+        path: &[u8],
+        hash_algo: &[u8],
+        hash: &[u8],
+    ) -> Result<Output, ParseErrorKind> {
+        Self::parse_fields(store_dir, path, hash_algo, hash).map_err(|(_, kind)| kind)
+    }
+
+    /// [`Self::from_fields`], also telling which field was wrong.
+    pub(super) fn parse_fields(
+        store_dir: &StoreDir,
+        path: &[u8],
+        hash_algo: &[u8],
+        hash: &[u8],
+    ) -> Result<Output, (OutputField, ParseErrorKind)> {
+        use OutputField as F;
+        if hash_algo.is_empty() {
+            if path.is_empty() {
+                return Ok(Output::Deferred);
+            }
+            return aterm::parse_store_path(store_dir, path).map(Output::InputAddressed).map_err(|e| (F::Path, e));
+        }
+        let algo = std::str::from_utf8(hash_algo)
+            .map_err(|_| (F::HashAlgo, ParseErrorKind::NotUtf8("output hash algorithm")))?;
+        let (method, algorithm) =
+            ContentAddressMethod::parse_with_algorithm(algo).map_err(|e| (F::HashAlgo, ParseErrorKind::HashAlgo(e)))?;
+        match hash {
+            b"impure" if !path.is_empty() => Err((F::Path, ParseErrorKind::ImpureWithPath)),
+            b"impure" => Ok(Output::Impure { method, algorithm }),
+            b"" if !path.is_empty() => Err((F::Path, ParseErrorKind::FloatingWithPath)),
+            b"" => Ok(Output::Floating { method, algorithm }),
+            digest => {
+                aterm::validate_path(path).map_err(|e| (F::Path, e))?;
+                let digest =
+                    std::str::from_utf8(digest).map_err(|_| (F::Hash, ParseErrorKind::NotUtf8("output hash")))?;
+                let hash =
+                    Hash::parse_digest(digest, algorithm, false).map_err(|e| (F::Hash, ParseErrorKind::Hash(e)))?;
+                Ok(Output::Fixed(ContentAddress { method, hash }))
+            }
+        }
+    }
+
+    /// The path, hash algorithm and hash fields of output `output_name` of
+    /// derivation `drv_name`, as CppNix writes them (a fixed output's path
+    /// is computed, its hash written in base-16).
+    pub fn to_fields(
+        &self,
+        store_dir: &StoreDir,
+        drv_name: &str,
+        output_name: &str,
+    ) -> Result<[String; 3], DerivationError> {
+        Ok(match self {
+            Output::InputAddressed(p) => [store_dir.display(p), String::new(), String::new()],
+            Output::Fixed(ca) => {
+                let path =
+                    self.path(store_dir, drv_name, output_name)?.map(|p| store_dir.display(&p)).unwrap_or_default();
+                [path, ca.method.render_with_algorithm(ca.hash.algorithm()), ca.hash.to_base16()]
+            }
+            Output::Floating { method, algorithm } => {
+                [String::new(), method.render_with_algorithm(*algorithm), String::new()]
+            }
+            Output::Deferred => [String::new(), String::new(), String::new()],
+            Output::Impure { method, algorithm } => {
+                [String::new(), method.render_with_algorithm(*algorithm), "impure".to_owned()]
+            }
+        })
+    }
+
     /// The output's path if it is known before building: written in the
     /// derivation (input-addressed) or computed from the content address
     /// (fixed); `None` for floating, deferred and impure outputs.
-    pub fn path(&self, store_dir: &StoreDir, drv_name: &str, output_name: &str) -> Result<Option<StorePath>, DerivationError> {
+    pub fn path(
+        &self,
+        store_dir: &StoreDir,
+        drv_name: &str,
+        output_name: &str,
+    ) -> Result<Option<StorePath>, DerivationError> {
         match self {
             Output::InputAddressed(p) => Ok(Some(p.clone())),
             Output::Fixed(ca) => Ok(Some(store_dir.make_path_from_ca(

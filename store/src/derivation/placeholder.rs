@@ -12,8 +12,8 @@
 //!   placeholder folded to 20 bytes>:<output>")`; rendered as `/` + nix32.
 
 use super::{DerivationError, name_from_drv_path};
-use crate::hash::{Algorithm, Hash};
 use crate::hash::nix32;
+use crate::hash::{Algorithm, Hash};
 use crate::store_path::{StorePath, output_path_name};
 
 /// The placeholder for output `output_name` of the derivation being built
@@ -35,11 +35,7 @@ impl DownstreamPlaceholder {
     /// or impure) derivation at `drv_path`.
     pub fn unknown_ca_output(drv_path: &StorePath, output_name: &str) -> Result<Self, DerivationError> {
         let drv_name = name_from_drv_path(drv_path)?;
-        let clear = format!(
-            "nix-upstream-output:{}:{}",
-            drv_path.hash_part(),
-            output_path_name(drv_name, output_name)
-        );
+        let clear = format!("nix-upstream-output:{}:{}", drv_path.hash_part(), output_path_name(drv_name, output_name));
         Ok(DownstreamPlaceholder { hash: Algorithm::Sha256.digest(clear) })
     }
 

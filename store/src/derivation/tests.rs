@@ -50,7 +50,10 @@ fn errors_name_the_offset_and_what_was_expected() {
     assert_eq!(err.offset, 18);
     let err = parse(r#"Derive([("out","/x","sha256","abc")"#).unwrap_err();
     assert!(matches!(err.kind, ParseErrorKind::Hash(_)), "{err}");
-    assert_eq!(err.to_string(), "invalid derivation at byte 29: hash 'abc' has wrong length for hash algorithm 'sha256'");
+    assert_eq!(
+        err.to_string(),
+        "invalid derivation at byte 29: hash 'abc' has wrong length for hash algorithm 'sha256'"
+    );
     let err = parse(r#"Derive([("out","/elsewhere/00000000000000000000000000000000-x","","")"#).unwrap_err();
     assert!(matches!(err.kind, ParseErrorKind::StorePath(_)), "{err}");
     let err = Derivation::parse(&store(), b"Derive([(\"\xff\",", "x").unwrap_err();
@@ -99,10 +102,8 @@ fn dynamic_inputs_use_the_versioned_form_and_nest_boundedly() {
 
     // Hostile nesting is an error, not a stack overflow.
     let depth = 100_000;
-    let hostile = format!(
-        r#"DrvWithVersion("xp-dyn-drv",[("out","","","")],[("{DRV}",{}"#,
-        r#"([],[("o","#.repeat(depth)
-    );
+    let hostile =
+        format!(r#"DrvWithVersion("xp-dyn-drv",[("out","","","")],[("{DRV}",{}"#, r#"([],[("o","#.repeat(depth));
     let err = parse(&hostile).unwrap_err();
     assert_eq!(err.kind, ParseErrorKind::TooDeep);
     let ok_depth = MAX_DYNAMIC_DEPTH;
@@ -117,8 +118,10 @@ fn dynamic_inputs_use_the_versioned_form_and_nest_boundedly() {
 #[test]
 fn derivation_types() {
     let h = Algorithm::Sha256.digest("x");
-    let fixed = Output::Fixed(ContentAddress { method: ContentAddressMethod::Fixed(FileIngestionMethod::Flat), hash: h });
-    let floating = |algorithm| Output::Floating { method: ContentAddressMethod::Fixed(FileIngestionMethod::Recursive), algorithm };
+    let fixed =
+        Output::Fixed(ContentAddress { method: ContentAddressMethod::Fixed(FileIngestionMethod::Flat), hash: h });
+    let floating =
+        |algorithm| Output::Floating { method: ContentAddressMethod::Fixed(FileIngestionMethod::Recursive), algorithm };
     let path = StorePath::from_base_name("00000000000000000000000000000000-x").unwrap();
     let with = |outs: Vec<(&str, Output)>| {
         let mut drv = parse(&minimal()).unwrap();
@@ -179,4 +182,12 @@ fn hash_modulo_of_fixed_output_ignores_everything_but_the_output() {
     let path = drv.output_paths(&store()).unwrap()["out"].clone().unwrap();
     let fingerprint = format!("fixed:out:r:sha256:{}:{}", h.to_base16(), store().display(&path));
     assert_eq!(a.hashes["out"], Algorithm::Sha256.digest(fingerprint));
+}
+
+#[test]
+fn absurd_sizes_are_refused_before_reading() {
+    // Zeroed pages from the allocator: never touched, so this costs nothing.
+    let huge = vec![0u8; aterm::MAX_ATERM_LEN + 1];
+    let err = Derivation::parse(&store(), &huge, "x").unwrap_err();
+    assert_eq!((err.offset, err.kind), (0, ParseErrorKind::TooLarge(aterm::MAX_ATERM_LEN + 1)));
 }
