@@ -18,10 +18,11 @@
 //! when known.
 
 use crate::content_address::{CaError, ContentAddress};
-use crate::hash::{Hash, HashError};
+use crate::hash::{Encoding, Hash, HashError};
 use crate::signing::{self, PublicKeys, SecretKey, SigningError};
 use crate::store_path::{StoreDir, StorePath, StorePathError};
 use std::collections::BTreeSet;
+use std::fmt;
 
 /// The compression CppNix assumes when a narinfo names none.
 pub const DEFAULT_COMPRESSION: &str = "bzip2";
@@ -89,39 +90,7 @@ impl NarInfo {
 
     /// The narinfo text, as CppNix's `NarInfo::to_string`.
     pub fn to_text(&self, store_dir: &StoreDir) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        // Writing to a String cannot fail.
-        let mut line = |args: std::fmt::Arguments| {
-            let _ = s.write_fmt(args);
-            s.push('\n');
-        };
-        line(format_args!("StorePath: {}", store_dir.display(&self.path)));
-        line(format_args!("URL: {}", self.url));
-        line(format_args!("Compression: {}", self.compression));
-        if let Some(h) = &self.file_hash {
-            line(format_args!("FileHash: {}", nix32_typed(h)));
-        }
-        if let Some(n) = self.file_size {
-            line(format_args!("FileSize: {n}"));
-        }
-        line(format_args!("NarHash: {}", nix32_typed(&self.nar_hash)));
-        line(format_args!("NarSize: {}", self.nar_size));
-        let refs: Vec<&str> = self.references.iter().map(StorePath::base_name).collect();
-        line(format_args!("References: {}", refs.join(" ")));
-        if let Some(d) = &self.deriver {
-            line(format_args!("Deriver: {d}"));
-        }
-        if let Some(sys) = &self.system {
-            line(format_args!("System: {sys}"));
-        }
-        for sig in &self.sigs {
-            line(format_args!("Sig: {sig}"));
-        }
-        if let Some(ca) = &self.ca {
-            line(format_args!("CA: {ca}"));
-        }
-        s
+        Text { info: self, store_dir }.to_string()
     }
 
     /// The string signatures are made over (see [`signing::fingerprint`]).
@@ -143,8 +112,42 @@ impl NarInfo {
     }
 }
 
-fn nix32_typed(h: &Hash) -> String {
-    h.to_typed(crate::hash::Encoding::Nix32)
+/// A narinfo with the store directory its paths are printed in.
+struct Text<'a> {
+    info: &'a NarInfo,
+    store_dir: &'a StoreDir,
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.info;
+        writeln!(f, "StorePath: {}", self.store_dir.display(&info.path))?;
+        writeln!(f, "URL: {}", info.url)?;
+        writeln!(f, "Compression: {}", info.compression)?;
+        if let Some(h) = &info.file_hash {
+            writeln!(f, "FileHash: {}", h.to_typed(Encoding::Nix32))?;
+        }
+        if let Some(n) = info.file_size {
+            writeln!(f, "FileSize: {n}")?;
+        }
+        writeln!(f, "NarHash: {}", info.nar_hash.to_typed(Encoding::Nix32))?;
+        writeln!(f, "NarSize: {}", info.nar_size)?;
+        let refs: Vec<&str> = info.references.iter().map(StorePath::base_name).collect();
+        writeln!(f, "References: {}", refs.join(" "))?;
+        if let Some(d) = &info.deriver {
+            writeln!(f, "Deriver: {d}")?;
+        }
+        if let Some(system) = &info.system {
+            writeln!(f, "System: {system}")?;
+        }
+        for sig in &info.sigs {
+            writeln!(f, "Sig: {sig}")?;
+        }
+        if let Some(ca) = &info.ca {
+            writeln!(f, "CA: {ca}")?;
+        }
+        Ok(())
+    }
 }
 
 fn parse(store_dir: &StoreDir, text: &str) -> Result<NarInfo, Problem> {
@@ -178,9 +181,11 @@ fn parse(store_dir: &StoreDir, text: &str) -> Result<NarInfo, Problem> {
             |field, s: &str| StorePath::from_base_name(s).map_err(|source| Problem::BadPath { field, line, source });
         match key {
             "StorePath" => {
-                let p = store_dir
-                    .parse_path(value)
-                    .map_err(|source| Problem::BadPath { field: "StorePath", line, source })?;
+                let p = store_dir.parse_path(value).map_err(|source| Problem::BadPath {
+                    field: "StorePath",
+                    line,
+                    source,
+                })?;
                 path = Some(p);
             }
             "URL" => url = Some(value.to_owned()),

@@ -122,19 +122,18 @@ impl RefScanner {
         if self.prefixes[bit / 64] & (1 << (bit % 64)) == 0 {
             return;
         }
-        if let Ok(k) = self.candidates.binary_search_by(|c| c.as_slice().cmp(window)) {
-            if !self.found[k] {
+        match self.candidates.binary_search_by(|c| c.as_slice().cmp(window)) {
+            Ok(k) if !self.found[k] => {
                 self.found[k] = true;
                 self.left -= 1;
             }
+            _ => {}
         }
     }
 
     /// Whether `hash_part` has been seen so far.
     pub fn is_found(&self, hash_part: &[u8]) -> bool {
-        self.candidates
-            .binary_search_by(|c| c.as_slice().cmp(hash_part))
-            .is_ok_and(|k| self.found[k])
+        self.candidates.binary_search_by(|c| c.as_slice().cmp(hash_part)).is_ok_and(|k| self.found[k])
     }
 
     /// The hash parts seen so far, in byte order.
@@ -211,8 +210,7 @@ pub fn scan_path(path: &Path, candidates: &BTreeSet<StorePath>, algorithm: Algor
     nar::dump(path, &mut tee)?;
     let (sink, scanner) = tee.into_inner();
     let (nar_hash, nar_size) = sink.finish();
-    let references =
-        candidates.iter().filter(|p| scanner.is_found(p.hash_part().as_bytes())).cloned().collect();
+    let references = candidates.iter().filter(|p| scanner.is_found(p.hash_part().as_bytes())).cloned().collect();
     Ok(ScanResult { references, nar_hash, nar_size })
 }
 
@@ -235,7 +233,10 @@ mod tests {
     fn finds_hash_parts_inside_text() {
         let data = [b"prefix /nix/store/".as_slice(), A, b"-hello/bin".as_slice()].concat();
         assert_eq!(scan(&[&data]), vec![*A]);
-        assert!(scan(&[b"nothing here at all, and a long run of nix32: 0000000000000000000000000000000000000000"]).is_empty());
+        assert!(
+            scan(&[b"nothing here at all, and a long run of nix32: 0000000000000000000000000000000000000000"])
+                .is_empty()
+        );
     }
 
     #[test]

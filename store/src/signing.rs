@@ -79,11 +79,15 @@ fn parse_named<const N: usize>(s: &str, kind: KeyKind) -> Result<(String, [u8; N
     if payload.is_empty() {
         return Err(corrupt(name));
     }
-    let bytes = base64_decode_lenient(payload)
-        .map_err(|c| SigningError::BadBase64 { kind, name: name.to_owned(), c })?;
+    let bytes =
+        base64_decode_lenient(payload).map_err(|c| SigningError::BadBase64 { kind, name: name.to_owned(), c })?;
     let len = bytes.len();
-    let bytes = <[u8; N]>::try_from(bytes)
-        .map_err(|_| SigningError::WrongLength { kind, name: name.to_owned(), len, expected: N })?;
+    let bytes = <[u8; N]>::try_from(bytes).map_err(|_| SigningError::WrongLength {
+        kind,
+        name: name.to_owned(),
+        len,
+        expected: N,
+    })?;
     Ok((name.to_owned(), bytes))
 }
 
@@ -124,8 +128,8 @@ impl SecretKey {
     /// Parses the contents of a secret key file (a trailing newline is fine).
     pub fn parse(s: &str) -> Result<SecretKey, SigningError> {
         let (name, bytes) = parse_named::<SECRET_KEY_BYTES>(s, KeyKind::Secret)?;
-        let key = SigningKey::from_keypair_bytes(&bytes)
-            .map_err(|_| SigningError::MismatchedSecretKey(name.clone()))?;
+        let key =
+            SigningKey::from_keypair_bytes(&bytes).map_err(|_| SigningError::MismatchedSecretKey(name.clone()))?;
         Ok(SecretKey { name, key })
     }
 

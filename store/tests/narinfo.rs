@@ -63,7 +63,9 @@ fn cppnix_form_parses_into_fields_and_prints_back_byte_for_byte() {
 #[test]
 fn parsing_is_as_lenient_as_cppnix() {
     let nar_hash = Hash::parse_prefixed("sha256:008p823by62bh558ndw68vs22kmysgp697lxlfjdi37drk76vvj4").unwrap();
-    for form in [nar_hash.to_sri(), format!("sha256:{}", nar_hash.to_base16()), format!("sha256:{}", nar_hash.to_base64())] {
+    for form in
+        [nar_hash.to_sri(), format!("sha256:{}", nar_hash.to_base16()), format!("sha256:{}", nar_hash.to_base64())]
+    {
         let text = format!(
             "StorePath: /nix/store/{A}\nURL: nar/x.nar\nNarHash: {form}\nNarSize: 5\nFutureField: whatever\n\
              Deriver: unknown-deriver\nCA: \nReferences: \nSystem: x86_64-linux\n"
@@ -86,7 +88,8 @@ fn parsing_is_as_lenient_as_cppnix() {
         );
     }
     // A repeated field overrides, except References and CA (below).
-    let text = format!("StorePath: /nix/store/{A}\nURL: a\nURL: b\nNarHash: {}\nNarSize: 1\nNarSize: 2\n", nar_hash.to_sri());
+    let text =
+        format!("StorePath: /nix/store/{A}\nURL: a\nURL: b\nNarHash: {}\nNarSize: 1\nNarSize: 2\n", nar_hash.to_sri());
     let info = parse(&text).unwrap();
     assert_eq!((info.url.as_str(), info.nar_size), ("b", 2));
 }
@@ -110,21 +113,49 @@ fn missing_mandatory_fields_are_named() {
         assert!(err.to_string().contains(field), "{err}");
     }
     let zero = full.replace("NarSize: 5", "NarSize: 0");
-    assert_eq!(parse(&zero).unwrap_err().to_string(), "NAR info file 'test.narinfo' is corrupt: NarSize missing or zero");
+    assert_eq!(
+        parse(&zero).unwrap_err().to_string(),
+        "NAR info file 'test.narinfo' is corrupt: NarSize missing or zero"
+    );
 }
 
 #[test]
 fn malformed_lines_are_reported_with_their_line_number() {
     let head = format!("StorePath: /nix/store/{A}\nURL: nar/x.nar\n");
-    let cases: [(&str, fn(&Problem) -> bool, &str); 9] = [
+    type Check = fn(&Problem) -> bool;
+    let cases: [(&str, Check, &str); 9] = [
         ("no colon here\n", |p| matches!(p, Problem::MissingColon { line: 3 }), "expecting ':' at line 3"),
         ("NarSize: 5", |p| matches!(p, Problem::MissingNewline { line: 3 }), "expecting '\\n' at line 3"),
-        ("NarHash: 008p823by62bh558ndw68vs22kmysgp697lxlfjdi37drk76vvj4\n", |p| matches!(p, Problem::BadHash { field: "NarHash", line: 3, .. }), "bad hash in NarHash at line 3"),
-        ("FileHash: sha256:abc\n", |p| matches!(p, Problem::BadHash { field: "FileHash", line: 3, .. }), "bad hash in FileHash at line 3"),
-        ("NarSize: -1\n", |p| matches!(p, Problem::BadSize { field: "NarSize", line: 3, .. }), "invalid NarSize '-1' at line 3"),
-        ("References: not-a-path\n", |p| matches!(p, Problem::BadPath { field: "References", line: 3, .. }), "bad store path in References at line 3"),
-        (&"References: r6ni54fvlb65ha6drc8mngassizy5rns-a.txt\nReferences: r6ni54fvlb65ha6drc8mngassizy5rns-a.txt\n"[..], |p| matches!(p, Problem::Repeated { field: "References", line: 4 }), "extra References at line 4"),
-        ("CA: text:sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic\nCA: text:sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic\n", |p| matches!(p, Problem::Repeated { field: "CA", line: 4 }), "extra CA at line 4"),
+        (
+            "NarHash: 008p823by62bh558ndw68vs22kmysgp697lxlfjdi37drk76vvj4\n",
+            |p| matches!(p, Problem::BadHash { field: "NarHash", line: 3, .. }),
+            "bad hash in NarHash at line 3",
+        ),
+        (
+            "FileHash: sha256:abc\n",
+            |p| matches!(p, Problem::BadHash { field: "FileHash", line: 3, .. }),
+            "bad hash in FileHash at line 3",
+        ),
+        (
+            "NarSize: -1\n",
+            |p| matches!(p, Problem::BadSize { field: "NarSize", line: 3, .. }),
+            "invalid NarSize '-1' at line 3",
+        ),
+        (
+            "References: not-a-path\n",
+            |p| matches!(p, Problem::BadPath { field: "References", line: 3, .. }),
+            "bad store path in References at line 3",
+        ),
+        (
+            "References: r6ni54fvlb65ha6drc8mngassizy5rns-a.txt\nReferences: r6ni54fvlb65ha6drc8mngassizy5rns-a.txt\n",
+            |p| matches!(p, Problem::Repeated { field: "References", line: 4 }),
+            "extra References at line 4",
+        ),
+        (
+            "CA: text:sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic\nCA: text:sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic\n",
+            |p| matches!(p, Problem::Repeated { field: "CA", line: 4 }),
+            "extra CA at line 4",
+        ),
         ("CA: blob:x\n", |p| matches!(p, Problem::BadCa { line: 3, .. }), "bad CA at line 3"),
     ];
     for (tail, check, message) in cases {
@@ -268,7 +299,8 @@ fn narinfos_written_by_nix_parse_match_path_info_print_back_and_verify() {
         let trusted = PublicKeys::parse_all([std::fs::read_to_string(&pk).unwrap().as_str()]).unwrap();
 
         for compression in ["none", "xz"] {
-            let cache = p.copy_to_cache(&nix, compression, &format!("secret-key={}&compression={compression}", sk.display()));
+            let cache =
+                p.copy_to_cache(&nix, compression, &format!("secret-key={}&compression={compression}", sk.display()));
             let files = narinfos(&cache);
             assert_eq!(files.len(), 4, "{version}: a, b, the output and the derivation");
             let cache_url = format!("file://{}", cache.display());
@@ -324,7 +356,12 @@ fn nix_accepts_our_signature_and_rejects_a_tampered_one() {
             std::fs::write(tampered_cache.join(file.file_name().unwrap()), text).unwrap();
         }
         for entry in ["nix-cache-info", "nar"] {
-            let status = std::process::Command::new("cp").arg("-r").arg(cache.join(entry)).arg(&tampered_cache).status().unwrap();
+            let status = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(cache.join(entry))
+                .arg(&tampered_cache)
+                .status()
+                .unwrap();
             assert!(status.success());
         }
 
@@ -346,7 +383,8 @@ fn nix_accepts_our_signature_and_rejects_a_tampered_one() {
         let valid = run(p.store.nix(&nix, "nix-store").args(["--check-validity", "--print-invalid", &p.out]));
         assert_eq!(valid, "", "{version}: the output is valid again");
         let sigs = path_info_json(p.nix_cmd(&nix).args(["path-info", "--json", &p.out]));
-        let stored: Vec<&str> = sigs[&p.out]["signatures"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        let stored: Vec<&str> =
+            sigs[&p.out]["signatures"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
         assert_eq!(stored, [info.sigs.iter().next().unwrap().as_str()], "{version}: Nix kept our signature");
     }
 }

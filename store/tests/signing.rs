@@ -109,7 +109,9 @@ fn malformed_keys_are_reported_with_their_name() {
     let message = SecretKey::parse(&bad).unwrap_err().to_string();
     assert!(!message.contains(&rfc_secret_key_text()[6..20]), "{message}");
     assert!(format!("{:?}", SecretKey::parse(&rfc_secret_key_text()).unwrap()).contains("rfc-1"));
-    assert!(!format!("{:?}", SecretKey::parse(&rfc_secret_key_text()).unwrap()).contains(&rfc_secret_key_text()[6..20]));
+    assert!(
+        !format!("{:?}", SecretKey::parse(&rfc_secret_key_text()).unwrap()).contains(&rfc_secret_key_text()[6..20])
+    );
 
     assert!(SecretKey::generate("").is_err());
     assert!(SecretKey::generate("a:b").is_err());
@@ -157,7 +159,12 @@ fn keys_generated_by_nix_load_and_derive_the_same_public_key() {
         let store = TestStore::new();
         let dir = store.work_dir("keys");
         let (sk_file, pk_file) = (dir.join("sk"), dir.join("pk"));
-        run(store.nix(&nix, "nix-store").arg("--generate-binary-cache-key").arg("nix-made-1").arg(&sk_file).arg(&pk_file));
+        run(store
+            .nix(&nix, "nix-store")
+            .arg("--generate-binary-cache-key")
+            .arg("nix-made-1")
+            .arg(&sk_file)
+            .arg(&pk_file));
         let sk_text = std::fs::read_to_string(&sk_file).unwrap();
         let pk_text = std::fs::read_to_string(&pk_file).unwrap();
 

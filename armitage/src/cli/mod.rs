@@ -92,11 +92,35 @@ pub fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in logs or pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
+        .event_format(NixStyle)
         .init();
+}
+
+/// Log lines as Nix prints them: plain for information, `warning: ` and
+/// `error: ` prefixes, the level name for debug and trace. No colour codes.
+struct NixStyle;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for NixStyle
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        match *event.metadata().level() {
+            tracing::Level::ERROR => write!(writer, "error: ")?,
+            tracing::Level::WARN => write!(writer, "warning: ")?,
+            tracing::Level::INFO => {}
+            tracing::Level::DEBUG => write!(writer, "debug: ")?,
+            tracing::Level::TRACE => write!(writer, "trace: ")?,
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 impl GlobalOpts {
@@ -133,10 +157,17 @@ impl GlobalOpts {
         })
     }
 
-    /// Opens the local store these options point at.
+    /// Opens the local store these options point at, with the settings of
+    /// nix.conf (`$NIX_CONF_DIR/nix.conf`, then `NIX_CONFIG`).
     pub fn open_store(&self) -> Result<LocalStore> {
         let store_dir = self.store_dir()?;
-        let config = LocalStoreConfig::new(store_dir.clone(), self.state_dir()?, self.log_dir()?);
+        let env = ::store::nix_conf::ConfigEnv::from_process();
+        let loaded = ::store::nix_conf::load(&env, &::store::nix_conf::Host::detect())
+            .with_context(|| format!("reading '{}'", env.conf_file().display()))?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let config = LocalStoreConfig::from_settings(store_dir.clone(), self.state_dir()?, self.log_dir()?, &loaded.settings);
         LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))
     }
 }

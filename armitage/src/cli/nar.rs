@@ -54,8 +54,10 @@ impl NarCommand {
                         .with_context(|| format!("listing '{path}' in '{}'", file.display()))?;
                     writeln!(out)?;
                 } else {
+                    // Always the full listing: a shallow one leaves the
+                    // entries empty, and `-l` needs their type and size.
                     let mut buf = Vec::new();
-                    nar::write_json_listing(open(&file)?, &path, recursive, &mut buf, &nar::Limits::default())
+                    nar::write_json_listing(open(&file)?, &path, true, &mut buf, &nar::Limits::default())
                         .with_context(|| format!("listing '{path}' in '{}'", file.display()))?;
                     let listing: Value = serde_json::from_slice(&buf)?;
                     let base = path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_owned();

@@ -134,10 +134,15 @@ fn verify(g: &GlobalOpts, check_contents: bool, repair: bool) -> Result<ExitCode
 fn gc(g: &GlobalOpts, args: GcArgs) -> Result<ExitCode> {
     let store = g.open_store()?;
     if args.print_roots {
+        // Sorted by link, as `nix-store --gc --print-roots` prints them.
+        let mut by_link = BTreeSet::new();
         for (path, links) in store.find_roots(false)? {
             for link in links {
-                println!("{link} -> {}", store.display(&path));
+                by_link.insert((link, store.display(&path)));
             }
+        }
+        for (link, path) in by_link {
+            println!("{link} -> {path}");
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -26,7 +26,14 @@ fn recorded(store: &TestStore, nix: &Nix, path: &str) -> serde_json::Value {
 
 /// Adds `paths` with Nix then armitage (or the reverse) and checks both
 /// print the same path, which is then valid with the same record.
-fn add_both(store: &TestStore, nix: &Nix, nix_first: bool, nix_args: &[&str], ours: &[&str], paths: &[PathBuf]) -> Vec<String> {
+fn add_both(
+    store: &TestStore,
+    nix: &Nix,
+    nix_first: bool,
+    nix_args: &[&str],
+    ours: &[&str],
+    paths: &[PathBuf],
+) -> Vec<String> {
     let by_nix = || testkit::run(store.nix(nix, "nix-store").args(nix_args).args(paths));
     let by_us = || testkit::run(store.armitage().args(["store", "add"]).args(ours).args(paths));
     let (theirs, ours_out) = if nix_first {
@@ -81,7 +88,14 @@ fn add_fixed_matches_nix_store_add_fixed() {
         let (any, files) = inputs(&store);
         for algo in ["md5", "sha1", "sha256", "sha512"] {
             add_both(&store, &nix, nix_first, &["--add-fixed", algo], &["--fixed", algo], &files);
-            add_both(&store, &nix, nix_first, &["--add-fixed", "--recursive", algo], &["--fixed", algo, "--recursive"], &any);
+            add_both(
+                &store,
+                &nix,
+                nix_first,
+                &["--add-fixed", "--recursive", algo],
+                &["--fixed", algo, "--recursive"],
+                &any,
+            );
         }
         testkit::run(store.nix(&nix, "nix-store").args(["--verify", "--check-contents"]));
     }

@@ -78,7 +78,8 @@ fn hash_encodings_match_nix_2_26() {
         let got = testkit::run(store.armitage().args(["hash", ours, "--type", "sha256", "--sri"]).args(inputs));
         assert_eq!(got, expected, "nix hash {theirs}");
         assert!(got.starts_with("sha256-"), "{got}");
-        let expected = testkit::run(nix_cli(&store, &nix).args(["hash", theirs, "--type", "sha1", "--base32"]).args(inputs));
+        let expected =
+            testkit::run(nix_cli(&store, &nix).args(["hash", theirs, "--type", "sha1", "--base32"]).args(inputs));
         let got = testkit::run(store.armitage().args(["hash", ours, "--type", "sha1", "--base32"]).args(inputs));
         assert_eq!(got, expected, "nix hash {theirs} --type sha1 --base32");
     }

@@ -26,13 +26,7 @@ pub fn nix_cli(store: &TestStore, nix: &Nix) -> Command {
 /// Runs a command that must succeed; returns its raw stdout.
 pub fn run_bytes(cmd: &mut Command) -> Vec<u8> {
     let out = testkit::output(cmd);
-    assert!(
-        out.status.success(),
-        "{:?} failed ({}):\n{}",
-        cmd,
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{:?} failed ({}):\n{}", cmd, out.status, String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -189,6 +183,15 @@ fn make_writable(dir: &Path) {
     testkit::run(Command::new("chmod").args(["-R", "u+w"]).arg(dir));
 }
 
+/// A store for tests that build with Nix. Builds run as the calling user,
+/// not as `nixbld` users: the build-user locks live in each store's state
+/// dir, so concurrent tests would share `nixbld1`, and Nix kills every
+/// process of its build user after a build, including the other test's
+/// builder.
+pub fn building_store() -> TestStore {
+    TestStore::with_conf("build-users-group =")
+}
+
 /// Writes `expr` to a `.nix` file in the store's work dir and instantiates it
 /// with `nix`; returns the printed `.drv` paths.
 pub fn instantiate(store: &TestStore, nix: &Nix, name: &str, expr: &str) -> Vec<String> {
@@ -198,7 +201,8 @@ pub fn instantiate(store: &TestStore, nix: &Nix, name: &str, expr: &str) -> Vec<
     out.lines().map(str::to_owned).collect()
 }
 
-/// A Nix expression for a chain of derivations built by `/bin/sh`, the last
+/// A Nix expression for a chain of derivations built by `/bin/sh` (with
+/// no `PATH`: builtins only), the last
 /// one referring to the ones before it, prefixed `name`. `salt` makes the
 /// store paths distinct between calls.
 pub fn chain_expr(name: &str, salt: &str) -> String {
@@ -208,7 +212,7 @@ let
   sh = args: derivation ({{ builder = "/bin/sh"; system = "x86_64-linux"; salt = "{salt}"; }} // args);
   leaf = sh {{ name = "{name}-leaf"; src = ./src-{name}; args = ["-c" "echo leaf > $out"]; }};
   mid = sh {{ name = "{name}-mid"; inherit leaf; outputs = ["out" "dev"];
-              args = ["-c" "mkdir $out $dev; echo $leaf > $out/leaf; echo dev > $dev/d"]; }};
+              args = ["-c" "echo $leaf > $out; echo dev > $dev"]; }};
 in sh {{ name = "{name}-top"; inherit mid; middev = mid.dev; args = ["-c" "echo $mid $middev > $out"]; }}
 "#
     )

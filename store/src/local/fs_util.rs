@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Deletes a file or tree, making directories writable as needed. Returns
-/// the bytes freed (allocated blocks of files whose last link went). A path
-/// that does not exist is not an error.
+/// the bytes freed as CppNix's `deletePath` counts them: the sizes of the
+/// non-directories with one link, or two (the other being, likely, in
+/// `.links`, which the collector removes afterwards). A path that does not
+/// exist is not an error.
 pub fn delete_path(path: &Path) -> Result<u64> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -38,7 +40,6 @@ pub fn delete_path(path: &Path) -> Result<u64> {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dmeta.mode() & 0o7777 | 0o700))
                 .at("making writable", &dir)?;
         }
-        freed += dmeta.blocks() * 512;
         stack.push((dir.clone(), true));
         for entry in std::fs::read_dir(&dir).at("reading directory", &dir)? {
             let entry = entry.at("reading directory", &dir)?;
@@ -57,7 +58,7 @@ pub fn delete_path(path: &Path) -> Result<u64> {
 }
 
 fn freed_by(meta: &std::fs::Metadata) -> u64 {
-    if meta.nlink() <= 1 { meta.blocks() * 512 } else { 0 }
+    if meta.nlink() <= 2 { meta.len() } else { 0 }
 }
 
 /// fsyncs every file and directory of a tree (`fsync-store-paths`).

@@ -92,6 +92,30 @@ impl LocalStoreConfig {
     }
 }
 
+impl LocalStoreConfig {
+    /// The store settings from a loaded nix.conf.
+    pub fn from_settings(
+        store_dir: StoreDir,
+        state_dir: impl Into<PathBuf>,
+        log_dir: impl Into<PathBuf>,
+        settings: &crate::nix_conf::Settings,
+    ) -> Self {
+        let mut c = Self::new(store_dir, state_dir, log_dir);
+        c.fsync_metadata = settings.fsync_metadata;
+        c.fsync_store_paths = settings.fsync_store_paths;
+        c.use_sqlite_wal = settings.use_sqlite_wal;
+        c.ca_derivations = settings.is_enabled(crate::nix_conf::ExperimentalFeature::CaDerivations);
+        c.gc_reserved_space = settings.gc_reserved_space;
+        c.build_users_group = Some(settings.build_users_group.clone()).filter(|g| !g.is_empty());
+        c.keep_outputs = settings.keep_outputs;
+        c.keep_derivations = settings.keep_derivations;
+        c.auto_optimise_store = settings.auto_optimise_store;
+        c.allow_symlinked_store = settings.allow_symlinked_store;
+        c.ignored_xattrs = settings.ignored_acls.iter().cloned().collect();
+        c
+    }
+}
+
 /// An open local store. Holds the big-lock shared for its lifetime.
 pub struct LocalStore {
     config: LocalStoreConfig,

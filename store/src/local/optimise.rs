@@ -157,9 +157,8 @@ impl LocalStore {
             return Err(e).at("renaming over", path);
         }
         stats.files_linked += 1;
-        if meta.nlink() == 1 {
-            stats.bytes_freed += meta.blocks() * 512;
-        }
+        // CppNix counts every replaced file's size, shared or not.
+        stats.bytes_freed += meta.len();
         Ok(())
     }
 }

@@ -50,6 +50,8 @@ pub enum NarError {
     TooManyEntries { offset: u64, max: u64 },
     #[error("NAR file contents exceed {max} bytes in total (at offset {offset})")]
     ContentsTooLarge { offset: u64, max: u64 },
+    #[error("NAR reader used again after it failed at offset {offset}")]
+    UsedAfterError { offset: u64 },
 
     // --- writing a NAR from a file tree ---
     #[error("cannot read '{path}': {source}")]

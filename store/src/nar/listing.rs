@@ -25,7 +25,9 @@ pub enum NodeInfo {
         nar_offset: u64,
     },
     Directory,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
 }
 
 /// One entry of a directory inside a NAR.
@@ -282,10 +284,9 @@ impl<'a, W: Write + ?Sized> JsonOut<'a, W> {
     }
 
     fn key(&mut self, name: &[u8]) -> Result<(), NarError> {
-        if let Some(written) = self.written.last_mut() {
-            if std::mem::replace(written, true) {
-                self.raw(b",")?;
-            }
+        let first = self.written.last_mut().is_none_or(|written| !std::mem::replace(written, true));
+        if !first {
+            self.raw(b",")?;
         }
         self.string(name)?;
         self.raw(b":")

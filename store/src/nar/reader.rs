@@ -32,11 +32,15 @@ pub enum Event<'a, R> {
         offset: u64,
         contents: Contents<'a, R>,
     },
-    Symlink { target: &'a [u8] },
+    Symlink {
+        target: &'a [u8],
+    },
     /// The start of a directory.
     Directory,
     /// An entry of the current directory; the next event is its node.
-    Entry { name: &'a [u8] },
+    Entry {
+        name: &'a [u8],
+    },
     /// The end of the current directory.
     DirectoryEnd,
 }
@@ -55,6 +59,18 @@ enum State {
     InDirectory,
     /// The root node is complete.
     Done,
+    /// An error was returned; the stream position is unknown.
+    Failed,
+}
+
+/// What the parser has read an event's worth of; turned into an [`Event`]
+/// borrowing the reader once no error can happen any more.
+enum Ready {
+    Regular { executable: bool, size: u64, offset: u64 },
+    Symlink,
+    Directory,
+    Entry { start: usize },
+    DirectoryEnd,
 }
 
 /// Parses one NAR from a `BufRead`. Drive it with [`next`](Self::next) until
@@ -105,7 +121,8 @@ impl<R: BufRead> NarReader<R> {
         self.pos
     }
 
-    /// Number of open directories around the current event.
+    /// Number of directories open: for `Directory` including the one just
+    /// started, for `DirectoryEnd` without the one just ended.
     pub fn depth(&self) -> usize {
         self.frames.len()
     }
@@ -117,23 +134,6 @@ impl<R: BufRead> NarReader<R> {
         let ends = self.frames.iter().skip(1).copied().chain([self.path.len()]);
         // A directory with no entry yet has an empty last component.
         self.frames.iter().zip(ends).map(|(&start, end)| &self.path[start..end]).filter(|name| !name.is_empty())
-    }
-
-    /// The names from the root as `/a/b` (`/` for the root), for messages.
-    pub fn display_path(&self) -> String {
-        let mut s = String::new();
-        for name in self.path_components() {
-            s.push('/');
-            s.push_str(&show(name));
-        }
-        if s.is_empty() {
-            s.push('/');
-        }
-        s
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 
     /// Whether the whole NAR has been read.
@@ -148,7 +148,31 @@ impl<R: BufRead> NarReader<R> {
     }
 
     /// The next event, or `None` once the NAR's final `)` has been read.
+    /// After an error, every call fails.
+    // Not an `Iterator`: events borrow from the reader.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Event<'_, R>>, NarError> {
+        let ready = match self.step() {
+            Ok(Some(ready)) => ready,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.state = State::Failed;
+                return Err(e);
+            }
+        };
+        Ok(Some(match ready {
+            Ready::Regular { executable, size, offset } => {
+                Event::Regular { executable, size, offset, contents: Contents { reader: self } }
+            }
+            Ready::Symlink => Event::Symlink { target: &self.text },
+            Ready::Directory => Event::Directory,
+            Ready::Entry { start } => Event::Entry { name: &self.path[start..] },
+            Ready::DirectoryEnd => Event::DirectoryEnd,
+        }))
+    }
+
+    /// Parses up to the next event.
+    fn step(&mut self) -> Result<Option<Ready>, NarError> {
         loop {
             match self.state {
                 State::Start => {
@@ -172,6 +196,7 @@ impl<R: BufRead> NarReader<R> {
                 }
                 State::InDirectory => return self.read_entry().map(Some),
                 State::Done => return Ok(None),
+                State::Failed => return Err(NarError::UsedAfterError { offset: self.pos }),
             }
         }
     }
@@ -197,7 +222,7 @@ impl<R: BufRead> NarReader<R> {
 
     /// Reads a node up to its first event: `(`, `type`, the type, and for a
     /// regular file its header, for a symlink everything up to `)`.
-    fn read_node(&mut self) -> Result<Event<'_, R>, NarError> {
+    fn read_node(&mut self) -> Result<Ready, NarError> {
         let node_offset = self.pos;
         self.entries += 1;
         if self.entries > self.limits.max_entries {
@@ -223,12 +248,13 @@ impl<R: BufRead> NarReader<R> {
                 let max = self.limits.max_contents_size;
                 self.contents_total = match self.contents_total.checked_add(size) {
                     Some(total) if total <= max => total,
-                    _ => return Err(NarError::ContentsTooLarge { offset: size_offset, max }),
+                    _ => {
+                        return Err(NarError::ContentsTooLarge { offset: size_offset, max });
+                    }
                 };
                 self.remaining = size;
                 self.state = State::Contents { size };
-                let offset = self.pos;
-                Ok(Event::Regular { executable, size, offset, contents: Contents { reader: self } })
+                Ok(Ready::Regular { executable, size, offset: self.pos })
             }
             b"symlink" => {
                 self.expect_tag(b"target", "`target`")?;
@@ -243,26 +269,26 @@ impl<R: BufRead> NarReader<R> {
                 }
                 self.expect_tag(b")", "`)` after a symlink target")?;
                 self.state = State::AfterNode;
-                Ok(Event::Symlink { target: &self.text })
+                Ok(Ready::Symlink)
             }
             b"directory" => {
                 self.frames.push(self.path.len());
                 self.state = State::InDirectory;
-                Ok(Event::Directory)
+                Ok(Ready::Directory)
             }
             _ => Err(NarError::UnknownFileType { offset, got: show(kind.as_slice()) }),
         }
     }
 
     /// Inside a directory: reads `)` ending it, or an entry up to its `node`.
-    fn read_entry(&mut self) -> Result<Event<'_, R>, NarError> {
+    fn read_entry(&mut self) -> Result<Ready, NarError> {
         let (offset, tag) = self.read_tag("`entry` or `)`")?;
         match tag.as_slice() {
             b")" => {
                 let start = self.frames.pop().unwrap_or_default();
                 self.path.truncate(start);
                 self.state = State::AfterNode;
-                Ok(Event::DirectoryEnd)
+                Ok(Ready::DirectoryEnd)
             }
             b"entry" => {
                 if self.frames.len() > self.limits.max_depth {
@@ -278,7 +304,7 @@ impl<R: BufRead> NarReader<R> {
                 self.path.truncate(start);
                 self.path.extend_from_slice(&self.text);
                 self.state = State::Node;
-                Ok(Event::Entry { name: &self.path[start..] })
+                Ok(Ready::Entry { start })
             }
             _ => Err(unexpected(offset, "`entry` or `)`", &tag)),
         }
@@ -290,9 +316,15 @@ impl<R: BufRead> NarReader<R> {
         let name = self.text.as_slice();
         match name {
             [] => return Err(NarError::EmptyName { offset }),
-            b"." | b".." => return Err(NarError::DotName { offset, name: show(name) }),
-            _ if name.contains(&b'/') => return Err(NarError::NameWithSlash { offset, name: show(name) }),
-            _ if name.contains(&0) => return Err(NarError::NameWithNul { offset, name: show(name) }),
+            b"." | b".." => {
+                return Err(NarError::DotName { offset, name: show(name) });
+            }
+            _ if name.contains(&b'/') => {
+                return Err(NarError::NameWithSlash { offset, name: show(name) });
+            }
+            _ if name.contains(&0) => {
+                return Err(NarError::NameWithNul { offset, name: show(name) });
+            }
             _ => {}
         }
         let start = self.frames.last().copied().unwrap_or_default();
@@ -322,12 +354,16 @@ impl<R: BufRead> NarReader<R> {
             return Ok(&[]);
         }
         let remaining = self.remaining;
-        let buf = fill_buf(&mut self.inner, self.pos)?;
-        if buf.is_empty() {
-            return Err(NarError::Truncated { offset: self.pos, what: "file contents" });
-        }
-        let n = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        Ok(&buf[..n])
+        let failure = match fill_buf(&mut self.inner, self.pos) {
+            Ok([]) => NarError::Truncated { offset: self.pos, what: "file contents" },
+            Ok(buf) => {
+                let n = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                return Ok(&buf[..n]);
+            }
+            Err(e) => e,
+        };
+        self.state = State::Failed;
+        Err(failure)
     }
 
     fn consume_contents(&mut self, n: usize) {

@@ -37,11 +37,8 @@ pub struct UnpackStats {
 }
 
 const OPEN_DIR: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
-const CREATE_FILE: OFlags = OFlags::WRONLY
-    .union(OFlags::CREATE)
-    .union(OFlags::EXCL)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
+const CREATE_FILE: OFlags =
+    OFlags::WRONLY.union(OFlags::CREATE).union(OFlags::EXCL).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 /// Restores the NAR read from `nar` at `target`, which must not exist.
 /// Reads exactly the NAR's bytes from `nar`. On error nothing it created is
@@ -56,7 +53,9 @@ pub fn unpack<R: BufRead>(nar: R, target: &Path, limits: &Limits) -> Result<Unpa
     match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(_) => return Err(NarError::TargetExists(target.to_owned())),
         Err(Errno::NOENT) => {}
-        Err(e) => return Err(NarError::Unpack { path: target.to_owned(), source: e.into() }),
+        Err(e) => {
+            return Err(NarError::Unpack { path: target.to_owned(), source: e.into() });
+        }
     }
     let mut unpacker = Unpacker {
         target,
@@ -74,10 +73,12 @@ pub fn unpack<R: BufRead>(nar: R, target: &Path, limits: &Limits) -> Result<Unpa
         }
         Err(e) => {
             unpacker.dirs.clear();
-            if unpacker.created_root {
-                if let Err(cleanup) = remove_tree(parent.as_fd(), name.as_bytes()) {
-                    tracing::warn!("cannot remove '{}' after a failed unpack: {cleanup}", target.display());
-                }
+            let cleanup = match unpacker.created_root {
+                true => remove_tree(parent.as_fd(), name.as_bytes()),
+                false => Ok(()),
+            };
+            if let Err(cleanup) = cleanup {
+                tracing::warn!("cannot remove '{}' after a failed unpack: {cleanup}", target.display());
             }
             Err(e)
         }

@@ -27,18 +27,34 @@ const DIRENT_BUF_SIZE: usize = 32 << 10;
 
 /// Flags for opening an entry that should be a regular file or a directory:
 /// never through a symlink, and never blocking should it be a FIFO.
-const OPEN_ENTRY: OFlags = OFlags::RDONLY
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::NONBLOCK)
-    .union(OFlags::NOCTTY)
-    .union(OFlags::CLOEXEC);
+const OPEN_ENTRY: OFlags =
+    OFlags::RDONLY.union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK).union(OFlags::NOCTTY).union(OFlags::CLOEXEC);
 
 /// Writes the NAR serialisation of `path` (not following it if it is a
 /// symlink) to `sink`, as `nix-store --dump` does. Returns the NAR's size.
 pub fn dump<W: Write + ?Sized>(path: &Path, sink: &mut W) -> Result<u64, NarError> {
+    dump_to(path, WriteChunks(sink))
+}
+
+/// Like [`dump`], but once the NAR outgrows one buffer, `sink` is written
+/// from a second thread, so that reading the tree and consuming the NAR
+/// (hashing it, say) overlap. Small NARs are written without a thread.
+pub fn dump_parallel<W: Write + Send>(path: &Path, sink: &mut W) -> Result<u64, NarError> {
+    std::thread::scope(|scope| dump_to(path, Pipeline { scope, state: PipelineState::Inline(sink) }))
+}
+
+/// The hash of the NAR serialisation of `path` and its size, as
+/// `nix-hash --type <algorithm> PATH` computes it.
+pub fn hash_path(path: &Path, algorithm: Algorithm) -> Result<(Hash, u64), NarError> {
+    let mut sink = HashSink::new(algorithm);
+    dump_parallel(path, &mut sink)?;
+    Ok(sink.finish())
+}
+
+fn dump_to<C: Chunks>(path: &Path, chunks: C) -> Result<u64, NarError> {
     let mut dumper = Dumper {
         root: path,
-        out: Out { sink, buf: vec![0; OUT_BUF_SIZE].into_boxed_slice(), filled: 0, total: 0 },
+        out: Out { chunks, buf: vec![0; OUT_BUF_SIZE].into_boxed_slice(), filled: 0, total: 0 },
         dirs: Vec::new(),
         frames: Vec::new(),
         dirent_buf: Vec::with_capacity(DIRENT_BUF_SIZE),
@@ -46,20 +62,13 @@ pub fn dump<W: Write + ?Sized>(path: &Path, sink: &mut W) -> Result<u64, NarErro
     };
     dumper.run()?;
     dumper.out.flush()?;
+    dumper.out.chunks.finish()?;
     Ok(dumper.out.total)
 }
 
-/// The hash of the NAR serialisation of `path` and its size, as
-/// `nix-hash --type <algorithm> PATH` computes it.
-pub fn hash_path(path: &Path, algorithm: Algorithm) -> Result<(Hash, u64), NarError> {
-    let mut sink = HashSink::new(algorithm);
-    dump(path, &mut sink)?;
-    Ok(sink.finish())
-}
-
-struct Dumper<'a, W: ?Sized> {
+struct Dumper<'a, C> {
     root: &'a Path,
-    out: Out<'a, W>,
+    out: Out<C>,
     /// File descriptors of the directories being walked, root first.
     dirs: Vec<OwnedFd>,
     /// The sorted listing of each directory in `dirs`; kept beyond
@@ -93,7 +102,7 @@ impl Frame {
     }
 }
 
-impl<W: Write + ?Sized> Dumper<'_, W> {
+impl<C: Chunks> Dumper<'_, C> {
     fn run(&mut self) -> Result<(), NarError> {
         self.out.string(MAGIC)?;
         let root = self.root;
@@ -148,7 +157,9 @@ impl<W: Write + ?Sized> Dumper<'_, W> {
                     self.out.symlink(target.as_bytes())?;
                     self.link_buf = target.into_bytes();
                 }
-                _ => return Err(NarError::UnsupportedFileType { path: self.current_path() }),
+                _ => {
+                    return Err(NarError::UnsupportedFileType { path: self.current_path() });
+                }
             }
             if self.dirs.len() == depth {
                 self.out.tag(b")")?; // a file or symlink entry is complete
@@ -169,9 +180,7 @@ impl<W: Write + ?Sized> Dumper<'_, W> {
                 let mut file = std::fs::File::from(fd);
                 match self.out.contents(&mut file, size) {
                     Ok(()) => Ok(()),
-                    Err(ContentsError::Read(e)) => {
-                        Err(NarError::Dump { path: self.current_path(), source: e })
-                    }
+                    Err(ContentsError::Read(e)) => Err(NarError::Dump { path: self.current_path(), source: e }),
                     Err(ContentsError::Shrank) => Err(NarError::FileShrank { path: self.current_path() }),
                     Err(ContentsError::Nar(e)) => Err(e),
                 }
@@ -241,19 +250,133 @@ enum ContentsError {
     Nar(NarError),
 }
 
+/// Where the output buffer goes when it is full.
+trait Chunks {
+    /// Takes the first `len` bytes of `buf`; may swap `buf` for another
+    /// buffer of the same size.
+    fn take(&mut self, buf: &mut Box<[u8]>, len: usize) -> Result<(), NarError>;
+
+    /// Called once after the last chunk.
+    fn finish(&mut self) -> Result<(), NarError> {
+        Ok(())
+    }
+}
+
+/// Chunks written to a `Write` as they come.
+struct WriteChunks<'a, W: ?Sized>(&'a mut W);
+
+impl<W: Write + ?Sized> Chunks for WriteChunks<'_, W> {
+    fn take(&mut self, buf: &mut Box<[u8]>, len: usize) -> Result<(), NarError> {
+        self.0.write_all(&buf[..len]).map_err(NarError::Write)
+    }
+}
+
+/// Buffers in flight between the dumping thread and the writing thread:
+/// enough for each side to work on one while another waits.
+const PIPELINE_BUFFERS: usize = 3;
+
+/// Chunks handed to a writer thread, started when the first full buffer
+/// comes; buffers travel back and forth instead of being copied.
+struct Pipeline<'scope, 'env, W: Write + Send> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    state: PipelineState<'scope, 'env, W>,
+}
+
+enum PipelineState<'scope, 'env, W: Write + Send> {
+    Inline(&'env mut W),
+    Running {
+        full: std::sync::mpsc::SyncSender<(Box<[u8]>, usize)>,
+        empty: std::sync::mpsc::Receiver<Box<[u8]>>,
+        buffers: usize,
+        writer: std::thread::ScopedJoinHandle<'scope, io::Result<()>>,
+    },
+    Finished,
+}
+
+impl<W: Write + Send> Pipeline<'_, '_, W> {
+    /// Hands the sink to a new writer thread.
+    fn start(&mut self) {
+        if let PipelineState::Inline(sink) = std::mem::replace(&mut self.state, PipelineState::Finished) {
+            let (full, full_rx) = std::sync::mpsc::sync_channel::<(Box<[u8]>, usize)>(PIPELINE_BUFFERS);
+            let (empty_tx, empty) = std::sync::mpsc::channel();
+            let writer = self.scope.spawn(move || {
+                for (buf, len) in full_rx {
+                    sink.write_all(&buf[..len])?;
+                    // The dumper may be gone already; the buffer is then dropped.
+                    let _ = empty_tx.send(buf);
+                }
+                Ok(())
+            });
+            self.state = PipelineState::Running { full, empty, buffers: 1, writer };
+        }
+    }
+
+    /// Stops the writer thread (once it has written what it was given) and
+    /// returns its error, if any.
+    fn stop(&mut self) -> Result<(), NarError> {
+        match std::mem::replace(&mut self.state, PipelineState::Finished) {
+            PipelineState::Running { full, writer, .. } => {
+                drop(full);
+                match writer.join() {
+                    Ok(result) => result.map_err(NarError::Write),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<W: Write + Send> Chunks for Pipeline<'_, '_, W> {
+    fn take(&mut self, buf: &mut Box<[u8]>, len: usize) -> Result<(), NarError> {
+        match self.state {
+            // The last, partial chunk of a NAR that fit in one buffer.
+            PipelineState::Inline(ref mut sink) if len < buf.len() => {
+                return sink.write_all(&buf[..len]).map_err(NarError::Write);
+            }
+            PipelineState::Inline(_) => self.start(),
+            _ => {}
+        }
+        let PipelineState::Running { full, empty, buffers, .. } = &mut self.state else {
+            return Err(NarError::Write(io::Error::other("the NAR writer has already finished")));
+        };
+        let spare = match empty.try_recv() {
+            Ok(spare) => Some(spare),
+            Err(_) if *buffers < PIPELINE_BUFFERS => {
+                *buffers += 1;
+                Some(vec![0; buf.len()].into_boxed_slice())
+            }
+            Err(_) => empty.recv().ok(),
+        };
+        let sent = match spare {
+            Some(spare) => full.send((std::mem::replace(buf, spare), len)).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // A closed channel means the writer stopped, and its error says why.
+        Err(self.stop().err().unwrap_or_else(|| NarError::Write(io::Error::other("the NAR writer stopped early"))))
+    }
+
+    fn finish(&mut self) -> Result<(), NarError> {
+        self.stop()
+    }
+}
+
 /// The output buffer in front of the sink.
-struct Out<'a, W: ?Sized> {
-    sink: &'a mut W,
+struct Out<C> {
+    chunks: C,
     buf: Box<[u8]>,
     filled: usize,
     /// Bytes handed to the sink so far.
     total: u64,
 }
 
-impl<W: Write + ?Sized> Out<'_, W> {
+impl<C: Chunks> Out<C> {
     fn flush(&mut self) -> Result<(), NarError> {
         if self.filled > 0 {
-            self.sink.write_all(&self.buf[..self.filled]).map_err(NarError::Write)?;
+            self.chunks.take(&mut self.buf, self.filled)?;
             self.total += self.filled as u64;
             self.filled = 0;
         }

@@ -81,13 +81,7 @@ fn x86_64_levels() -> Vec<&'static str> {
         return levels;
     }
     levels.push("x86_64-v1");
-    if !(has!("cmpxchg16b")
-        && has!("popcnt")
-        && has!("sse3")
-        && has!("ssse3")
-        && has!("sse4.1")
-        && has!("sse4.2"))
-    {
+    if !(has!("cmpxchg16b") && has!("popcnt") && has!("sse3") && has!("ssse3") && has!("sse4.1") && has!("sse4.2")) {
         return levels;
     }
     levels.push("x86_64-v2");

@@ -1,7 +1,7 @@
-//! `nix.conf`: the file syntax ([`parser`]), typed values ([`value`]), the
-//! settings a daemon honours with CppNix's names and defaults
-//! ([`Settings`]), and loading them the way CppNix's `loadConfFile` does
-//! ([`load`]).
+//! `nix.conf`: the file syntax ([`parser`]), typed values (booleans,
+//! sizes, lists, sets, [`SandboxMode`]), the settings a daemon honours with
+//! CppNix's names and defaults ([`Settings`]), and loading them the way
+//! CppNix's `loadConfFile` does ([`load`]).
 //!
 //! Loading reads `$NIX_CONF_DIR/nix.conf` (or a given file; a missing one is
 //! no error), then the per-user files, then `NIX_CONFIG`. Within each, the
@@ -21,7 +21,7 @@ mod features;
 mod host;
 pub mod parser;
 mod settings;
-pub mod value;
+mod value;
 
 pub use env::ConfigEnv;
 pub use features::ExperimentalFeature;
@@ -116,8 +116,13 @@ fn apply_file(settings: &mut Settings, path: &Path, warnings: &mut Vec<Warning>)
 /// Applies assignments as CppNix 2.26's `applyConfig`: the
 /// `experimental-features` ones first, so that settings gated on a feature
 /// see it wherever it is enabled, then all others in order.
-pub fn apply(settings: &mut Settings, assignments: &[Assignment], warnings: &mut Vec<Warning>) -> Result<(), NixConfError> {
-    let is_features = |a: &&Assignment| matches!(a.name.as_str(), "experimental-features" | "extra-experimental-features");
+pub fn apply(
+    settings: &mut Settings,
+    assignments: &[Assignment],
+    warnings: &mut Vec<Warning>,
+) -> Result<(), NixConfError> {
+    let is_features =
+        |a: &&Assignment| matches!(a.name.as_str(), "experimental-features" | "extra-experimental-features");
     let (features, others): (Vec<&Assignment>, Vec<&Assignment>) = assignments.iter().partition(is_features);
     for a in features.into_iter().chain(others) {
         settings.set(&a.name, &a.value, warnings).map_err(|source| NixConfError::Setting {

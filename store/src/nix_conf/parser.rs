@@ -97,7 +97,13 @@ fn parse_into(
     Ok(())
 }
 
-fn include(path: &Path, required: bool, from: &str, stack: &mut Vec<PathBuf>, out: &mut Parsed) -> Result<(), ParseError> {
+fn include(
+    path: &Path,
+    required: bool,
+    from: &str,
+    stack: &mut Vec<PathBuf>,
+    out: &mut Parsed,
+) -> Result<(), ParseError> {
     // CppNix tests existence with lstat and then reads, ignoring read errors.
     if std::fs::symlink_metadata(path).is_err() {
         return if required {

@@ -64,17 +64,17 @@ macro_rules! settings {
         )*];
 
         impl Settings {
-            /// Parses `text` into the setting called `name` (canonical).
-            /// `Ok(false)` if there is no such typed setting.
-            fn assign(&mut self, name: &str, text: &str, append: bool, cx: &mut Context<'_>) -> Result<bool, SettingError> {
+            /// Parses `text` into the typed setting `name` (canonical; the
+            /// caller looked it up, other names are ignored).
+            fn assign(&mut self, name: &str, text: &str, append: bool, cx: &mut Context<'_>) -> Result<(), SettingError> {
                 match name {
                     $($name => {
                         let value: $ty = settings!(@parse $ty $(, $parse)?)(name, text, cx)?;
                         if append { SettingValue::append(&mut self.$field, value) } else { self.$field = value }
-                        Ok(true)
                     })*
-                    _ => Ok(false),
+                    _ => {}
                 }
+                Ok(())
             }
 
             /// The value of a typed setting as `nix show-config` prints it.
@@ -184,18 +184,64 @@ settings! {
 /// Setting names (and aliases) CppNix 2.8 or 2.26 knows that have no field
 /// here.
 const KNOWN_UNTYPED: &[&str] = &[
-    "abort-on-warn", "accept-flake-config", "access-tokens", "allow-dirty", "allow-dirty-locks",
-    "allow-import-from-derivation", "allow-unsafe-native-code-during-evaluation", "allowed-impure-host-deps",
-    "allowed-uris", "always-allow-substitutes", "bash-prompt", "bash-prompt-prefix", "bash-prompt-suffix",
-    "build-hook", "build-poll-interval", "build-repeat", "commit-lock-file-summary", "commit-lockfile-summary",
-    "darwin-log-sandbox-violations", "debugger-on-trace", "debugger-on-warn", "diff-hook", "download-buffer-size",
-    "download-speed", "enforce-determinism", "eval-cache", "eval-system", "flake-registry", "hashed-mirrors",
-    "http2", "ignore-try", "impure-env", "log-lines", "max-call-depth", "nar-buffer-size", "nix-path",
-    "nix-shell-always-looks-for-shell-nix", "nix-shell-shebang-arguments-relative-to-script", "plugin-files",
-    "preallocate-contents", "print-missing", "pure-eval", "repeat", "restrict-eval", "run-diff-hook",
-    "show-trace", "ssl-cert-file", "tarball-ttl", "trace-function-calls", "trace-verbose",
-    "trust-tarballs-from-git-forges", "upgrade-nix-store-path-url", "use-case-hack", "use-registries",
-    "use-xdg-base-directories", "user-agent-suffix", "warn-dirty", "warn-large-path-threshold",
+    "abort-on-warn",
+    "accept-flake-config",
+    "access-tokens",
+    "allow-dirty",
+    "allow-dirty-locks",
+    "allow-import-from-derivation",
+    "allow-unsafe-native-code-during-evaluation",
+    "allowed-impure-host-deps",
+    "allowed-uris",
+    "always-allow-substitutes",
+    "bash-prompt",
+    "bash-prompt-prefix",
+    "bash-prompt-suffix",
+    "build-hook",
+    "build-poll-interval",
+    "build-repeat",
+    "commit-lock-file-summary",
+    "commit-lockfile-summary",
+    "darwin-log-sandbox-violations",
+    "debugger-on-trace",
+    "debugger-on-warn",
+    "diff-hook",
+    "download-buffer-size",
+    "download-speed",
+    "enforce-determinism",
+    "eval-cache",
+    "eval-system",
+    "flake-registry",
+    "hashed-mirrors",
+    "http2",
+    "ignore-try",
+    "impure-env",
+    "log-lines",
+    "max-call-depth",
+    "nar-buffer-size",
+    "nix-path",
+    "nix-shell-always-looks-for-shell-nix",
+    "nix-shell-shebang-arguments-relative-to-script",
+    "plugin-files",
+    "preallocate-contents",
+    "print-missing",
+    "pure-eval",
+    "repeat",
+    "restrict-eval",
+    "run-diff-hook",
+    "show-trace",
+    "ssl-cert-file",
+    "tarball-ttl",
+    "trace-function-calls",
+    "trace-verbose",
+    "trust-tarballs-from-git-forges",
+    "upgrade-nix-store-path-url",
+    "use-case-hack",
+    "use-registries",
+    "use-xdg-base-directories",
+    "user-agent-suffix",
+    "warn-dirty",
+    "warn-large-path-threshold",
 ];
 
 fn strings<C: FromIterator<String>>(items: &[&str]) -> C {
@@ -219,7 +265,9 @@ impl Settings {
     pub fn new(host: &Host, env: &ConfigEnv) -> Settings {
         let conf_dir = env.conf_dir.display();
         let builders = match &env.remote_systems {
-            Some(files) => files.split(':').filter(|f| !f.is_empty()).map(|f| format!("@{f}")).collect::<Vec<_>>().join("\n"),
+            Some(files) => {
+                files.split(':').filter(|f| !f.is_empty()).map(|f| format!("@{f}")).collect::<Vec<_>>().join("\n")
+            }
             None => format!("@{conf_dir}/machines"),
         };
         Settings {
@@ -320,10 +368,10 @@ impl Settings {
             return Ok(());
         }
         let mut cx = Context { cores: self.auto_jobs, warnings };
-        self.assign(info.name, value, append, &mut cx)?;
-        Ok(())
+        self.assign(info.name, value, append, &mut cx)
     }
 
+    /// Whether `experimental-features` includes `feature`.
     pub fn is_enabled(&self, feature: ExperimentalFeature) -> bool {
         self.experimental_features.contains(&feature)
     }

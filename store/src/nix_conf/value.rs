@@ -2,7 +2,7 @@
 //! `BaseSetting<T>::parse`/`appendOrSet`/`to_string` in
 //! src/libutil/config.cc): booleans, integers with an optional binary unit
 //! suffix, strings, whitespace-separated lists and sets, the sandbox mode and
-//! the experimental feature set. The text form ([`SettingValue::render`]) is
+//! the experimental feature set. The text form (`SettingValue::render`) is
 //! what `nix show-config` prints.
 
 use super::Warning;
@@ -187,9 +187,7 @@ integer_settings!(u32, u64, i64);
 pub(crate) fn parse_max_jobs(name: &str, text: &str, cx: &mut Context<'_>) -> Result<u32, SettingError> {
     match text {
         "auto" => Ok(cx.cores.max(1)),
-        _ => text
-            .parse()
-            .map_err(|_| SettingError::InvalidMaxJobs { name: name.to_owned(), value: text.to_owned() }),
+        _ => text.parse().map_err(|_| SettingError::InvalidMaxJobs { name: name.to_owned(), value: text.to_owned() }),
     }
 }
 

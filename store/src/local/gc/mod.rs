@@ -127,30 +127,39 @@ impl LocalStore {
             GcAction::ReturnDead => results.paths = dead.iter().map(|p| self.display(p)).collect(),
             GcAction::DeleteDead | GcAction::DeleteSpecific(_) => {
                 tracing::info!("deleting unused links...");
-                results.bytes_freed += self.delete_unused_links()?;
+                self.delete_unused_links()?;
             }
         }
         Ok(results)
     }
 
-    /// Removes `.links` entries nothing else links to any more.
-    fn delete_unused_links(&self) -> Result<u64> {
+    /// Removes `.links` entries nothing else links to any more. Their bytes
+    /// were already counted when their last other link went (CppNix counts
+    /// files with two links as freed); reports what hard linking still saves.
+    fn delete_unused_links(&self) -> Result<()> {
         let dir = self.config.store_dir.as_path().join(".links");
-        let mut freed = 0;
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e).at("reading directory", &dir),
         };
+        let (mut actual, mut unshared) = (0i64, 0i64);
         for e in entries {
             let path = e.at("reading directory", &dir)?.path();
             let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-            if meta.nlink() == 1 {
-                std::fs::remove_file(&path).at("deleting", &path)?;
-                freed += meta.blocks() * 512;
+            if meta.nlink() != 1 {
+                actual += meta.len() as i64;
+                unshared += (meta.nlink() as i64 - 1) * meta.len() as i64;
+                continue;
             }
+            std::fs::remove_file(&path).at("deleting", &path)?;
         }
-        Ok(freed)
+        let overhead = std::fs::metadata(&dir).map(|m| m.blocks() as i64 * 512).unwrap_or(0);
+        tracing::info!(
+            "note: currently hard linking saves {:.2} MiB",
+            (unshared - actual - overhead) as f64 / (1024.0 * 1024.0)
+        );
+        Ok(())
     }
 
     /// The closure under references, plus outputs of derivations
