@@ -73,7 +73,7 @@ fn kill_9_during_add_leaves_nothing_or_a_valid_path() {
     let (Some(nix28), Some(nix226)) = (Nix::find(NixVersion::V2_8), Nix::find(NixVersion::V2_26)) else { return };
     let store = TestStore::new();
     let tree = store.work_dir("big").join("tree");
-    make_tree(&tree, 42, 2500, 24_000);
+    make_tree(&tree, 42, 1500, 16_000);
     let seed = Rng::seed_from_time();
     eprintln!("crash test seed: {seed}");
     let mut rng = Rng::new(seed);

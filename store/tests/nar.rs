@@ -466,6 +466,28 @@ fn reader_consumes_exactly_the_nar_even_one_byte_at_a_time() {
     assert_eq!(left, b"NEXT MESSAGE");
 }
 
+#[test]
+fn reader_keeps_failing_after_an_error() {
+    let model = Node::Dir(BTreeMap::from([(b"a".to_vec(), Node::File { executable: false, contents: vec![1; 20] })]));
+    let nar_bytes = model_nar(&model);
+    // Cut 8 bytes before the end of the contents (after them come 4 bytes
+    // of padding and three `)`).
+    let cut = &nar_bytes[..nar_bytes.len() - 60];
+    let mut reader = NarReader::new(cut);
+    assert!(matches!(reader.next(), Ok(Some(Event::Directory))));
+    assert!(matches!(reader.next(), Ok(Some(Event::Entry { name: b"a" }))));
+    match reader.next() {
+        Ok(Some(Event::Regular { size: 20, mut contents, .. })) => {
+            let err = contents.copy_to(&mut Vec::new()).unwrap_err();
+            assert!(matches!(err, NarError::Truncated { what: "file contents", .. }), "{err}");
+        }
+        _ => panic!("expected the file"),
+    }
+    assert!(matches!(reader.next(), Err(NarError::UsedAfterError { .. })));
+    assert!(matches!(reader.next(), Err(NarError::UsedAfterError { .. })));
+    assert!(!reader.is_done());
+}
+
 /// Accepts `left` bytes, then fails.
 struct FailingWriter {
     left: usize,
@@ -674,6 +696,24 @@ proptest! {
                 prop_assert!(fs::symlink_metadata(&out).is_err(), "{} left behind after: {}", out.display(), e);
                 prop_assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
             }
+        }
+    }
+}
+
+/// `dump_bytes` (a file's NAR built in memory) equals the dump of a real file
+/// with the same contents and executable bit.
+#[test]
+fn dump_bytes_equals_dump_of_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (i, contents) in [&b""[..], b"x", b"exactly8", b"nine byte", &[7u8; 1000]].iter().enumerate() {
+        for exe in [false, true] {
+            let f = dir.path().join(format!("f{i}{exe}"));
+            std::fs::write(&f, contents).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(if exe { 0o755 } else { 0o644 })).unwrap();
+            let mut nar = Vec::new();
+            store::nar::dump(&f, &mut nar).unwrap();
+            assert_eq!(store::nar::dump_bytes(contents, exe), nar, "contents {contents:?}, executable {exe}");
         }
     }
 }

@@ -19,64 +19,70 @@ struct Nar(Vec<u8>);
 
 impl Nar {
     fn new() -> Nar {
-        let mut n = Nar::default();
-        n.s(b"nix-archive-1");
-        n
-    }
-
-    fn u64(&mut self, n: u64) -> &mut Self {
-        self.0.extend_from_slice(&n.to_le_bytes());
-        self
-    }
-
-    /// A string with its length and zero padding.
-    fn s(&mut self, s: &[u8]) -> &mut Self {
-        self.u64(s.len() as u64);
-        self.0.extend_from_slice(s);
-        self.0.resize(self.0.len().next_multiple_of(8), 0);
-        self
-    }
-
-    fn tags(&mut self, tags: &[&str]) -> &mut Self {
-        for t in tags {
-            self.s(t.as_bytes());
-        }
-        self
-    }
-
-    fn file(&mut self, contents: &[u8]) -> &mut Self {
-        self.tags(&["(", "type", "regular", "contents"]).s(contents).tags(&[")"])
-    }
-
-    fn symlink(&mut self, target: &[u8]) -> &mut Self {
-        self.tags(&["(", "type", "symlink", "target"]).s(target).tags(&[")"])
-    }
-
-    fn dir(&mut self) -> &mut Self {
-        self.tags(&["(", "type", "directory"])
-    }
-
-    fn entry(&mut self, name: &[u8]) -> &mut Self {
-        self.tags(&["entry", "(", "name"]).s(name).tags(&["node"])
-    }
-
-    /// Closes a node or an entry.
-    fn close(&mut self) -> &mut Self {
-        self.tags(&[")"])
+        Nar::default().s(b"nix-archive-1")
     }
 
     /// A root directory with a subdirectory and a file whose names sort
     /// before anything the cases add (`+` is below `.`, digits and letters).
     fn with_prefix() -> Nar {
-        let mut n = Nar::new();
-        n.dir();
-        n.entry(b"+dir").dir().entry(b"inner").file(b"x").close().close().close();
-        n.entry(b"+file").file(b"first").close();
+        Nar::new()
+            .dir()
+            .entry(b"+dir")
+            .dir()
+            .entry(b"inner")
+            .file(b"x")
+            .close()
+            .close()
+            .close()
+            .entry(b"+file")
+            .file(b"first")
+            .close()
+    }
+
+    fn raw(mut self, bytes: &[u8]) -> Nar {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    fn u64(self, n: u64) -> Nar {
+        self.raw(&n.to_le_bytes())
+    }
+
+    /// A string with its length and zero padding.
+    fn s(self, s: &[u8]) -> Nar {
+        let mut n = self.u64(s.len() as u64).raw(s);
+        n.0.resize(n.0.len().next_multiple_of(8), 0);
         n
     }
 
-    fn bytes(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.0)
+    fn tags(self, tags: &[&str]) -> Nar {
+        tags.iter().fold(self, |n, t| n.s(t.as_bytes()))
+    }
+
+    /// A regular file's node up to its size.
+    fn file_header(self, size: u64) -> Nar {
+        self.tags(&["(", "type", "regular", "contents"]).u64(size)
+    }
+
+    fn file(self, contents: &[u8]) -> Nar {
+        self.tags(&["(", "type", "regular", "contents"]).s(contents).close()
+    }
+
+    fn symlink(self, target: &[u8]) -> Nar {
+        self.tags(&["(", "type", "symlink", "target"]).s(target).close()
+    }
+
+    fn dir(self) -> Nar {
+        self.tags(&["(", "type", "directory"])
+    }
+
+    fn entry(self, name: &[u8]) -> Nar {
+        self.tags(&["entry", "(", "name"]).s(name).tags(&["node"])
+    }
+
+    /// Closes a node or an entry.
+    fn close(self) -> Nar {
+        self.tags(&[")"])
     }
 }
 
@@ -87,298 +93,93 @@ struct Case {
     expect: fn(&NarError) -> bool,
 }
 
-fn case(file: &'static str, mut nar: Nar, expect: fn(&NarError) -> bool) -> Case {
-    Case { file, nar: nar.bytes(), limits: Limits::default(), expect }
+fn case(file: &'static str, nar: Nar, expect: fn(&NarError) -> bool) -> Case {
+    Case { file, nar: nar.0, limits: Limits::default(), expect }
 }
 
+#[rustfmt::skip]
 fn cases() -> Vec<Case> {
+    let prefix = Nar::with_prefix;
     let mut cases = vec![
-        case(
-            "bad-magic.nar",
-            {
-                let mut n = Nar::default();
-                n.s(b"nix-archive-2").file(b"x");
-                n
-            },
-            |e| matches!(e, NarError::BadMagic),
-        ),
-        case("empty.nar", Nar::default(), |e| matches!(e, NarError::BadMagic)),
-        case(
-            "name-empty.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"").file(b"x").close().close();
-                n
-            },
-            |e| matches!(e, NarError::EmptyName { .. }),
-        ),
-        case(
-            "name-dot.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b".").file(b"x").close().close();
-                n
-            },
-            |e| matches!(e, NarError::DotName { name, .. } if name == "."),
-        ),
-        case(
-            "name-dotdot.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"..")
-                    .dir()
-                    .entry(b"sentinel")
-                    .dir()
-                    .entry(b"pwned")
-                    .file(b"x")
-                    .close()
-                    .close()
-                    .close()
-                    .close()
-                    .close();
-                n
-            },
-            |e| matches!(e, NarError::DotName { name, .. } if name == ".."),
-        ),
-        case(
-            "name-slash.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"../sentinel/pwned").file(b"x").close().close();
-                n
-            },
-            |e| matches!(e, NarError::NameWithSlash { .. }),
-        ),
-        case(
-            "name-nul.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"a\0b").file(b"x").close().close();
-                n
-            },
-            |e| matches!(e, NarError::NameWithNul { .. }),
-        ),
-        case(
-            "name-too-long.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(&[b'a'; 256]).file(b"x").close().close();
-                n
-            },
-            |e| matches!(e, NarError::StringTooLong { what: "entry name", len: 256, max: 255, .. }),
-        ),
-        case(
-            "entries-out-of-order.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"b").file(b"x").close().entry(b"a").file(b"y").close().close();
-                n
-            },
-            |e| matches!(e, NarError::EntriesOutOfOrder { name, previous, .. } if name == "a" && previous == "b"),
-        ),
-        case(
-            "entries-duplicate.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"a").file(b"x").close().entry(b"a").file(b"y").close().close();
-                n
-            },
-            |e| matches!(e, NarError::DuplicateEntry { name, .. } if name == "a"),
-        ),
-        case(
-            "bad-padding.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"a").tags(&["(", "type", "regular", "contents"]).u64(3);
-                n.0.extend_from_slice(b"abc\0\0\x01\0\0");
-                n.close().close().close();
-                n
-            },
-            |e| matches!(e, NarError::NonZeroPadding { .. }),
-        ),
-        case(
-            "unknown-tag.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.tags(&["entri", "("]);
-                n
-            },
-            |e| matches!(e, NarError::UnexpectedToken { got, .. } if got == "`entri`"),
-        ),
-        case(
-            "unknown-type.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"fifo").tags(&["(", "type", "fifo", ")"]).close().close();
-                n
-            },
-            |e| matches!(e, NarError::UnknownFileType { got, .. } if got == "fifo"),
-        ),
-        case(
-            "huge-length.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.u64(u64::MAX);
-                n
-            },
-            |e| matches!(e, NarError::StringTooLong { what: "tag", len: u64::MAX, .. }),
-        ),
-        case(
-            "huge-name-length.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.tags(&["entry", "(", "name"]).u64(1 << 62);
-                n
-            },
-            |e| matches!(e, NarError::StringTooLong { what: "entry name", .. }),
-        ),
-        case(
-            "truncated.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"a").tags(&["(", "type", "regular", "contents"]).u64(100);
-                n.0.extend_from_slice(&[7; 10]);
-                n
-            },
-            |e| matches!(e, NarError::Truncated { what: "file contents", .. }),
-        ),
-        case(
-            "missing-end.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"a").file(b"x").close();
-                n
-            },
-            |e| matches!(e, NarError::Truncated { .. }),
-        ),
-        case(
-            "too-deep.nar",
-            {
-                // One level more than the default limit allows; nothing after
-                // that, so a reader without the limit would report truncation.
-                let mut n = Nar::with_prefix();
-                for _ in 0..=Limits::DEFAULT.max_depth {
-                    n.entry(b"d").dir();
-                }
-                n
-            },
-            |e| matches!(e, NarError::TooDeep { max: 256, .. }),
-        ),
+        case("bad-magic.nar", Nar::default().s(b"nix-archive-2").file(b"x"),
+            |e| matches!(e, NarError::BadMagic)),
+        case("empty.nar", Nar::default(),
+            |e| matches!(e, NarError::BadMagic)),
+        case("name-empty.nar", prefix().entry(b"").file(b"x").close().close(),
+            |e| matches!(e, NarError::EmptyName { .. })),
+        case("name-dot.nar", prefix().entry(b".").file(b"x").close().close(),
+            |e| matches!(e, NarError::DotName { name, .. } if name == ".")),
+        case("name-dotdot.nar",
+            prefix().entry(b"..").dir().entry(b"sentinel").dir().entry(b"pwned").file(b"x")
+                .close().close().close().close().close(),
+            |e| matches!(e, NarError::DotName { name, .. } if name == "..")),
+        case("name-slash.nar", prefix().entry(b"../sentinel/pwned").file(b"x").close().close(),
+            |e| matches!(e, NarError::NameWithSlash { .. })),
+        case("name-nul.nar", prefix().entry(b"a\0b").file(b"x").close().close(),
+            |e| matches!(e, NarError::NameWithNul { .. })),
+        case("name-too-long.nar", prefix().entry(&[b'a'; 256]).file(b"x").close().close(),
+            |e| matches!(e, NarError::StringTooLong { what: "entry name", len: 256, max: 255, .. })),
+        case("entries-out-of-order.nar",
+            prefix().entry(b"b").file(b"x").close().entry(b"a").file(b"y").close().close(),
+            |e| matches!(e, NarError::EntriesOutOfOrder { name, previous, .. } if name == "a" && previous == "b")),
+        case("entries-duplicate.nar",
+            prefix().entry(b"a").file(b"x").close().entry(b"a").file(b"y").close().close(),
+            |e| matches!(e, NarError::DuplicateEntry { name, .. } if name == "a")),
+        case("bad-padding.nar",
+            prefix().entry(b"a").file_header(3).raw(b"abc\0\0\x01\0\0").close().close().close(),
+            |e| matches!(e, NarError::NonZeroPadding { .. })),
+        case("unknown-tag.nar", prefix().tags(&["entri", "("]),
+            |e| matches!(e, NarError::UnexpectedToken { got, .. } if got == "`entri`")),
+        case("unknown-type.nar", prefix().entry(b"fifo").tags(&["(", "type", "fifo", ")"]).close().close(),
+            |e| matches!(e, NarError::UnknownFileType { got, .. } if got == "fifo")),
+        case("huge-length.nar", prefix().u64(u64::MAX),
+            |e| matches!(e, NarError::StringTooLong { what: "tag", len: u64::MAX, .. })),
+        case("huge-name-length.nar", prefix().tags(&["entry", "(", "name"]).u64(1 << 62),
+            |e| matches!(e, NarError::StringTooLong { what: "entry name", .. })),
+        case("truncated.nar", prefix().entry(b"a").file_header(100).raw(&[7; 10]),
+            |e| matches!(e, NarError::Truncated { what: "file contents", .. })),
+        case("missing-end.nar", prefix().entry(b"a").file(b"x").close(),
+            |e| matches!(e, NarError::Truncated { .. })),
+        // One level more than the default limit allows, and nothing after it:
+        // a reader without the limit would report truncation instead.
+        case("too-deep.nar", (0..=Limits::DEFAULT.max_depth).fold(prefix(), |n, _| n.entry(b"d").dir()),
+            |e| matches!(e, NarError::TooDeep { max: 256, .. })),
         Case {
             limits: Limits { max_entries: 100, ..Limits::default() },
-            ..case(
-                "entry-bomb.nar",
-                {
-                    let mut n = Nar::with_prefix();
-                    for i in 0..150 {
-                        n.entry(format!("{i:04}").as_bytes()).file(b"").close();
-                    }
-                    n.close();
-                    n
-                },
-                |e| matches!(e, NarError::TooManyEntries { max: 100, .. }),
-            )
+            ..case("entry-bomb.nar",
+                (0..150).fold(prefix(), |n, i| n.entry(format!("{i:04}").as_bytes()).file(b"").close()).close(),
+                |e| matches!(e, NarError::TooManyEntries { max: 100, .. }))
         },
-        case(
-            "size-bomb.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"a").tags(&["(", "type", "regular", "contents"]).u64(1 << 41);
-                n
-            },
-            |e| matches!(e, NarError::ContentsTooLarge { max, .. } if *max == 1 << 40),
-        ),
+        case("size-bomb.nar", prefix().entry(b"a").file_header(1 << 41),
+            |e| matches!(e, NarError::ContentsTooLarge { max, .. } if *max == 1 << 40)),
         Case {
             limits: Limits { max_contents_size: 1000, ..Limits::default() },
-            ..case(
-                "size-bomb-many-files.nar",
-                {
-                    let mut n = Nar::with_prefix();
-                    n.entry(b"a").file(&[1; 600]).close().entry(b"b").file(&[2; 600]).close().close();
-                    n
-                },
-                |e| matches!(e, NarError::ContentsTooLarge { max: 1000, .. }),
-            )
+            ..case("size-bomb-many-files.nar",
+                prefix().entry(b"a").file(&[1; 600]).close().entry(b"b").file(&[2; 600]).close().close(),
+                |e| matches!(e, NarError::ContentsTooLarge { max: 1000, .. }))
         },
-        case(
-            "symlink-escape-then-write.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"link").symlink(b"../sentinel").close();
-                n.entry(b"link").dir().entry(b"pwned").file(b"gotcha").close().close().close().close();
-                n
-            },
-            |e| matches!(e, NarError::DuplicateEntry { name, .. } if name == "link"),
-        ),
-        case(
-            "symlink-escape-through-slash.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"link").symlink(b"../sentinel").close();
-                n.entry(b"link/pwned").file(b"gotcha").close().close();
-                n
-            },
-            |e| matches!(e, NarError::NameWithSlash { name, .. } if name == "link/pwned"),
-        ),
-        case(
-            "symlink-target-empty.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"link").symlink(b"").close().close();
-                n
-            },
-            |e| matches!(e, NarError::EmptySymlinkTarget { .. }),
-        ),
-        case(
-            "symlink-target-nul.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"link").symlink(b"/etc\0/passwd").close().close();
-                n
-            },
-            |e| matches!(e, NarError::SymlinkTargetWithNul { .. }),
-        ),
-        case(
-            "symlink-target-too-long.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"link").symlink(&[b'a'; 4096]).close().close();
-                n
-            },
-            |e| matches!(e, NarError::StringTooLong { what: "symlink target", len: 4096, max: 4095, .. }),
-        ),
-        case(
-            "executable-marker-not-empty.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"a")
-                    .tags(&["(", "type", "regular", "executable", "yes", "contents"])
-                    .s(b"x")
-                    .close()
-                    .close()
-                    .close();
-                n
-            },
-            |e| matches!(e, NarError::UnexpectedToken { got, .. } if got == "`yes`"),
-        ),
-        case(
-            "contents-missing.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.entry(b"a").tags(&["(", "type", "regular", ")"]).close().close();
-                n
-            },
-            |e| matches!(e, NarError::UnexpectedToken { got, .. } if got == "`)`"),
-        ),
-        case(
-            "entry-without-node.nar",
-            {
-                let mut n = Nar::with_prefix();
-                n.tags(&["entry", "(", "name"]).s(b"a").tags(&[")"]).close();
-                n
-            },
-            |e| matches!(e, NarError::UnexpectedToken { expected: "`node`", .. }),
-        ),
+        case("symlink-escape-then-write.nar",
+            prefix().entry(b"link").symlink(b"../sentinel").close()
+                .entry(b"link").dir().entry(b"pwned").file(b"gotcha").close().close().close().close(),
+            |e| matches!(e, NarError::DuplicateEntry { name, .. } if name == "link")),
+        case("symlink-escape-through-slash.nar",
+            prefix().entry(b"link").symlink(b"../sentinel").close()
+                .entry(b"link/pwned").file(b"gotcha").close().close(),
+            |e| matches!(e, NarError::NameWithSlash { name, .. } if name == "link/pwned")),
+        case("symlink-target-empty.nar", prefix().entry(b"link").symlink(b"").close().close(),
+            |e| matches!(e, NarError::EmptySymlinkTarget { .. })),
+        case("symlink-target-nul.nar", prefix().entry(b"link").symlink(b"/etc\0/passwd").close().close(),
+            |e| matches!(e, NarError::SymlinkTargetWithNul { .. })),
+        case("symlink-target-too-long.nar", prefix().entry(b"link").symlink(&[b'a'; 4096]).close().close(),
+            |e| matches!(e, NarError::StringTooLong { what: "symlink target", len: 4096, max: 4095, .. })),
+        case("executable-marker-not-empty.nar",
+            prefix().entry(b"a").tags(&["(", "type", "regular", "executable", "yes", "contents"]).s(b"x")
+                .close().close().close(),
+            |e| matches!(e, NarError::UnexpectedToken { got, .. } if got == "`yes`")),
+        case("contents-missing.nar", prefix().entry(b"a").tags(&["(", "type", "regular", ")"]).close().close(),
+            |e| matches!(e, NarError::UnexpectedToken { got, .. } if got == "`)`")),
+        case("entry-without-node.nar", prefix().tags(&["entry", "(", "name"]).s(b"a").close().close(),
+            |e| matches!(e, NarError::UnexpectedToken { expected: "`node`", .. })),
     ];
     cases.sort_by_key(|c| c.file);
     cases

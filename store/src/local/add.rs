@@ -176,7 +176,7 @@ impl LocalStore {
     pub fn add_text(&self, name: &str, contents: &[u8], references: &BTreeSet<StorePath>, opts: AddOptions) -> Result<PathInfo> {
         let hash = Algorithm::Sha256.digest(contents);
         let path = self.config.store_dir.make_text_path(name, &hash, references)?;
-        let nar = single_file_nar(contents);
+        let nar = nar::dump_bytes(contents, false);
         let mut info = PathInfo::new(path, Algorithm::Sha256.digest(&nar), nar.len() as u64);
         info.references = references.clone();
         info.ca = Some(ContentAddress { method: ContentAddressMethod::Text, hash });
@@ -212,16 +212,3 @@ fn nar_error(what: &str, e: nar::NarError) -> Error {
     Error::Nar(format!("NAR of '{what}': {e}"))
 }
 
-/// The NAR of a single non-executable regular file.
-fn single_file_nar(contents: &[u8]) -> Vec<u8> {
-    fn put(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s);
-        out.resize(out.len() + (8 - s.len() % 8) % 8, 0);
-    }
-    let mut out = Vec::with_capacity(contents.len() + 128);
-    for token in [&b"nix-archive-1"[..], b"(", b"type", b"regular", b"contents", contents, b")"] {
-        put(&mut out, token);
-    }
-    out
-}

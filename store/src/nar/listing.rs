@@ -72,7 +72,9 @@ pub fn list_path<R: BufRead>(nar: R, path: &str, limits: &Limits) -> Result<Path
 }
 
 /// Copies the contents of the regular file at `path` inside the NAR to
-/// `out` (`nix nar cat NAR PATH`); returns its size.
+/// `out` (`nix nar cat NAR PATH`); returns its size. The contents are
+/// written as they are read, so a NAR that turns out to be broken after the
+/// file fails with the contents already written.
 pub fn cat<R: BufRead, W: Write + ?Sized>(nar: R, path: &str, out: &mut W, limits: &Limits) -> Result<u64, NarError> {
     let want = components(path);
     let mut reader = NarReader::with_limits(nar, limits.clone());

@@ -37,7 +37,7 @@ pub use error::NarError;
 pub use listing::{DirEntry, NodeInfo, PathListing, cat, list_path, write_json_listing, write_ls_document};
 pub use reader::{Contents, Event, NarReader};
 pub use unpack::{UnpackStats, unpack};
-pub use writer::{dump, dump_parallel, hash_path};
+pub use writer::{dump, dump_bytes, dump_parallel, hash_path};
 
 /// The magic string every NAR starts with.
 pub const MAGIC: &[u8] = b"nix-archive-1";

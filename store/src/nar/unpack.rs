@@ -127,6 +127,10 @@ impl Unpacker<'_> {
             match step {
                 Ok(()) => {}
                 Err(Failure::Nar(e)) => return Err(e),
+                // Someone else created the target since it was checked.
+                Err(Failure::Fs(e)) if !self.created_root && e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(NarError::TargetExists(self.target.to_owned()));
+                }
                 Err(Failure::Fs(source)) => {
                     let mut path = self.target.to_owned();
                     path.extend(reader.path_components().map(OsStr::from_bytes));
