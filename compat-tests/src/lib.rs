@@ -22,7 +22,7 @@ impl Rng {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -30,7 +30,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 
@@ -45,7 +45,7 @@ pub fn make_tree(root: &Path, seed: u64, files: usize, max_size: usize) {
         let size = rng.below(max_size as u64 + 1) as usize;
         let mut data = Vec::with_capacity(size);
         while data.len() < size {
-            data.extend_from_slice(&rng.next().to_le_bytes());
+            data.extend_from_slice(&rng.next_u64().to_le_bytes());
         }
         data.truncate(size);
         let file = dir.join(format!("f{i}"));

@@ -92,12 +92,11 @@ impl LocalStore {
         }
         let (hash, _) = crate::nar::hash_path(path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
         let link = self.links_dir().join(hash.to_nix32());
-        if let Ok(lmeta) = std::fs::symlink_metadata(&link) {
-            if lmeta.len() != meta.len() {
+        if let Ok(lmeta) = std::fs::symlink_metadata(&link)
+            && lmeta.len() != meta.len() {
                 tracing::warn!("removing corrupted link '{}'", link.display());
                 std::fs::remove_file(&link).at("removing", &link)?;
             }
-        }
         if std::fs::symlink_metadata(&link).is_err() {
             match std::fs::hard_link(path, &link) {
                 Ok(()) => {

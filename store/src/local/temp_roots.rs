@@ -129,7 +129,7 @@ fn append(inner: &mut Inner, full_path: &str, file_path: &Path) -> Result<()> {
     record.extend_from_slice(full_path.as_bytes());
     record.push(0);
     let file = inner.file.as_mut().expect("roots file exists");
-    (&*file.file()).write_all(&record).at("writing temp roots file", file_path)
+    file.file().write_all(&record).at("writing temp roots file", file_path)
 }
 
 /// Reads every process's temp roots as (pid, full path), as the collector
@@ -163,7 +163,7 @@ pub fn read_all_with_owner(state_dir: &Path) -> Result<Vec<(String, String)>> {
             continue;
         }
         let mut data = Vec::new();
-        (&*file.file()).read_to_end(&mut data).at("reading", &path)?;
+        file.file().read_to_end(&mut data).at("reading", &path)?;
         roots.extend(
             data.split(|&b| b == 0)
                 .filter(|s| !s.is_empty())

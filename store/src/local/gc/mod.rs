@@ -180,11 +180,10 @@ impl LocalStore {
                     }
                 }
             }
-            if include_derivers {
-                if let Some(d) = info.deriver.filter(|d| self.is_valid(d).unwrap_or(false)) {
+            if include_derivers
+                && let Some(d) = info.deriver.filter(|d| self.is_valid(d).unwrap_or(false)) {
                     todo.push(d);
                 }
-            }
         }
         Ok(seen)
     }
@@ -260,12 +259,11 @@ impl Collection<'_> {
             if self.roots.contains(&path) {
                 return self.mark_alive(&path, start).map_err(Err);
             }
-            if let GcAction::DeleteSpecific(paths) = &self.opts.action {
-                if !paths.contains(&path) {
+            if let GcAction::DeleteSpecific(paths) = &self.opts.action
+                && !paths.contains(&path) {
                     // Only the given paths may go; a referrer outside them keeps them.
                     return Ok(());
                 }
-            }
             if !self.server.claim_for_deletion(path.hash_part()) {
                 return self.mark_alive(&path, start).map_err(Err);
             }
@@ -274,11 +272,10 @@ impl Collection<'_> {
                 let mut next: Vec<StorePath> = store.query_referrers(&path).map_err(Err)?.into_iter().collect();
                 if self.keep_derivations && path.is_derivation() {
                     for (_, out) in store.query_derivation_outputs(&path).map_err(Err)? {
-                        if let Some(info) = store.query_path_info(&out).map_err(Err)? {
-                            if info.deriver.as_ref() == Some(&path) {
+                        if let Some(info) = store.query_path_info(&out).map_err(Err)?
+                            && info.deriver.as_ref() == Some(&path) {
                                 next.push(out);
                             }
-                        }
                     }
                 }
                 if self.keep_outputs {
@@ -355,11 +352,10 @@ impl Collection<'_> {
                 let children = &refs[node];
                 if let Some(child) = children.get(i) {
                     stack.push((node, i + 1));
-                    if let Some(c) = set.get(child) {
-                        if !done.contains(c) {
+                    if let Some(c) = set.get(child)
+                        && !done.contains(c) {
                             stack.push((c, 0));
                         }
-                    }
                 } else {
                     order.push(node.clone());
                 }

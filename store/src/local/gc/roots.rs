@@ -114,11 +114,10 @@ impl LocalStore {
                 }
             } else if meta.is_file() {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                if let Ok(p) = StorePath::from_base_name(&name) {
-                    if self.is_valid(&p)? {
+                if let Ok(p) = StorePath::from_base_name(&name)
+                    && self.is_valid(&p)? {
                         roots.entry(p).or_default().insert(path.to_string_lossy().into_owned());
                     }
-                }
             }
         }
         Ok(())
@@ -150,11 +149,10 @@ impl LocalStore {
                     for line in text.lines() {
                         // address perms offset dev inode pathname
                         let mut fields = line.split_whitespace();
-                        if let (Some(path), None) = (fields.nth(5), fields.next()) {
-                            if path.starts_with('/') {
+                        if let (Some(path), None) = (fields.nth(5), fields.next())
+                            && path.starts_with('/') {
                                 unchecked.entry(path.to_owned()).or_default().insert(maps.to_string_lossy().into_owned());
                             }
-                        }
                     }
                 }
                 let environ = base.join("environ");
