@@ -280,6 +280,12 @@ impl LocalStore {
     }
 }
 
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        TempRoots::release(&self.temp_roots);
+    }
+}
+
 fn mkdirs(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).at("creating directory", path)
 }

@@ -33,8 +33,7 @@ struct Inner {
 impl TempRoots {
     /// The process-wide handle for `state_dir`.
     pub fn for_state_dir(state_dir: &Path) -> Arc<TempRoots> {
-        static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Arc<TempRoots>>>> = OnceLock::new();
-        let mut map = REGISTRY.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
         map.entry(state_dir.to_owned())
             .or_insert_with(|| {
                 Arc::new(TempRoots {
@@ -43,6 +42,20 @@ impl TempRoots {
                 })
             })
             .clone()
+    }
+
+    /// Gives up a handle; when it was the last one, the roots file is closed
+    /// and deleted, as CppNix does when its store object goes away.
+    pub fn release(handle: &Arc<TempRoots>) {
+        let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
+        // One reference in the registry, one the caller's: nobody else uses it.
+        if Arc::strong_count(handle) == 2 {
+            map.remove(&handle.state_dir);
+            let mut inner = handle.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if inner.file.take().is_some() {
+                let _ = std::fs::remove_file(handle.file_path());
+            }
+        }
     }
 
     fn file_path(&self) -> PathBuf {
@@ -122,6 +135,11 @@ impl TempRoots {
             }
         }
     }
+}
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<TempRoots>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Arc<TempRoots>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
 }
 
 fn append(inner: &mut Inner, full_path: &str, file_path: &Path) -> Result<()> {
