@@ -25,18 +25,19 @@ pub struct Cli {
     command: Command,
 }
 
-/// Where the store is. A flag wins over its environment variable, which wins
-/// over `--home`, which wins over CppNix's defaults.
+/// Where the store is. For each directory: its flag, else `--home`, else its
+/// environment variable (`NIX_STORE_DIR`, `NIX_STATE_DIR`, `NIX_LOG_DIR`), else
+/// CppNix's default.
 #[derive(Args)]
 pub struct GlobalOpts {
-    /// Store directory [default: /nix/store].
-    #[arg(long, global = true, env = "NIX_STORE_DIR")]
+    /// Store directory [env: NIX_STORE_DIR] [default: /nix/store].
+    #[arg(long, global = true)]
     store_dir: Option<PathBuf>,
-    /// State directory: database, GC roots, locks [default: /nix/var/nix].
-    #[arg(long, global = true, env = "NIX_STATE_DIR")]
+    /// State directory: database, GC roots, locks [env: NIX_STATE_DIR] [default: /nix/var/nix].
+    #[arg(long, global = true)]
     state_dir: Option<PathBuf>,
-    /// Log directory [default: /nix/var/log/nix].
-    #[arg(long, global = true, env = "NIX_LOG_DIR")]
+    /// Log directory [env: NIX_LOG_DIR] [default: /nix/var/log/nix].
+    #[arg(long, global = true)]
     log_dir: Option<PathBuf>,
     /// Keep store, state and logs under this folder (DIR/store, DIR/var/nix,
     /// DIR/var/log/nix): a private store that needs no root.
@@ -130,31 +131,31 @@ impl GlobalOpts {
         Ok(Some(std::fs::canonicalize(home).with_context(|| format!("resolving '{}'", home.display()))?))
     }
 
+    /// One directory: its flag, else under `--home`, else its environment
+    /// variable (ignored when empty, as CppNix 2.26 does), else the default.
+    fn dir(&self, flag: &Option<PathBuf>, under_home: &str, var: &str, default: &str) -> Result<PathBuf> {
+        if let Some(d) = flag {
+            return Ok(d.clone());
+        }
+        if let Some(h) = self.home()? {
+            return Ok(h.join(under_home));
+        }
+        Ok(std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| default.into()))
+    }
+
     /// The store directory as a validated `StoreDir`.
     pub fn store_dir(&self) -> Result<StoreDir> {
-        let dir = match (&self.store_dir, self.home()?) {
-            (Some(d), _) => d.clone(),
-            (None, Some(h)) => h.join("store"),
-            (None, None) => PathBuf::from("/nix/store"),
-        };
+        let dir = self.dir(&self.store_dir, "store", "NIX_STORE_DIR", "/nix/store")?;
         let s = dir.to_str().with_context(|| format!("store directory '{}' is not UTF-8", dir.display()))?;
         Ok(StoreDir::new(s)?)
     }
 
     fn state_dir(&self) -> Result<PathBuf> {
-        Ok(match (&self.state_dir, self.home()?) {
-            (Some(d), _) => d.clone(),
-            (None, Some(h)) => h.join("var/nix"),
-            (None, None) => PathBuf::from("/nix/var/nix"),
-        })
+        self.dir(&self.state_dir, "var/nix", "NIX_STATE_DIR", "/nix/var/nix")
     }
 
     fn log_dir(&self) -> Result<PathBuf> {
-        Ok(match (&self.log_dir, self.home()?) {
-            (Some(d), _) => d.clone(),
-            (None, Some(h)) => h.join("var/log/nix"),
-            (None, None) => PathBuf::from("/nix/var/log/nix"),
-        })
+        self.dir(&self.log_dir, "var/log/nix", "NIX_LOG_DIR", "/nix/var/log/nix")
     }
 
     /// Opens the local store these options point at, with the settings of
