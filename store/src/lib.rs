@@ -16,3 +16,5 @@ pub mod path_info;
 pub mod nar;
 pub mod references;
 pub mod local;
+pub mod worker_protocol;
+pub mod realisation;

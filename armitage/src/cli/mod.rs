@@ -1,6 +1,7 @@
 //! Command line: global options, the subcommands (each mirroring a Nix
 //! command so the two can be compared), and shared helpers.
 
+mod daemon;
 mod derivation;
 mod hash;
 mod key;
@@ -67,6 +68,8 @@ enum Command {
     /// Signing keys (like `nix-store --generate-binary-cache-key`).
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Run the Nix daemon (like `nix-daemon`).
+    Daemon(daemon::DaemonArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::PathInfo(c) => c.run(g),
         Command::Derivation(c) => c.run(g),
         Command::Key(c) => c.run(),
+        Command::Daemon(c) => c.run(g),
     }
 }
 
@@ -125,6 +129,11 @@ where
 }
 
 impl GlobalOpts {
+    /// The `--home` folder, created and made absolute.
+    pub fn home_dir(&self) -> Result<Option<PathBuf>> {
+        self.home()
+    }
+
     fn home(&self) -> Result<Option<PathBuf>> {
         let Some(home) = &self.home else { return Ok(None) };
         std::fs::create_dir_all(home).with_context(|| format!("creating '{}'", home.display()))?;
@@ -150,11 +159,11 @@ impl GlobalOpts {
         Ok(StoreDir::new(s)?)
     }
 
-    fn state_dir(&self) -> Result<PathBuf> {
+    pub fn state_dir(&self) -> Result<PathBuf> {
         self.dir(&self.state_dir, "var/nix", "NIX_STATE_DIR", "/nix/var/nix")
     }
 
-    fn log_dir(&self) -> Result<PathBuf> {
+    pub fn log_dir(&self) -> Result<PathBuf> {
         self.dir(&self.log_dir, "var/log/nix", "NIX_LOG_DIR", "/nix/var/log/nix")
     }
 

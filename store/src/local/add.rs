@@ -41,20 +41,20 @@ impl LocalStore {
     pub fn add_nar(&self, info: &PathInfo, nar: &mut dyn BufRead, opts: AddOptions) -> Result<()> {
         self.add_temp_root(&info.path)?;
         if !opts.repair && self.is_valid(&info.path)? {
-            return skip_nar(nar, &self.config.nar_limits);
+            return skip_nar(nar, &self.shared.config.nar_limits);
         }
         let real = self.real_path(&info.path);
         let mut locks = PathLocks::lock([real.clone()]).at("locking", &real)?;
         if !opts.repair && self.is_valid(&info.path)? {
             locks.set_deletion(true);
-            return skip_nar(nar, &self.config.nar_limits);
+            return skip_nar(nar, &self.shared.config.nar_limits);
         }
 
-        let staging = StoreTempDir::new(self.config.store_dir.as_path())?;
+        let staging = StoreTempDir::new(self.shared.config.store_dir.as_path())?;
         let staged = staging.path().join("x");
         phase(Phase::Unpacking);
         let mut hashing = HashingBufReader::new(nar, Algorithm::Sha256);
-        nar::unpack(&mut hashing, &staged, &self.config.nar_limits).map_err(|e| nar_error(&self.display(&info.path), e))?;
+        nar::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(&self.display(&info.path), e))?;
         let (nar_hash, nar_size) = hashing.finish();
         let full = self.display(&info.path);
         if info.nar_hash.algorithm() == Algorithm::Sha256 && nar_hash != info.nar_hash {
@@ -78,14 +78,75 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Adds a content-addressed path from the "dump" CppNix's `AddToStore`
+    /// sends: a NAR for recursive (`r:`) hashing, the raw bytes for flat and
+    /// text hashing. The path is known only once the dump has been read, so
+    /// it is staged first and then installed under the path's lock.
+    pub fn add_from_dump(
+        &self,
+        name: &str,
+        method: ContentAddressMethod,
+        algorithm: Algorithm,
+        references: &BTreeSet<StorePath>,
+        dump: &mut dyn BufRead,
+        opts: AddOptions,
+    ) -> Result<PathInfo> {
+        crate::store_path::check_name(name)?;
+        let staging = StoreTempDir::new(self.shared.config.store_dir.as_path())?;
+        let staged = staging.path().join("x");
+        phase(Phase::Unpacking);
+        let (nar_hash, nar_size, ca_hash) = match method {
+            ContentAddressMethod::Fixed(FileIngestionMethod::Recursive) => {
+                let mut ca = HashingBufReader::new(dump, algorithm);
+                let mut nar = HashingBufReader::new(&mut ca, Algorithm::Sha256);
+                nar::unpack(&mut nar, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(name, e))?;
+                let (nar_hash, nar_size) = nar.finish();
+                let ca_hash = if algorithm == Algorithm::Sha256 { nar_hash } else { ca.finish().0 };
+                (nar_hash, nar_size, ca_hash)
+            }
+            ContentAddressMethod::Fixed(FileIngestionMethod::Flat) | ContentAddressMethod::Text => {
+                let ca_hash = write_flat(dump, &staged, algorithm, self.shared.config.nar_limits.max_contents_size)?;
+                let (nar_hash, nar_size) = nar::hash_path(&staged, Algorithm::Sha256).map_err(|e| nar_error(name, e))?;
+                (nar_hash, nar_size, ca_hash)
+            }
+            ContentAddressMethod::Fixed(FileIngestionMethod::Git) => {
+                return Err(Error::Other(format!("cannot add '{name}': git-hashed content addresses are not supported")));
+            }
+        };
+        let ca = ContentAddress { method, hash: ca_hash };
+        let refs = StoreReferences { others: references.clone(), self_ref: false };
+        let path = self.shared.config.store_dir.make_path_from_ca(name, &ca, &refs)?;
+        let mut info = PathInfo::new(path, nar_hash, nar_size);
+        info.references = references.clone();
+        info.ca = Some(ca);
+
+        self.install_staged(&staged, &info, opts)?;
+        drop(staging);
+        self.path_info(&info.path)
+    }
+
+    /// Installs a verified staged tree as `info.path` and registers it,
+    /// under the path's lock, unless the path is valid already.
+    pub(super) fn install_staged(&self, staged: &Path, info: &PathInfo, opts: AddOptions) -> Result<()> {
+        self.add_temp_root(&info.path)?;
+        let real = self.real_path(&info.path);
+        let mut locks = PathLocks::lock([real.clone()]).at("locking", &real)?;
+        if opts.repair || !self.is_valid(&info.path)? {
+            self.install(staged, &info.path, &real)?;
+            self.register_valid_paths(std::slice::from_ref(info))?;
+        }
+        locks.set_deletion(true);
+        Ok(())
+    }
+
     /// Canonicalises a staged tree and moves it to `real`.
     fn install(&self, staged: &Path, path: &StorePath, real: &Path) -> Result<()> {
         phase(Phase::Canonicalising);
-        canonicalise(staged, Top::BeforeRename, &self.config.ignored_xattrs)?;
-        if self.config.auto_optimise_store {
+        canonicalise(staged, Top::BeforeRename, &self.shared.config.ignored_xattrs)?;
+        if self.shared.config.auto_optimise_store {
             self.optimise_path(staged)?;
         }
-        if self.config.fsync_store_paths {
+        if self.shared.config.fsync_store_paths {
             fsync_tree(staged)?;
         }
         phase(Phase::Renaming);
@@ -93,7 +154,7 @@ impl LocalStore {
         delete_path(real)?;
         std::fs::rename(staged, real).at("moving into place", real)?;
         finish_top(real)?;
-        if self.config.fsync_store_paths {
+        if self.shared.config.fsync_store_paths {
             fsync_parent(real)?;
         }
         tracing::debug!(path = %self.display(path), "path in place");
@@ -145,7 +206,7 @@ impl LocalStore {
                 return Err(Error::Other("git-hashed content addresses are not supported".into()));
             }
         };
-        let path = self.config.store_dir.make_fixed_output_path(name, method, &ca_hash, &StoreReferences::default())?;
+        let path = self.shared.config.store_dir.make_fixed_output_path(name, method, &ca_hash, &StoreReferences::default())?;
         let mut info = PathInfo::new(path, nar_hash, nar_size);
         info.ca = Some(ContentAddress { method: ContentAddressMethod::Fixed(method), hash: ca_hash });
 
@@ -175,7 +236,7 @@ impl LocalStore {
     /// `.drv` files, the `AddTextToStore` operation).
     pub fn add_text(&self, name: &str, contents: &[u8], references: &BTreeSet<StorePath>, opts: AddOptions) -> Result<PathInfo> {
         let hash = Algorithm::Sha256.digest(contents);
-        let path = self.config.store_dir.make_text_path(name, &hash, references)?;
+        let path = self.shared.config.store_dir.make_text_path(name, &hash, references)?;
         let nar = nar::dump_bytes(contents, false);
         let mut info = PathInfo::new(path, Algorithm::Sha256.digest(&nar), nar.len() as u64);
         info.references = references.clone();
@@ -183,6 +244,29 @@ impl LocalStore {
         self.add_nar(&info, &mut &nar[..], opts)?;
         self.path_info(&info.path)
     }
+}
+
+/// Writes a flat dump to a new file at `dest`, hashing it; at most `limit` bytes.
+fn write_flat(src: &mut dyn BufRead, dest: &Path, algorithm: Algorithm, limit: u64) -> Result<Hash> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(dest).at("creating", dest)?;
+    let mut sink = crate::hash::HashSink::new(algorithm);
+    let mut total = 0u64;
+    loop {
+        let chunk = src.fill_buf().at("reading the contents for", dest)?;
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len();
+        total += n as u64;
+        if total > limit {
+            return Err(Error::Other(format!("contents for '{}' exceed the limit of {limit} bytes", dest.display())));
+        }
+        sink.update(chunk);
+        file.write_all(chunk).at("writing", dest)?;
+        src.consume(n);
+    }
+    Ok(sink.finish().0)
 }
 
 fn hash_file(path: &Path, algorithm: Algorithm) -> Result<Hash> {
@@ -204,11 +288,11 @@ fn hash_file(path: &Path, algorithm: Algorithm) -> Result<Hash> {
 }
 
 /// Reads past a NAR the caller does not need.
-fn skip_nar(nar: &mut dyn BufRead, limits: &nar::Limits) -> Result<()> {
+pub(super) fn skip_nar(nar: &mut dyn BufRead, limits: &nar::Limits) -> Result<()> {
     NarReader::with_limits(nar, limits.clone()).skip_to_end().map_err(|e| Error::Nar(e.to_string()))
 }
 
-fn nar_error(what: &str, e: nar::NarError) -> Error {
+pub(super) fn nar_error(what: &str, e: nar::NarError) -> Error {
     Error::Nar(format!("NAR of '{what}': {e}"))
 }
 

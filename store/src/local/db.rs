@@ -82,6 +82,11 @@ impl Db {
         Ok(())
     }
 
+    /// The raw connection, for modules with queries of their own.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// CppNix's legacy migrations from schema 6–9 to 10 (the caller holds
     /// the big-lock exclusively).
     pub fn migrate_legacy(&self, from: u32) -> Result<()> {

@@ -8,14 +8,18 @@
 //! before any of its files are. Every write is one SQLite transaction.
 
 mod add;
+mod build_log;
 mod canonicalise;
 mod db;
+mod derivations;
 mod error;
+mod export;
 mod fs_util;
 pub mod fault;
 pub mod gc;
 pub mod lock;
 mod optimise;
+mod realisations;
 mod schema;
 mod temp_roots;
 mod users;
@@ -117,11 +121,52 @@ impl LocalStoreConfig {
 }
 
 /// An open local store. Holds the big-lock shared for its lifetime.
+///
+/// A handle owns the temp roots it takes: they last until it is dropped.
+/// [`LocalStore::session`] makes another handle on the same store with roots
+/// of its own (a daemon makes one per client connection, as CppNix's
+/// per-connection processes each have their own roots).
 pub struct LocalStore {
+    shared: Arc<Shared>,
+    roots: Mutex<BTreeSet<String>>,
+}
+
+struct Shared {
     config: LocalStoreConfig,
-    db: Mutex<Db>,
+    /// The connection that writes. SQLite serialises writers anyway; keeping
+    /// ours behind one lock keeps transactions short and ordered.
+    writer: Mutex<Db>,
+    /// Idle read connections: WAL lets them read while the writer writes.
+    readers: Mutex<Vec<Db>>,
     _big_lock: LockFile,
     temp_roots: Arc<TempRoots>,
+}
+
+/// Idle read connections kept for reuse.
+const IDLE_READERS: usize = 8;
+
+/// A read connection borrowed from the pool; returned when dropped.
+struct Reader<'a> {
+    db: Option<Db>,
+    pool: &'a Mutex<Vec<Db>>,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Db;
+    fn deref(&self) -> &Db {
+        self.db.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < IDLE_READERS {
+                pool.push(db);
+            }
+        }
+    }
 }
 
 impl LocalStore {
@@ -167,45 +212,69 @@ impl LocalStore {
             ensure_ca_schema(&db, &db_dir)?;
         }
         Ok(LocalStore {
-            temp_roots: TempRoots::for_state_dir(state),
-            config,
-            db: Mutex::new(db),
-            _big_lock: big_lock,
+            shared: Arc::new(Shared {
+                temp_roots: TempRoots::for_state_dir(state),
+                config,
+                writer: Mutex::new(db),
+                readers: Mutex::new(Vec::new()),
+                _big_lock: big_lock,
+            }),
+            roots: Mutex::new(BTreeSet::new()),
         })
     }
 
+    /// Another handle on this store, with temp roots of its own.
+    pub fn session(&self) -> LocalStore {
+        LocalStore { shared: self.shared.clone(), roots: Mutex::new(BTreeSet::new()) }
+    }
+
     pub fn config(&self) -> &LocalStoreConfig {
-        &self.config
+        &self.shared.config
     }
 
     pub fn store_dir(&self) -> &StoreDir {
-        &self.config.store_dir
+        &self.shared.config.store_dir
     }
 
+    /// The writing connection.
     fn db(&self) -> MutexGuard<'_, Db> {
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A reading connection, from the pool or newly opened.
+    fn reader(&self) -> Result<Reader<'_>> {
+        let pooled = self.shared.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let db = match pooled {
+            Some(db) => db,
+            None => {
+                let c = &self.shared.config;
+                let opts = DbOptions { fsync_metadata: c.fsync_metadata, use_wal: c.use_sqlite_wal };
+                Db::open(&c.state_dir.join("db/db.sqlite"), c.store_dir.clone(), false, &opts)?
+            }
+        };
+        Ok(Reader { db: Some(db), pool: &self.shared.readers })
     }
 
     /// The file system location of a store path.
     pub fn real_path(&self, path: &StorePath) -> PathBuf {
-        self.config.store_dir.to_path(path)
+        self.shared.config.store_dir.to_path(path)
     }
 
     /// Parses a full path in this store.
     pub fn parse_path(&self, full: &str) -> Result<StorePath> {
-        Ok(self.config.store_dir.parse_path(full)?)
+        Ok(self.shared.config.store_dir.parse_path(full)?)
     }
 
     pub fn display(&self, path: &StorePath) -> String {
-        self.config.store_dir.display(path)
+        self.shared.config.store_dir.display(path)
     }
 
     pub fn is_valid(&self, path: &StorePath) -> Result<bool> {
-        self.db().is_valid(path)
+        self.reader()?.is_valid(path)
     }
 
     pub fn query_path_info(&self, path: &StorePath) -> Result<Option<PathInfo>> {
-        self.db().query_path_info(path)
+        self.reader()?.query_path_info(path)
     }
 
     /// Like [`Self::query_path_info`], but a missing path is an error
@@ -215,23 +284,23 @@ impl LocalStore {
     }
 
     pub fn query_referrers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>> {
-        self.db().query_referrers(path)
+        self.reader()?.query_referrers(path)
     }
 
     pub fn query_valid_derivers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>> {
-        self.db().query_valid_derivers(path)
+        self.reader()?.query_valid_derivers(path)
     }
 
     pub fn query_derivation_outputs(&self, drv: &StorePath) -> Result<Vec<(String, StorePath)>> {
-        self.db().query_derivation_outputs(drv)
+        self.reader()?.query_derivation_outputs(drv)
     }
 
     pub fn query_path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
-        self.db().query_path_from_hash_part(hash_part)
+        self.reader()?.query_path_from_hash_part(hash_part)
     }
 
     pub fn query_all_valid_paths(&self) -> Result<BTreeSet<StorePath>> {
-        self.db().query_all_valid_paths()
+        self.reader()?.query_all_valid_paths()
     }
 
     /// The closure of `paths` under references (each path included).
@@ -249,9 +318,16 @@ impl LocalStore {
         Ok(seen)
     }
 
-    /// Protects a path from garbage collection for the life of this process.
+    /// Protects a path from garbage collection for the life of this handle.
     pub fn add_temp_root(&self, path: &StorePath) -> Result<()> {
-        self.temp_roots.add(&self.display(path))
+        let full = self.display(path);
+        let mut roots = self.roots.lock().unwrap_or_else(|e| e.into_inner());
+        if roots.contains(&full) {
+            return Ok(());
+        }
+        self.shared.temp_roots.add(&full)?;
+        roots.insert(full);
+        Ok(())
     }
 
     pub fn add_signatures(&self, path: &StorePath, sigs: &BTreeSet<String>) -> Result<()> {
@@ -263,26 +339,16 @@ impl LocalStore {
         self.db().register_valid_paths(infos, &|drv| self.derivation_output_rows(drv))
     }
 
-    /// `DerivationOutputs` rows for a `.drv` about to be registered: every
-    /// output whose path is known statically (input-addressed and fixed).
-    fn derivation_output_rows(&self, drv: &StorePath) -> Result<Vec<(String, StorePath)>> {
-        let real = self.real_path(drv);
-        let text = std::fs::read(&real).at("reading derivation", &real)?;
-        let why = |e: &dyn std::fmt::Display| Error::Derivation { path: self.display(drv), why: e.to_string() };
-        let parsed = crate::derivation::Derivation::parse_at(&self.config.store_dir, &text, drv).map_err(|e| why(&e))?;
-        let outputs = parsed.output_paths(&self.config.store_dir).map_err(|e| why(&e))?;
-        Ok(outputs.into_iter().filter_map(|(name, path)| path.map(|p| (name, p))).collect())
-    }
-
     /// `pragma integrity_check` problems (empty when the database is sound).
     pub fn integrity_check(&self) -> Result<Vec<String>> {
-        self.db().integrity_check()
+        self.reader()?.integrity_check()
     }
 }
 
 impl Drop for LocalStore {
     fn drop(&mut self) {
-        TempRoots::release(&self.temp_roots);
+        let roots = std::mem::take(&mut *self.roots.lock().unwrap_or_else(|e| e.into_inner()));
+        self.shared.temp_roots.release(roots.iter().map(String::as_str));
     }
 }
 

@@ -46,7 +46,7 @@ impl LocalStore {
     }
 
     fn links_dir(&self) -> PathBuf {
-        self.config.store_dir.as_path().join(".links")
+        self.shared.config.store_dir.as_path().join(".links")
     }
 
     /// Inodes already in `.links`: files linked to them are skipped cheaply.
@@ -115,7 +115,7 @@ impl LocalStore {
             return Ok(());
         }
         let dir = path.parent().unwrap_or(Path::new("/"));
-        let toggle = dir != self.config.store_dir.as_path();
+        let toggle = dir != self.shared.config.store_dir.as_path();
         let dir_mode = std::fs::symlink_metadata(dir).at("getting attributes of", dir)?.mode() & 0o7777;
         if toggle {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode | 0o200)).at("making writable", dir)?;
@@ -132,6 +132,7 @@ impl LocalStore {
         let mut rnd = [0u8; 4];
         let _ = getrandom::fill(&mut rnd);
         let temp = self
+            .shared
             .config
             .store_dir
             .as_path()

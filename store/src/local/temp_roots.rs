@@ -6,13 +6,16 @@
 //! acknowledged, so the collector sees every root either in the file or on
 //! the socket.
 //!
-//! The file is per process, so it is shared by every store handle on the same
-//! state dir in this process (one registry entry per temproots path).
+//! The file is per process and shared by every store handle on the same
+//! state dir in this process. Handles take and release roots (a daemon
+//! releases a client's roots when it disconnects); the file is rewritten
+//! without the released ones when no collector is running, and deleted when
+//! nothing is held, so a long-lived process does not keep dead roots.
 
 use super::error::{IoContext, Result};
 use super::lock::{LockFile, LockKind};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,6 +31,10 @@ struct Inner {
     file: Option<LockFile>,
     gc_lock: Option<LockFile>,
     socket: Option<UnixStream>,
+    /// How many handles hold each root.
+    held: HashMap<String, usize>,
+    /// The file lists roots no longer held.
+    dirty: bool,
 }
 
 impl TempRoots {
@@ -38,28 +45,18 @@ impl TempRoots {
             .or_insert_with(|| {
                 Arc::new(TempRoots {
                     state_dir: state_dir.to_owned(),
-                    inner: Mutex::new(Inner { file: None, gc_lock: None, socket: None }),
+                    inner: Mutex::new(Inner { file: None, gc_lock: None, socket: None, held: HashMap::new(), dirty: false }),
                 })
             })
             .clone()
     }
 
-    /// Gives up a handle; when it was the last one, the roots file is closed
-    /// and deleted, as CppNix does when its store object goes away.
-    pub fn release(handle: &Arc<TempRoots>) {
-        let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
-        // One reference in the registry, one the caller's: nobody else uses it.
-        if Arc::strong_count(handle) == 2 {
-            map.remove(&handle.state_dir);
-            let mut inner = handle.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if inner.file.take().is_some() {
-                let _ = std::fs::remove_file(handle.file_path());
-            }
-        }
-    }
-
     fn file_path(&self) -> PathBuf {
         self.state_dir.join("temproots").join(std::process::id().to_string())
+    }
+
+    fn gc_lock_path(&self) -> PathBuf {
+        self.state_dir.join("gc.lock")
     }
 
     /// Creates and locks this process's roots file (once).
@@ -81,14 +78,25 @@ impl TempRoots {
         }
     }
 
-    /// Protects `full_path` from garbage collection for the life of this process.
+    fn ensure_gc_lock(&self, inner: &mut Inner) -> Result<()> {
+        if inner.gc_lock.is_none() {
+            let p = self.gc_lock_path();
+            inner.gc_lock = Some(LockFile::open(&p, true).at("opening", &p)?);
+        }
+        Ok(())
+    }
+
+    /// Protects `full_path` from garbage collection until it is released.
     pub fn add(&self, full_path: &str) -> Result<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        self.ensure_file(&mut inner)?;
-        let gc_lock_path = self.state_dir.join("gc.lock");
-        if inner.gc_lock.is_none() {
-            inner.gc_lock = Some(LockFile::open(&gc_lock_path, true).at("opening", &gc_lock_path)?);
+        if let Some(n) = inner.held.get_mut(full_path) {
+            // Already in the file (or announced to the running collector).
+            *n += 1;
+            return Ok(());
         }
+        self.ensure_file(&mut inner)?;
+        self.ensure_gc_lock(&mut inner)?;
+        let gc_lock_path = self.gc_lock_path();
         loop {
             let gc_lock = inner.gc_lock.as_ref().expect("opened above");
             if gc_lock.try_lock(LockKind::Shared).at("locking", &gc_lock_path)? {
@@ -96,15 +104,78 @@ impl TempRoots {
                 if let Some(l) = inner.gc_lock.as_ref() {
                     let _ = l.unlock();
                 }
-                return result;
+                result?;
+                break;
             }
             // A collector is running: tell it directly, then record the root.
             match self.send_to_collector(&mut inner, full_path) {
-                Ok(true) => return append(&mut inner, full_path, &self.file_path()),
+                Ok(true) => {
+                    append(&mut inner, full_path, &self.file_path())?;
+                    break;
+                }
                 Ok(false) => std::thread::sleep(Duration::from_millis(100)),
                 Err(e) => return Err(e),
             }
         }
+        inner.held.insert(full_path.to_owned(), 1);
+        Ok(())
+    }
+
+    /// Drops one hold on each root; roots nobody holds any more leave the
+    /// file at the next chance (now, unless a collector is running).
+    pub fn release<'a>(&self, paths: impl IntoIterator<Item = &'a str>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for p in paths {
+            if let Some(n) = inner.held.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.held.remove(p);
+                    inner.dirty = true;
+                }
+            }
+        }
+        if inner.dirty {
+            if let Err(e) = self.rewrite(&mut inner) {
+                tracing::warn!("cannot rewrite the temp roots file: {e}");
+            }
+        }
+    }
+
+    /// Rewrites (or, when empty, deletes) the roots file with what is still
+    /// held, provided no collector is running (it reads the file under the
+    /// exclusive `gc.lock`; we hold it shared meanwhile).
+    fn rewrite(&self, inner: &mut Inner) -> Result<()> {
+        self.ensure_gc_lock(inner)?;
+        let gc_lock_path = self.gc_lock_path();
+        let gc_lock = inner.gc_lock.as_ref().expect("opened above");
+        if !gc_lock.try_lock(LockKind::Shared).at("locking", &gc_lock_path)? {
+            return Ok(()); // later
+        }
+        let path = self.file_path();
+        let result = if inner.held.is_empty() {
+            if inner.file.take().is_some() {
+                let _ = std::fs::remove_file(&path);
+            }
+            Ok(())
+        } else if let Some(file) = inner.file.as_ref() {
+            let mut f = file.file();
+            let mut record = Vec::new();
+            for p in inner.held.keys() {
+                record.extend_from_slice(p.as_bytes());
+                record.push(0);
+            }
+            f.set_len(0)
+                .and_then(|()| f.rewind())
+                .and_then(|()| f.write_all(&record))
+                .at("rewriting temp roots file", &path)
+        } else {
+            Ok(())
+        };
+        let _ = gc_lock.unlock();
+        if result.is_ok() {
+            inner.dirty = false;
+        }
+        result
     }
 
     /// `Ok(false)` means: the collector is not reachable (yet/anymore), retry.
@@ -147,7 +218,8 @@ fn append(inner: &mut Inner, full_path: &str, file_path: &Path) -> Result<()> {
     record.extend_from_slice(full_path.as_bytes());
     record.push(0);
     let file = inner.file.as_mut().expect("roots file exists");
-    file.file().write_all(&record).at("writing temp roots file", file_path)
+    let mut f = file.file();
+    f.seek(std::io::SeekFrom::End(0)).and_then(|_| f.write_all(&record)).at("writing temp roots file", file_path)
 }
 
 /// Reads every process's temp roots as (pid, full path), as the collector

@@ -28,11 +28,11 @@ impl LocalStore {
     pub fn verify_store(&self, check_contents: bool, repair: bool, progress: &mut dyn FnMut(usize, usize)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         // A consistent view: no collector deletes while we look.
-        let gc_lock_path = self.config.state_dir.join("gc.lock");
+        let gc_lock_path = self.shared.config.state_dir.join("gc.lock");
         let gc_lock = LockFile::open(&gc_lock_path, true).at("opening", &gc_lock_path)?;
         gc_lock.lock(LockKind::Shared).at("locking", &gc_lock_path)?;
 
-        let store_dir = self.config.store_dir.as_path();
+        let store_dir = self.shared.config.store_dir.as_path();
         let mut on_disk = HashSet::new();
         for e in std::fs::read_dir(store_dir).at("reading directory", store_dir)? {
             let name = e.at("reading directory", store_dir)?.file_name();
@@ -105,7 +105,7 @@ impl LocalStore {
     }
 
     fn verify_links(&self, repair: bool, report: &mut VerifyReport) -> Result<()> {
-        let links = self.config.store_dir.as_path().join(".links");
+        let links = self.shared.config.store_dir.as_path().join(".links");
         let Ok(entries) = std::fs::read_dir(&links) else { return Ok(()) };
         for e in entries {
             let path = e.at("reading directory", &links)?.path();

@@ -77,12 +77,12 @@ impl LocalStore {
     /// Runs a garbage collection. `progress` is told each path deleted.
     pub fn collect_garbage(&self, opts: &GcOptions, progress: &mut dyn FnMut(&str)) -> Result<GcResults> {
         let should_delete = matches!(opts.action, GcAction::DeleteDead | GcAction::DeleteSpecific(_));
-        let (mut keep_outputs, mut keep_derivations) = (self.config.keep_outputs, self.config.keep_derivations);
+        let (mut keep_outputs, mut keep_derivations) = (self.shared.config.keep_outputs, self.shared.config.keep_derivations);
         if matches!(opts.action, GcAction::DeleteSpecific(_)) && opts.ignore_liveness {
             keep_outputs = false;
             keep_derivations = false;
         }
-        let state = &self.config.state_dir;
+        let state = &self.shared.config.state_dir;
         if should_delete {
             // Frees room for SQLite on a full disk; recreated at the next open.
             let _ = std::fs::remove_file(state.join("db/reserved"));
@@ -93,7 +93,7 @@ impl LocalStore {
             tracing::info!("waiting for the big garbage collector lock...");
             gc_lock.lock(LockKind::Exclusive).at("locking", &gc_lock_path)?;
         }
-        let server = RootsServer::start(state, self.config.store_dir.as_str().to_owned())?;
+        let server = RootsServer::start(state, self.shared.config.store_dir.as_str().to_owned())?;
 
         tracing::info!("finding garbage collector roots...");
         let mut roots = HashSet::new();
@@ -101,7 +101,7 @@ impl LocalStore {
             roots.extend(self.find_roots_no_temp(true)?.into_keys());
         }
         for (_, path) in super::temp_roots::read_all_with_owner(state)? {
-            if let Ok((p, _)) = self.config.store_dir.split_path(&path) {
+            if let Ok((p, _)) = self.shared.config.store_dir.split_path(&path) {
                 server.add_root(p.hash_part().to_owned());
                 roots.insert(p);
             }
@@ -137,7 +137,7 @@ impl LocalStore {
     /// were already counted when their last other link went (CppNix counts
     /// files with two links as freed); reports what hard linking still saves.
     fn delete_unused_links(&self) -> Result<()> {
-        let dir = self.config.store_dir.as_path().join(".links");
+        let dir = self.shared.config.store_dir.as_path().join(".links");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -211,7 +211,7 @@ impl Collection<'_> {
             _ if self.opts.max_freed == 0 => Ok(()),
             _ => {
                 tracing::info!("{}", if self.should_delete { "deleting garbage..." } else { "determining live/dead paths..." });
-                let dir = self.store.config.store_dir.as_path().to_owned();
+                let dir = self.store.shared.config.store_dir.as_path().to_owned();
                 for entry in std::fs::read_dir(&dir).at("reading directory", &dir)? {
                     let name = entry.at("reading directory", &dir)?.file_name();
                     let name = name.to_string_lossy().into_owned();
@@ -367,7 +367,7 @@ impl Collection<'_> {
 
     /// Deletes a store entry's files (a `tmp-*` dir only if nobody holds it).
     fn delete_from_store(&mut self, base_name: &str) -> Result<(), Result<LimitReached, Error>> {
-        let real = self.store.config.store_dir.as_path().join(base_name);
+        let real = self.store.shared.config.store_dir.as_path().join(base_name);
         if base_name.starts_with("tmp-") {
             let held = match std::fs::File::open(&real) {
                 Ok(f) => !LockFile::from_file(f, &real).try_lock(LockKind::Exclusive).unwrap_or(false),
@@ -378,7 +378,7 @@ impl Collection<'_> {
                 return Ok(());
             }
         }
-        let full = format!("{}/{base_name}", self.store.config.store_dir.as_str());
+        let full = format!("{}/{base_name}", self.store.shared.config.store_dir.as_str());
         tracing::info!("deleting '{full}'");
         (self.progress)(&full);
         let freed = delete_path(&real).map_err(Err)?;

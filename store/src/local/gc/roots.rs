@@ -22,7 +22,7 @@ impl LocalStore {
     /// untrusted clients).
     pub fn find_roots(&self, censor: bool) -> Result<Roots> {
         let mut roots = self.find_roots_no_temp(censor)?;
-        for (pid, path) in super::super::temp_roots::read_all_with_owner(&self.config.state_dir)? {
+        for (pid, path) in super::super::temp_roots::read_all_with_owner(&self.shared.config.state_dir)? {
             if let Some(p) = self.valid_store_path_of(&path)? {
                 roots.entry(p).or_default().insert(if censor { CENSORED.to_owned() } else { format!("{{temp:{pid}}}") });
             }
@@ -33,7 +33,7 @@ impl LocalStore {
     /// Permanent and runtime roots.
     pub(crate) fn find_roots_no_temp(&self, censor: bool) -> Result<Roots> {
         let mut roots = Roots::new();
-        let state = &self.config.state_dir;
+        let state = &self.shared.config.state_dir;
         self.find_permanent_roots(&state.join("gcroots"), &mut roots)?;
         self.find_permanent_roots(&state.join("profiles"), &mut roots)?;
         self.find_runtime_roots(&mut roots, censor)?;
@@ -41,7 +41,7 @@ impl LocalStore {
     }
 
     fn is_in_store(&self, p: &str) -> bool {
-        p.strip_prefix(self.config.store_dir.as_str()).is_some_and(|r| r.starts_with('/') && r.len() > 1)
+        p.strip_prefix(self.shared.config.store_dir.as_str()).is_some_and(|r| r.starts_with('/') && r.len() > 1)
     }
 
     /// The valid store path at or above `target`, if any.
@@ -49,7 +49,7 @@ impl LocalStore {
         if !self.is_in_store(target) {
             return Ok(None);
         }
-        match self.config.store_dir.split_path(target) {
+        match self.shared.config.store_dir.split_path(target) {
             Ok((p, _)) if self.is_valid(&p)? => Ok(Some(p)),
             _ => Ok(None),
         }
@@ -66,7 +66,7 @@ impl LocalStore {
     }
 
     fn find_permanent_roots(&self, top: &Path, roots: &mut Roots) -> Result<()> {
-        let auto_dir = self.config.state_dir.join("gcroots/auto");
+        let auto_dir = self.shared.config.state_dir.join("gcroots/auto");
         let mut stack = vec![top.to_owned()];
         while let Some(path) = stack.pop() {
             let meta = match std::fs::symlink_metadata(&path) {
@@ -187,7 +187,7 @@ impl LocalStore {
     /// Every `<store dir>/<nix32 chars><name chars>` in a byte string (CppNix
     /// matches the same pattern in /proc/*/environ).
     fn store_paths_in(&self, bytes: &[u8]) -> Vec<String> {
-        let prefix = format!("{}/", self.config.store_dir.as_str());
+        let prefix = format!("{}/", self.shared.config.store_dir.as_str());
         let prefix = prefix.as_bytes();
         let mut found = Vec::new();
         let mut i = 0;
@@ -214,7 +214,7 @@ impl LocalStore {
     pub fn add_indirect_root(&self, link: &Path) -> Result<()> {
         let link_s = link.to_string_lossy();
         let name = Algorithm::Sha1.digest(link_s.as_bytes()).to_nix32();
-        let root = self.config.state_dir.join("gcroots/auto").join(name);
+        let root = self.shared.config.state_dir.join("gcroots/auto").join(name);
         make_symlink(&root, link)
     }
 

@@ -1,0 +1,126 @@
+//! `armitage daemon`: the Nix daemon. Where CppNix's `nix-daemon` would
+//! run, with the same defaults and environment variables; `--home DIR` runs
+//! a private one with embedded defaults and prints how to point Nix at it.
+
+use super::GlobalOpts;
+use anyhow::{Context, Result};
+use armitage::daemon::{self, DaemonState, Trust};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use store::local::{LocalStore, LocalStoreConfig};
+use store::nix_conf::{ConfigEnv, Host, Settings};
+
+#[derive(Args)]
+pub struct DaemonArgs {
+    /// Socket to listen on [env: NIX_DAEMON_SOCKET_PATH] [default: <state dir>/daemon-socket/socket].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Configuration file to read instead of $NIX_CONF_DIR/nix.conf.
+    #[arg(long, value_name = "FILE")]
+    nix_conf: Option<PathBuf>,
+    /// Serve one connection on standard input and output (as `nix-daemon --stdio`).
+    #[arg(long)]
+    stdio: bool,
+    /// With --stdio: trust the client.
+    #[arg(long, requires = "stdio", conflicts_with = "force_untrusted")]
+    force_trusted: bool,
+    /// With --stdio: do not trust the client.
+    #[arg(long, requires = "stdio")]
+    force_untrusted: bool,
+}
+
+impl DaemonArgs {
+    pub fn run(self, g: &GlobalOpts) -> Result<ExitCode> {
+        let home = g.home_dir()?;
+        let settings = self.settings(home.is_some())?;
+        let store_dir = g.store_dir()?;
+        let state_dir = g.state_dir()?;
+        let log_dir = g.log_dir()?;
+        let config = LocalStoreConfig::from_settings(store_dir.clone(), &state_dir, &log_dir, &settings);
+        let store = LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))?;
+        let state = Arc::new(DaemonState::new(store, settings).map_err(anyhow::Error::msg)?);
+
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+        if self.stdio {
+            // As nix-daemon --stdio: the peer is trusted unless told otherwise.
+            let trust = if self.force_untrusted { Trust::NotTrusted } else { Trust::Trusted };
+            let _ = self.force_trusted;
+            runtime.block_on(daemon::serve_stdio(state, trust));
+            return Ok(ExitCode::SUCCESS);
+        }
+        let socket = match (&self.socket, &home) {
+            (Some(s), _) => s.clone(),
+            (None, Some(_)) => daemon::default_socket(&state_dir),
+            (None, None) => std::env::var_os("NIX_DAEMON_SOCKET_PATH")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| daemon::default_socket(&state_dir)),
+        };
+        runtime.block_on(async move {
+            let listener = match daemon::socket_from_systemd().context("taking the socket from systemd")? {
+                Some(l) => {
+                    tracing::info!("listening on the socket passed by systemd");
+                    l
+                }
+                None => daemon::bind(&socket).with_context(|| format!("binding to '{}'", socket.display()))?,
+            };
+            if home.is_some() {
+                println!(
+                    "export NIX_REMOTE=daemon NIX_DAEMON_SOCKET_PATH={} NIX_STORE_DIR={} NIX_STATE_DIR={} NIX_LOG_DIR={}",
+                    socket.display(),
+                    store_dir.as_str(),
+                    state_dir.display(),
+                    log_dir.display()
+                );
+            }
+            tracing::info!("daemon listening on '{}'", socket.display());
+            daemon::serve(listener, state, shutdown_signal()).await;
+            tracing::info!("shutting down");
+            anyhow::Ok(())
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// nix.conf as CppNix reads it; in `--home` mode without a conf file of
+    /// its own (`DIR/etc/nix.conf`), embedded defaults that need no root:
+    /// the daemon's own user is trusted, no build users, no substituters.
+    fn settings(&self, home_mode: bool) -> Result<Settings> {
+        let env = ConfigEnv::from_process();
+        let host = Host::detect();
+        let loaded = match &self.nix_conf {
+            Some(file) => store::nix_conf::load_file(file, &env, &host).with_context(|| format!("reading '{}'", file.display()))?,
+            None if home_mode => {
+                let mut s = Settings::new(&host, &env);
+                let me = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
+                    rustix::process::getuid().as_raw().to_string()
+                });
+                let mut warnings = Vec::new();
+                s.set("trusted-users", &format!("root {me}"), &mut warnings)?;
+                s.set("substituters", "", &mut warnings)?;
+                if !host.is_root {
+                    s.set("build-users-group", "", &mut warnings)?;
+                }
+                store::nix_conf::Loaded { settings: s, warnings }
+            }
+            None => store::nix_conf::load(&env, &host).with_context(|| format!("reading '{}'", env.conf_file().display()))?,
+        };
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(loaded.settings)
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,228 @@
+//! One client connection: the handshake, then requests one after another,
+//! each answered inside a work window on the stderr channel that ends with
+//! `STDERR_LAST` and the reply, or `STDERR_ERROR` (worker-protocol.md §3–5).
+//!
+//! Errors after a request has been read are reported and the connection
+//! carries on; errors while reading a request (an unknown operation, a
+//! malformed or oversized field, a broken upload) are reported once and end
+//! the connection, since the stream can no longer be trusted to be in step.
+
+use super::DaemonState;
+use super::trust::Peer;
+use std::sync::Arc;
+use store::local::LocalStore;
+use store::worker_protocol::{
+    self as wp, ClientOptions, MIN_CLIENT_VERSION, PROTOCOL_VERSION, ProtoError, StderrMessage, WORKER_MAGIC_1, WORKER_MAGIC_2,
+    WireRead, WireWrite,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+
+/// Trust as the handshake reports it (minor ≥ 35).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    Trusted,
+    NotTrusted,
+}
+
+/// Why an operation failed.
+#[derive(Debug)]
+pub enum OpError {
+    /// Failed after its request was read: reported, the connection goes on.
+    Failed(String),
+    /// The stream is out of step or broken: reported if possible, then the
+    /// connection ends.
+    Fatal(String),
+}
+
+impl From<store::local::Error> for OpError {
+    fn from(e: store::local::Error) -> Self {
+        OpError::Failed(e.to_string())
+    }
+}
+
+impl From<ProtoError> for OpError {
+    fn from(e: ProtoError) -> Self {
+        OpError::Fatal(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for OpError {
+    fn from(e: std::io::Error) -> Self {
+        OpError::Fatal(e.to_string())
+    }
+}
+
+pub type OpResult<T = ()> = Result<T, OpError>;
+
+/// The state of one connection.
+pub struct Connection<R, W> {
+    pub(super) reader: BufReader<R>,
+    pub(super) writer: BufWriter<W>,
+    /// The negotiated minor.
+    pub(super) minor: u64,
+    pub(super) trust: Trust,
+    pub(super) peer: Option<Peer>,
+    /// This connection's own store handle (its temp roots die with it).
+    pub(super) store: Arc<LocalStore>,
+    pub(super) daemon: Arc<DaemonState>,
+    pub(super) options: ClientOptions,
+    /// Whether a work window is open (stderr messages may be sent).
+    pub(super) in_work: bool,
+    /// Next activity id (per connection; high bits keep them apart from
+    /// the client's own `pid << 32` ids).
+    pub(super) next_activity: u64,
+}
+
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    pub fn new(reader: R, writer: W, trust: Trust, peer: Option<Peer>, daemon: Arc<DaemonState>) -> Self {
+        Connection {
+            reader: BufReader::with_capacity(64 * 1024, reader),
+            writer: BufWriter::with_capacity(64 * 1024, writer),
+            minor: 0,
+            trust,
+            peer,
+            store: Arc::new(daemon.store.session()),
+            daemon,
+            options: ClientOptions { verbosity: 3, use_substitutes: true, ..Default::default() },
+            in_work: false,
+            next_activity: (1u64 << 63) | (u64::from(std::process::id()) << 32),
+        }
+    }
+
+    pub fn trusted(&self) -> bool {
+        self.trust == Trust::Trusted
+    }
+
+    /// Runs the connection to its end.
+    pub async fn serve(mut self) {
+        match self.handshake().await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!("handshake failed: {e}");
+                return;
+            }
+        }
+        let mut ops = 0u64;
+        loop {
+            let op = match self.reader.read_u64_le_wire().await {
+                Ok(op) => op,
+                Err(e) if e.is_eof() => break,
+                Err(e) => {
+                    tracing::debug!("reading an operation: {e}");
+                    break;
+                }
+            };
+            ops += 1;
+            let store_dir = self.store.store_dir().clone();
+            let limits = self.daemon.limits;
+            let request = match wp::read_request(op, &mut self.reader, &store_dir, self.minor, &limits).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if !e.is_eof() {
+                        tracing::info!(op, "bad request: {e}");
+                        let _ = self.send_error(&e.to_string()).await;
+                    }
+                    break;
+                }
+            };
+            tracing::debug!(op, "performing daemon worker op");
+            self.in_work = true;
+            match super::ops::perform(&mut self, request).await {
+                Ok(()) => {}
+                Err(OpError::Failed(msg)) => {
+                    if self.send_error(&msg).await.is_err() {
+                        break;
+                    }
+                }
+                Err(OpError::Fatal(msg)) => {
+                    tracing::info!(op, "ending the connection: {msg}");
+                    let _ = self.send_error(&msg).await;
+                    break;
+                }
+            }
+            if self.writer.flush().await.is_err() {
+                break;
+            }
+        }
+        tracing::debug!(ops, "connection closed");
+    }
+
+    async fn handshake(&mut self) -> Result<(), ProtoError> {
+        let magic = self.reader.read_u64_le_wire().await?;
+        if magic != WORKER_MAGIC_1 {
+            return Err(ProtoError::BadMagic);
+        }
+        // Answer at once: clients up to 2.22 wait for this before sending their version.
+        self.writer.write_u64_wire(WORKER_MAGIC_2).await?;
+        self.writer.write_u64_wire(PROTOCOL_VERSION).await?;
+        self.writer.flush().await?;
+        let client_version = self.reader.read_u64_le_wire().await?;
+        if client_version < MIN_CLIENT_VERSION || wp::major(client_version) != 0x100 {
+            return Err(ProtoError::BadValue(format!("the Nix client version {client_version:#x} is too old")));
+        }
+        self.minor = wp::minor(client_version.min(PROTOCOL_VERSION));
+        if self.minor >= 38 {
+            // We support no optional features: the intersection is empty.
+            let _features = self.reader.read_strings("features", &self.daemon.limits).await?;
+            self.writer.write_u64_wire(0).await?;
+            self.writer.flush().await?;
+        }
+        if self.minor >= 14 && self.reader.read_u64_le_wire().await? != 0 {
+            self.reader.read_u64_le_wire().await?; // obsolete CPU affinity
+        }
+        if self.minor >= 11 {
+            self.reader.read_u64_le_wire().await?; // obsolete reserveSpace
+        }
+        if self.minor >= 33 {
+            self.writer.write_str(super::NIX_VERSION).await?;
+        }
+        if self.minor >= 35 {
+            self.writer.write_u64_wire(if self.trusted() { 1 } else { 2 }).await?;
+        }
+        self.writer.write_u64_wire(wp::stderr::STDERR_LAST).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// Writes a stderr message (buffered) inside the work window.
+    pub async fn log(&mut self, msg: StderrMessage) -> std::io::Result<()> {
+        if !self.in_work {
+            return Ok(());
+        }
+        msg.write(&mut self.writer, self.minor).await
+    }
+
+    /// A log line, if the client's verbosity admits `level`.
+    pub async fn info(&mut self, level: wp::Verbosity, text: &str) -> std::io::Result<()> {
+        if (level as u64) > self.options.verbosity {
+            return Ok(());
+        }
+        self.log(StderrMessage::Next(format!("{text}\n"))).await
+    }
+
+    /// A warning line, as CppNix's `warn` prints them.
+    pub async fn warn(&mut self, text: &str) -> std::io::Result<()> {
+        self.log(StderrMessage::Next(format!("warning: {text}\n"))).await
+    }
+
+    /// Closes the work window successfully; the reply follows.
+    pub async fn last(&mut self) -> std::io::Result<()> {
+        self.in_work = false;
+        StderrMessage::Last.write(&mut self.writer, self.minor).await
+    }
+
+    async fn send_error(&mut self, message: &str) -> std::io::Result<()> {
+        self.in_work = false;
+        StderrMessage::Error { message: message.to_owned(), exit_status: 1 }.write(&mut self.writer, self.minor).await?;
+        self.writer.flush().await
+    }
+
+    pub fn new_activity_id(&mut self) -> u64 {
+        self.next_activity += 1;
+        self.next_activity
+    }
+}

@@ -1,0 +1,122 @@
+//! Bridges between the connection's async streams and the store's
+//! synchronous readers and writers, used inside `block_in_place`: NARs are
+//! unpacked and dumped by blocking code while the bytes move over the
+//! socket, without holding more than a buffer in memory.
+
+use std::io::{self, BufRead, Read, Write};
+use store::worker_protocol::{StderrMessage, WireRead};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::runtime::Handle;
+use tokio_util::io::SyncIoBridge;
+
+/// Synchronous readers over async streams.
+pub struct SyncReader;
+
+impl SyncReader {
+    /// Buffers an unbuffered async stream (framed uploads end at their terminator).
+    pub fn buffered<R: AsyncRead + Unpin>(r: R, handle: Handle) -> SyncIoBridge<BufReader<R>> {
+        SyncIoBridge::new_with_handle(BufReader::with_capacity(256 * 1024, r), handle)
+    }
+
+    /// Reads straight from the connection's own buffer, consuming exactly
+    /// what the reader uses (unframed NARs are followed by the next request).
+    pub fn direct<R: AsyncBufRead + Unpin>(r: R, handle: Handle) -> SyncIoBridge<R> {
+        SyncIoBridge::new_with_handle(r, handle)
+    }
+}
+
+/// A synchronous writer over the connection's writer.
+pub struct SyncWriter;
+
+impl SyncWriter {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new<W: AsyncWrite + Unpin>(w: W, handle: Handle) -> SyncIoBridge<W> {
+        SyncIoBridge::new_with_handle(w, handle)
+    }
+}
+
+/// Data the client sends when asked with STDERR_READ (ImportPaths, and
+/// AddToStoreNar at 1.21–1.22). Never asks for more than its caller wants,
+/// and the caller (a NAR parser) stops asking at the NAR's end.
+pub struct TunnelReader<'a, R, W> {
+    reader: &'a mut BufReader<R>,
+    writer: &'a mut BufWriter<W>,
+    minor: u64,
+    handle: Handle,
+}
+
+impl<'a, R: AsyncRead + Unpin, W: AsyncWrite + Unpin> TunnelReader<'a, R, W> {
+    pub fn new(reader: &'a mut BufReader<R>, writer: &'a mut BufWriter<W>, minor: u64) -> std::io::BufReader<Self> {
+        // CppNix asks for 32 KiB at a time.
+        std::io::BufReader::with_capacity(32 * 1024, TunnelReader { reader, writer, minor, handle: Handle::current() })
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Read for TunnelReader<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len() as u64;
+        let (reader, writer, minor) = (&mut *self.reader, &mut *self.writer, self.minor);
+        let data = self.handle.block_on(async move {
+            StderrMessage::Read(want).write(writer, minor).await?;
+            writer.flush().await?;
+            reader.read_bytes_limited("tunnelled data", want).await.map_err(|e| io::Error::other(e.to_string()))
+        })?;
+        if data.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the client sent no data"));
+        }
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
+    }
+}
+
+/// Sends what is written as STDERR_WRITE messages (ExportPath).
+pub struct StderrWriteSink<'a, W> {
+    writer: &'a mut BufWriter<W>,
+    minor: u64,
+    handle: Handle,
+}
+
+impl<'a, W: AsyncWrite + Unpin> StderrWriteSink<'a, W> {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(writer: &'a mut BufWriter<W>, handle: Handle, minor: u64) -> std::io::BufWriter<Self> {
+        std::io::BufWriter::with_capacity(64 * 1024, StderrWriteSink { writer, minor, handle })
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Write for StderrWriteSink<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (writer, minor) = (&mut *self.writer, self.minor);
+        self.handle.block_on(StderrMessage::Write(buf.to_vec()).write(writer, minor))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A little-endian u64 from a synchronous reader.
+pub fn sync_u64(r: &mut dyn BufRead) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// A padded protocol string of at most `limit` bytes from a synchronous reader.
+pub fn sync_string(r: &mut dyn BufRead, limit: u64) -> io::Result<String> {
+    let len = sync_u64(r)?;
+    if len > limit {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a string of {len} bytes is longer than {limit}")));
+    }
+    let mut buf = vec![0u8; len as usize];
+    r.read_exact(&mut buf)?;
+    let mut pad = [0u8; 8];
+    let p = ((8 - len % 8) % 8) as usize;
+    r.read_exact(&mut pad[..p])?;
+    if pad[..p].iter().any(|&b| b != 0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "non-zero padding"));
+    }
+    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a string is not UTF-8"))
+}

@@ -1,0 +1,175 @@
+//! `armitage daemon`: serves the Nix worker protocol on a Unix socket (or
+//! on stdin/stdout, or on a socket passed by systemd), one async task per
+//! connection, on a local store shared with CppNix.
+
+mod connection;
+mod io;
+mod ops;
+mod options;
+pub mod trust;
+
+pub use connection::{Connection, Trust};
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use store::local::LocalStore;
+use store::nix_conf::Settings;
+use store::path_info::PathInfo;
+use store::signing::PublicKeys;
+use store::worker_protocol::Limits;
+use tokio::net::UnixListener;
+
+/// The version reported in the handshake (minor ≥ 33). Clients only show it.
+pub const NIX_VERSION: &str = concat!("armitage ", env!("CARGO_PKG_VERSION"));
+
+/// What every connection shares.
+pub struct DaemonState {
+    pub store: LocalStore,
+    pub settings: Settings,
+    pub public_keys: PublicKeys,
+    pub limits: Limits,
+}
+
+impl DaemonState {
+    pub fn new(store: LocalStore, settings: Settings) -> Result<DaemonState, String> {
+        let public_keys = PublicKeys::parse_all(settings.trusted_public_keys.iter().map(String::as_str))
+            .map_err(|e| format!("trusted-public-keys: {e}"))?;
+        Ok(DaemonState { store, settings, public_keys, limits: Limits::DEFAULT })
+    }
+
+    /// Whether a path from an untrusted source may be added: with
+    /// `require-sigs`, it must be content-addressed (its path follows from
+    /// its content address) or carry a valid signature by a trusted key
+    /// (CppNix `pathInfoIsUntrusted`).
+    pub fn check_signatures(&self, info: &PathInfo) -> store::local::Result<()> {
+        if !self.settings.require_sigs || self.is_content_addressed(info) {
+            return Ok(());
+        }
+        let dir = self.store.store_dir();
+        let fp = store::signing::fingerprint(dir, &info.path, &info.nar_hash, info.nar_size, &info.references);
+        let valid = fp.map(|fp| self.public_keys.count_valid(fp.as_bytes(), info.sigs.iter().map(String::as_str))).unwrap_or(0);
+        if valid == 0 {
+            return Err(store::local::Error::Other(format!(
+                "cannot add path '{}' because it lacks a signature by a trusted key",
+                dir.display(&info.path)
+            )));
+        }
+        Ok(())
+    }
+
+    fn is_content_addressed(&self, info: &PathInfo) -> bool {
+        let Some(ca) = &info.ca else { return false };
+        let refs = store::store_path::StoreReferences {
+            others: info.references.iter().filter(|r| **r != info.path).cloned().collect(),
+            self_ref: info.references.contains(&info.path),
+        };
+        self.store.store_dir().make_path_from_ca(info.path.name(), ca, &refs).is_ok_and(|p| p == info.path)
+    }
+
+    /// Whether an untrusted client may use this substituter.
+    pub fn is_trusted_substituter(&self, url: &str) -> bool {
+        let with_slash = format!("{url}/");
+        let known = |u: &str| u == url || u == with_slash;
+        self.settings.trusted_substituters.iter().any(|u| known(u)) || self.settings.substituters.iter().any(|u| known(u))
+    }
+}
+
+/// Binds the daemon socket (removing a stale one), world-connectable as
+/// CppNix's: access is decided by `allowed-users`.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// A listening socket passed by systemd (`LISTEN_FDS`/`LISTEN_PID`), if any.
+pub fn socket_from_systemd() -> std::io::Result<Option<UnixListener>> {
+    let pid_ok = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let fds = std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+    if !pid_ok || fds == 0 {
+        return Ok(None);
+    }
+    if fds != 1 {
+        return Err(std::io::Error::other(format!("unexpected systemd environment variables: LISTEN_FDS={fds}")));
+    }
+    // SAFETY: systemd passes the listening socket as fd 3 (SD_LISTEN_FDS_START)
+    // and nothing else in this process owns it.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) };
+    let std_listener = std::os::unix::net::UnixListener::from(fd);
+    std_listener.set_nonblocking(true)?;
+    Ok(Some(UnixListener::from_std(std_listener)?))
+}
+
+/// Accepts connections until `shutdown` resolves; each gets a task.
+pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let state = state.clone();
+                tokio::spawn(async move { handle_unix(stream, state).await });
+            }
+        }
+    }
+}
+
+async fn handle_unix(stream: tokio::net::UnixStream, state: Arc<DaemonState>) {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("cannot read the peer's credentials: {e}");
+            return;
+        }
+    };
+    let peer = trust::Peer::from_ids(cred.pid(), cred.uid(), cred.gid());
+    let admission = trust::admit(
+        &peer,
+        &state.settings.trusted_users,
+        &state.settings.allowed_users,
+        &state.settings.build_users_group,
+    );
+    let trusted = match admission {
+        trust::Admission::Refused => {
+            tracing::info!(user = %peer.user, uid = peer.uid, "refusing connection: user is not allowed to connect to the Nix daemon");
+            return;
+        }
+        trust::Admission::Trusted => Trust::Trusted,
+        trust::Admission::Untrusted => Trust::NotTrusted,
+    };
+    tracing::info!(
+        "accepted connection from pid {}, user {}{}",
+        peer.pid.map(|p| p.to_string()).unwrap_or_else(|| "<unknown>".into()),
+        peer.user,
+        if trusted == Trust::Trusted { " (trusted)" } else { "" }
+    );
+    let (r, w) = stream.into_split();
+    Connection::new(r, w, trusted, Some(peer), state).serve().await;
+}
+
+/// Serves one connection on stdin/stdout (`--stdio`, as ssh-ng runs it).
+pub async fn serve_stdio(state: Arc<DaemonState>, trust: Trust) {
+    Connection::new(tokio::io::stdin(), tokio::io::stdout(), trust, None, state).serve().await;
+}
+
+/// The default socket path for a state dir.
+pub fn default_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join("daemon-socket/socket")
+}

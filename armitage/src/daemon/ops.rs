@@ -1,0 +1,655 @@
+//! The operations: one arm per request, each doing its work on the
+//! connection's store handle (blocking work runs in `block_in_place`) and
+//! answering as CppNix's daemon.cc `performOp` does.
+
+use super::connection::{Connection, OpError, OpResult};
+use super::io::{SyncReader, SyncWriter, TunnelReader};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use store::content_address::{ContentAddressMethod, FileIngestionMethod};
+use store::local::{AddOptions, GcAction, GcOptions};
+use store::path_info::PathInfo;
+use store::realisation::{DrvOutput, Realisation};
+use store::store_path::StorePath;
+use store::worker_protocol::{
+    self as wp, BuildMode, BuildResult, BuildStatus, DerivedPath, FramedReader, Request, StderrMessage, Verbosity,
+    WireWrite, write_unkeyed_path_info,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+fn failed(msg: impl Into<String>) -> OpError {
+    OpError::Failed(msg.into())
+}
+
+pub async fn perform<R, W>(c: &mut Connection<R, W>, request: Request) -> OpResult
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let dir = c.store.store_dir().clone();
+    match request {
+        Request::IsValidPath(p) => {
+            let valid = blocking(|| c.store.is_valid(&p))?;
+            c.last().await?;
+            c.writer.write_bool(valid).await?;
+        }
+        Request::HasSubstitutes(_) => {
+            c.last().await?;
+            c.writer.write_bool(false).await?;
+        }
+        Request::QueryPathHash(p) => {
+            let info = blocking(|| c.store.path_info(&p))?;
+            c.last().await?;
+            c.writer.write_str(&info.nar_hash.to_base16()).await?;
+        }
+        Request::QueryReferences(p) => {
+            let info = blocking(|| c.store.path_info(&p))?;
+            c.last().await?;
+            write_paths(c, &info.references).await?;
+        }
+        Request::QueryReferrers(p) => {
+            let refs = blocking(|| c.store.query_referrers(&p))?;
+            c.last().await?;
+            write_paths(c, &refs).await?;
+        }
+        Request::QueryValidDerivers(p) => {
+            let drvs = blocking(|| c.store.query_valid_derivers(&p))?;
+            c.last().await?;
+            write_paths(c, &drvs).await?;
+        }
+        Request::QueryDerivationOutputs(p) => {
+            let outs = blocking(|| derivation_outputs(c, &p))?;
+            c.last().await?;
+            write_paths(c, &outs.into_values().collect()).await?;
+        }
+        Request::QueryDerivationOutputNames(p) => {
+            let drv = blocking(|| c.store.read_derivation(&p))?;
+            c.last().await?;
+            c.writer.write_strings(drv.outputs.keys()).await?;
+        }
+        Request::QueryDerivationOutputMap(p) => {
+            let map = blocking(|| c.store.derivation_output_map(&p))?;
+            c.last().await?;
+            c.writer.write_u64_wire(map.len() as u64).await?;
+            for (name, path) in &map {
+                c.writer.write_str(name).await?;
+                c.writer.write_str(&path.as_ref().map(|p| dir.display(p)).unwrap_or_default()).await?;
+            }
+        }
+        Request::QueryDeriver(p) => {
+            let info = blocking(|| c.store.path_info(&p))?;
+            c.last().await?;
+            c.writer.write_str(&info.deriver.map(|d| dir.display(&d)).unwrap_or_default()).await?;
+        }
+        Request::QueryPathFromHashPart(h) => {
+            let p = blocking(|| c.store.query_path_from_hash_part(&h))?;
+            c.last().await?;
+            c.writer.write_str(&p.map(|p| dir.display(&p)).unwrap_or_default()).await?;
+        }
+        Request::QueryAllValidPaths => {
+            let all = blocking(|| c.store.query_all_valid_paths())?;
+            c.last().await?;
+            write_paths(c, &all).await?;
+        }
+        Request::QueryValidPaths { paths, substitute: _ } => {
+            let valid = blocking(|| -> store::local::Result<BTreeSet<StorePath>> {
+                let mut v = BTreeSet::new();
+                for p in paths {
+                    if c.store.is_valid(&p)? {
+                        v.insert(p);
+                    }
+                }
+                Ok(v)
+            })?;
+            c.last().await?;
+            write_paths(c, &valid).await?;
+        }
+        Request::QuerySubstitutablePaths(_) => {
+            c.last().await?;
+            write_paths(c, &BTreeSet::new()).await?;
+        }
+        Request::QuerySubstitutablePathInfo(_) => {
+            c.last().await?;
+            c.writer.write_u64_wire(0).await?;
+        }
+        Request::QuerySubstitutablePathInfos(_) => {
+            c.last().await?;
+            c.writer.write_u64_wire(0).await?;
+        }
+        Request::QueryPathInfo(p) => {
+            let info = blocking(|| c.store.query_path_info(&p))?;
+            match info {
+                Some(info) => {
+                    c.last().await?;
+                    if c.minor >= 17 {
+                        c.writer.write_bool(true).await?;
+                    }
+                    write_unkeyed_path_info(&mut c.writer, &dir, &info, c.minor).await?;
+                }
+                None if c.minor >= 17 => {
+                    c.last().await?;
+                    c.writer.write_bool(false).await?;
+                }
+                None => return Err(failed(format!("path '{}' is not valid", dir.display(&p)))),
+            }
+        }
+        Request::QueryMissing(targets) => {
+            let paths: Vec<DerivedPath> = targets.into_iter().map(|(_, d)| d).collect();
+            let missing = blocking(|| c.store.query_missing(&paths))?;
+            c.last().await?;
+            missing.write(&mut c.writer, &dir).await?;
+        }
+        Request::AddTempRoot(p) => {
+            blocking(|| c.store.add_temp_root(&p))?;
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::AddIndirectRoot(link) => {
+            let link = absolute(&link);
+            blocking(|| c.store.add_indirect_root(&link))?;
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::AddPermRoot { path, gc_root } => {
+            if !c.trusted() {
+                return Err(failed(
+                    "you are not privileged to create perm roots\n\nhint: you can just do this client-side without special privileges, and probably want to do that instead.",
+                ));
+            }
+            let root = absolute(&gc_root);
+            let made = blocking(|| c.store.add_perm_root(&path, &root))?;
+            c.last().await?;
+            c.writer.write_str(&made.to_string_lossy()).await?;
+        }
+        Request::SyncWithGC => {
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::FindRoots => {
+            let censor = !c.trusted();
+            let roots = blocking(|| c.store.find_roots(censor))?;
+            c.last().await?;
+            let n: usize = roots.values().map(BTreeSet::len).sum();
+            c.writer.write_u64_wire(n as u64).await?;
+            for (target, links) in &roots {
+                for link in links {
+                    c.writer.write_str(link).await?;
+                    c.writer.write_str(&dir.display(target)).await?;
+                }
+            }
+        }
+        Request::CollectGarbage(gc) => {
+            if gc.ignore_liveness {
+                return Err(failed("you are not allowed to ignore liveness"));
+            }
+            let action = match gc.action {
+                0 => GcAction::ReturnLive,
+                1 => GcAction::ReturnDead,
+                2 => GcAction::DeleteDead,
+                _ => GcAction::DeleteSpecific(gc.paths_to_delete),
+            };
+            let mut opts = GcOptions::new(action);
+            opts.max_freed = gc.max_freed;
+            let mut deleted = Vec::new();
+            let results = blocking(|| c.store.collect_garbage(&opts, &mut |p| deleted.push(p.to_owned())))?;
+            for p in deleted {
+                c.info(Verbosity::Info, &format!("deleting '{p}'")).await?;
+            }
+            c.last().await?;
+            c.writer.write_strings(results.paths.iter()).await?;
+            c.writer.write_u64_wire(results.bytes_freed).await?;
+            c.writer.write_u64_wire(0).await?;
+        }
+        Request::SetOptions(options) => {
+            super::options::apply(c, options).await?;
+            c.last().await?;
+        }
+        Request::OptimiseStore => {
+            let stats = blocking(|| c.store.optimise_store(&mut |_, _| {}))?;
+            c.info(
+                Verbosity::Info,
+                &format!("{:.2} MiB freed by hard-linking {} files", stats.bytes_freed as f64 / 1048576.0, stats.files_linked),
+            )
+            .await?;
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::VerifyStore { check_contents, repair } => {
+            if repair && !c.trusted() {
+                return Err(failed("you are not privileged to repair paths"));
+            }
+            let report = blocking(|| c.store.verify_store(check_contents, repair, &mut |_, _| {}))?;
+            for note in &report.notes {
+                c.info(Verbosity::Info, note).await?;
+            }
+            for error in &report.errors {
+                c.log(StderrMessage::Next(format!("error: {error}\n"))).await?;
+            }
+            c.last().await?;
+            c.writer.write_bool(!report.errors.is_empty()).await?;
+        }
+        Request::AddSignatures { path, sigs } => {
+            blocking(|| c.store.add_signatures(&path, &sigs))?;
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::NarFromPath(p) => {
+            if !blocking(|| c.store.is_valid(&p))? {
+                return Err(failed(format!("path '{}' is not valid", dir.display(&p))));
+            }
+            c.last().await?;
+            let real = c.store.real_path(&p);
+            let handle = tokio::runtime::Handle::current();
+            blocking(|| {
+                let mut out = SyncWriter::new(&mut c.writer, handle);
+                store::nar::dump_parallel(&real, &mut out)
+            })
+            .map_err(|e| OpError::Fatal(format!("sending the NAR of '{}': {e}", dir.display(&p))))?;
+        }
+        Request::ExportPath(p) => {
+            let handle = tokio::runtime::Handle::current();
+            let minor = c.minor;
+            let store = c.store.clone();
+            blocking(|| {
+                let mut out = super::io::StderrWriteSink::new(&mut c.writer, handle, minor);
+                store.export_path(&p, &mut out)?;
+                std::io::Write::flush(&mut out).map_err(|e| store::local::Error::Other(e.to_string()))
+            })
+            .map_err(|e| OpError::Fatal(e.to_string()))?;
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::ImportPaths => {
+            let check = !c.trusted();
+            let handle = tokio::runtime::Handle::current();
+            let (minor, store, daemon) = (c.minor, c.store.clone(), c.daemon.clone());
+            let imported = blocking(|| {
+                let _ = handle;
+                let mut input = TunnelReader::new(&mut c.reader, &mut c.writer, minor);
+                store.import_paths(&mut input, &|info| if check { daemon.check_signatures(info) } else { Ok(()) })
+            })
+            .map_err(|e| OpError::Fatal(e.to_string()))?;
+            c.last().await?;
+            c.writer.write_strings(imported.iter().map(|p| dir.display(p)).collect::<Vec<_>>()).await?;
+        }
+        Request::AddToStore { name, method, algorithm, references, repair } => {
+            if repair && !c.trusted() {
+                return Err(failed("repairing is not allowed because you are not in 'trusted-users'"));
+            }
+            let handle = tokio::runtime::Handle::current();
+            let store = c.store.clone();
+            let mut framed = FramedReader::new(&mut c.reader);
+            let added = blocking(|| {
+                let mut input = SyncReader::buffered(&mut framed, handle.clone());
+                store.add_from_dump(&name, method, algorithm, &references, &mut input, AddOptions { repair })
+            });
+            // Keep the stream in step whatever happened.
+            framed.drain().await?;
+            let info = added?;
+            c.last().await?;
+            wp::write_path_info(&mut c.writer, &dir, &info, c.minor).await?;
+        }
+        Request::AddToStoreLegacy { name, method, algorithm } => {
+            let handle = tokio::runtime::Handle::current();
+            let store = c.store.clone();
+            let reader = &mut c.reader;
+            // Always a NAR; for flat hashing it holds one regular file.
+            let added = blocking(|| -> store::local::Result<PathInfo> {
+                let mut input = SyncReader::direct(reader, handle);
+                match method {
+                    FileIngestionMethod::Flat => add_flat_from_nar(&store, &name, algorithm, &mut input),
+                    _ => store.add_from_dump(
+                        &name,
+                        ContentAddressMethod::Fixed(method),
+                        algorithm,
+                        &BTreeSet::new(),
+                        &mut input,
+                        AddOptions::default(),
+                    ),
+                }
+            })
+            .map_err(|e| OpError::Fatal(e.to_string()))?;
+            c.last().await?;
+            c.writer.write_str(&dir.display(&added.path)).await?;
+        }
+        Request::AddTextToStore { name, text, references } => {
+            let info = blocking(|| c.store.add_text(&name, &text, &references, AddOptions::default()))?;
+            c.last().await?;
+            c.writer.write_str(&dir.display(&info.path)).await?;
+        }
+        Request::AddToStoreNar { mut info, repair, dont_check_sigs } => {
+            let check = !(dont_check_sigs && c.trusted());
+            if !c.trusted() {
+                info.ultimate = false;
+            }
+            if repair && !c.trusted() {
+                return Err(failed("repairing is not allowed because you are not in 'trusted-users'"));
+            }
+            let verdict = if check { c.daemon.check_signatures(&info) } else { Ok(()) };
+            let handle = tokio::runtime::Handle::current();
+            let (minor, store) = (c.minor, c.store.clone());
+            let opts = AddOptions { repair };
+            if minor >= 23 {
+                let mut framed = FramedReader::new(&mut c.reader);
+                let added = blocking(|| {
+                    verdict?;
+                    let mut input = SyncReader::buffered(&mut framed, handle);
+                    store.add_nar(&info, &mut input, opts)
+                });
+                framed.drain().await?;
+                added?;
+            } else if minor >= 21 {
+                let added = blocking(|| {
+                    verdict?;
+                    let _ = &handle;
+                    let mut input = TunnelReader::new(&mut c.reader, &mut c.writer, minor);
+                    store.add_nar(&info, &mut input, opts)
+                });
+                added.map_err(|e| OpError::Fatal(e.to_string()))?;
+            } else {
+                let reader = &mut c.reader;
+                let added = blocking(|| {
+                    let mut input = SyncReader::direct(reader, handle);
+                    match verdict {
+                        Ok(()) => store.add_nar(&info, &mut input, opts),
+                        Err(e) => {
+                            // Read past the NAR so the stream stays in step.
+                            store::nar::NarReader::new(&mut input).skip_to_end().map_err(|n| store::local::Error::Nar(n.to_string()))?;
+                            Err(e)
+                        }
+                    }
+                });
+                added?;
+            }
+            c.last().await?;
+        }
+        Request::AddMultipleToStore { repair, dont_check_sigs } => {
+            let check = !(dont_check_sigs && c.trusted());
+            if repair && !c.trusted() {
+                return Err(failed("repairing is not allowed because you are not in 'trusted-users'"));
+            }
+            let handle = tokio::runtime::Handle::current();
+            let (store, daemon, trusted) = (c.store.clone(), c.daemon.clone(), c.trusted());
+            let mut framed = FramedReader::new(&mut c.reader);
+            let added = blocking(|| -> store::local::Result<()> {
+                let mut input = SyncReader::buffered(&mut framed, handle.clone());
+                let count = read_u64_sync(&mut input)?;
+                for _ in 0..count {
+                    let mut info = read_path_info_sync(&mut input, &store, &daemon.limits)?;
+                    if !trusted {
+                        info.ultimate = false;
+                    }
+                    if check {
+                        daemon.check_signatures(&info)?;
+                    }
+                    store.add_nar(&info, &mut input, AddOptions { repair })?;
+                }
+                Ok(())
+            });
+            framed.drain().await?;
+            added?;
+            c.last().await?;
+        }
+        Request::AddBuildLog { drv } => {
+            if !c.trusted() {
+                let mut framed = FramedReader::new(&mut c.reader);
+                framed.drain().await?;
+                return Err(failed("you are not privileged to add logs"));
+            }
+            let handle = tokio::runtime::Handle::current();
+            let store = c.store.clone();
+            let mut framed = FramedReader::new(&mut c.reader);
+            let added = blocking(|| {
+                let mut input = SyncReader::buffered(&mut framed, handle);
+                store.add_build_log(&drv, &mut input)
+            });
+            framed.drain().await?;
+            added?;
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::RegisterDrvOutputLegacy { id, out_path } => {
+            let id = DrvOutput::parse(&id).map_err(|e| failed(e.to_string()))?;
+            let out_path = StorePath::from_base_name(&out_path).map_err(|e| failed(e.to_string()))?;
+            let r = Realisation { id, out_path, signatures: BTreeSet::new(), dependent_realisations: BTreeMap::new() };
+            blocking(|| c.store.register_realisation(&r))?;
+            c.last().await?;
+        }
+        Request::RegisterDrvOutput(json) => {
+            let r = Realisation::from_json(&json, "<client>").map_err(|e| failed(e.to_string()))?;
+            blocking(|| c.store.register_realisation(&r))?;
+            c.last().await?;
+        }
+        Request::QueryRealisation(id) => {
+            let id = DrvOutput::parse(&id).map_err(|e| failed(e.to_string()))?;
+            let r = blocking(|| c.store.query_realisation(&id))?;
+            c.last().await?;
+            if c.minor < 31 {
+                let set: BTreeSet<StorePath> = r.into_iter().map(|r| r.out_path).collect();
+                write_paths(c, &set).await?;
+            } else {
+                let set: Vec<String> = r.into_iter().map(|r| r.to_json().to_string()).collect();
+                c.writer.write_strings(set.iter()).await?;
+            }
+        }
+        Request::EnsurePath(p) => {
+            if !blocking(|| c.store.is_valid(&p))? {
+                return Err(failed(format!(
+                    "path '{}' is not valid and cannot be built or substituted yet (builds land with the next release)",
+                    dir.display(&p)
+                )));
+            }
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::BuildPaths { paths, mode } => {
+            if mode == BuildMode::Repair && !c.trusted() {
+                return Err(failed("repairing is not allowed because you are not in 'trusted-users'"));
+            }
+            for (_, target) in &paths {
+                let result = blocking(|| already_valid(c, target))?;
+                if result.status != BuildStatus::AlreadyValid {
+                    return Err(failed(result.error_msg));
+                }
+            }
+            c.last().await?;
+            c.writer.write_u64_wire(1).await?;
+        }
+        Request::BuildPathsWithResults { paths, mode } => {
+            if mode == BuildMode::Repair && !c.trusted() {
+                return Err(failed("repairing is not allowed because you are not in 'trusted-users'"));
+            }
+            let mut results = Vec::new();
+            for (raw, target) in &paths {
+                results.push((raw.clone(), blocking(|| already_valid(c, target))?));
+            }
+            c.last().await?;
+            c.writer.write_u64_wire(results.len() as u64).await?;
+            for (raw, result) in &results {
+                c.writer.write_str(raw).await?;
+                result.write(&mut c.writer, c.minor).await?;
+            }
+        }
+        Request::BuildDerivation { drv_path, .. } => {
+            return Err(failed(format!(
+                "cannot build '{}': building derivations is not supported by this version of armitage yet",
+                dir.display(&drv_path)
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn write_paths<R, W>(c: &mut Connection<R, W>, paths: &BTreeSet<StorePath>) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let dir = c.store.store_dir().clone();
+    c.writer.write_u64_wire(paths.len() as u64).await?;
+    for p in paths {
+        c.writer.write_str(&dir.display(p)).await?;
+    }
+    Ok(())
+}
+
+/// The known outputs of a derivation (valid or not), by name.
+fn derivation_outputs<R, W>(c: &Connection<R, W>, drv: &StorePath) -> store::local::Result<BTreeMap<String, StorePath>> {
+    Ok(c.store.derivation_output_map(drv)?.into_iter().filter_map(|(n, p)| p.map(|p| (n, p))).collect())
+}
+
+/// Until builds land: a target whose paths are all valid is "already
+/// valid"; anything else fails with a clear message.
+fn already_valid<R, W>(c: &Connection<R, W>, target: &DerivedPath) -> store::local::Result<BuildResult> {
+    let store = &c.store;
+    let dir = store.store_dir();
+    match target {
+        DerivedPath::Opaque(p) => {
+            if store.is_valid(p)? {
+                Ok(BuildResult::new(BuildStatus::AlreadyValid))
+            } else {
+                let mut r = BuildResult::new(BuildStatus::MiscFailure);
+                r.error_msg = format!("path '{}' is not valid and cannot be substituted yet", dir.display(p));
+                Ok(r)
+            }
+        }
+        DerivedPath::Built { drv, outputs } => {
+            if !store.is_valid(drv)? {
+                let mut r = BuildResult::new(BuildStatus::MiscFailure);
+                r.error_msg = format!("path '{}' is not valid", dir.display(drv));
+                return Ok(r);
+            }
+            let map = store.derivation_output_map(drv)?;
+            let hashes = {
+                let parsed = store.read_derivation(drv)?;
+                let mut hasher = store::derivation::DrvHasher::new(dir.clone(), |p: &StorePath| store.read_derivation(p));
+                hasher.hash_modulo(&parsed, true).map(|h| h.hashes).unwrap_or_default()
+            };
+            let mut result = BuildResult::new(BuildStatus::AlreadyValid);
+            for (name, path) in &map {
+                if outputs.as_ref().is_some_and(|o| !o.contains(name)) {
+                    continue;
+                }
+                match path {
+                    Some(p) if store.is_valid(p)? => {
+                        if let Some(hash) = hashes.get(name) {
+                            let id = DrvOutput { drv_hash: *hash, output: name.clone() };
+                            let r = Realisation {
+                                id: id.clone(),
+                                out_path: p.clone(),
+                                signatures: BTreeSet::new(),
+                                dependent_realisations: BTreeMap::new(),
+                            };
+                            result.built_outputs.insert(id.to_string(), r.to_json().to_string());
+                        }
+                    }
+                    _ => {
+                        let mut r = BuildResult::new(BuildStatus::MiscFailure);
+                        r.error_msg = format!(
+                            "cannot build output '{name}' of '{}': building derivations is not supported by this version of armitage yet",
+                            dir.display(drv)
+                        );
+                        return Ok(r);
+                    }
+                }
+            }
+            Ok(result)
+        }
+    }
+}
+
+/// `p` made absolute against the daemon's working directory (CppNix `absPath`).
+fn absolute(p: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(p);
+    if path.is_absolute() { path.to_owned() } else { std::env::current_dir().unwrap_or_default().join(path) }
+}
+
+/// A flat add from the NAR of one regular file (AddToStore below 1.25).
+fn add_flat_from_nar(
+    store: &store::local::LocalStore,
+    name: &str,
+    algorithm: store::hash::Algorithm,
+    input: &mut dyn BufRead,
+) -> store::local::Result<PathInfo> {
+    let mut reader = store::nar::NarReader::new(input);
+    let mut contents: Option<Vec<u8>> = None;
+    let bad = |e: store::nar::NarError| store::local::Error::Nar(e.to_string());
+    while let Some(event) = reader.next().map_err(bad)? {
+        match event {
+            store::nar::Event::Regular { contents: mut c, .. } if contents.is_none() => {
+                let mut buf = Vec::new();
+                c.copy_to(&mut buf).map_err(bad)?;
+                contents = Some(buf);
+            }
+            store::nar::Event::Regular { .. } | store::nar::Event::Directory | store::nar::Event::Symlink { .. } => {
+                return Err(store::local::Error::Other("flat hashing needs a NAR of a single regular file".into()));
+            }
+            _ => {}
+        }
+    }
+    let contents = contents.ok_or_else(|| store::local::Error::Other("flat hashing needs a NAR of a single regular file".into()))?;
+    store.add_from_dump(
+        name,
+        ContentAddressMethod::Fixed(FileIngestionMethod::Flat),
+        algorithm,
+        &BTreeSet::new(),
+        &mut &contents[..],
+        AddOptions::default(),
+    )
+}
+
+fn read_u64_sync(input: &mut dyn BufRead) -> store::local::Result<u64> {
+    super::io::sync_u64(input).map_err(|e| store::local::Error::Other(format!("reading a path list: {e}")))
+}
+
+/// Reads a path info in the minor-16 layout (§6.1) from a synchronous reader.
+fn read_path_info_sync(
+    input: &mut dyn BufRead,
+    store: &store::local::LocalStore,
+    limits: &wp::Limits,
+) -> store::local::Result<PathInfo> {
+    use super::io::{sync_string, sync_u64};
+    let bad = |e: std::io::Error| store::local::Error::Other(format!("reading a path's metadata: {e}"));
+    let max = limits.max_string;
+    let path = store.parse_path(&sync_string(input, max).map_err(bad)?)?;
+    let deriver = sync_string(input, max).map_err(bad)?;
+    let hash = sync_string(input, max).map_err(bad)?;
+    let nar_hash = store::hash::Hash::parse_any(&hash, Some(store::hash::Algorithm::Sha256))
+        .map_err(|e| store::local::Error::Other(e.to_string()))?;
+    let nrefs = sync_u64(input).map_err(bad)?;
+    if nrefs > limits.max_elements {
+        return Err(store::local::Error::Other(format!("a path lists {nrefs} references, more than {}", limits.max_elements)));
+    }
+    let mut references = BTreeSet::new();
+    for _ in 0..nrefs {
+        references.insert(store.parse_path(&sync_string(input, max).map_err(bad)?)?);
+    }
+    let registration_time = sync_u64(input).map_err(bad)?;
+    let nar_size = sync_u64(input).map_err(bad)?;
+    let ultimate = sync_u64(input).map_err(bad)? != 0;
+    let nsigs = sync_u64(input).map_err(bad)?;
+    if nsigs > limits.max_elements {
+        return Err(store::local::Error::Other(format!("a path lists {nsigs} signatures, more than {}", limits.max_elements)));
+    }
+    let mut sigs = BTreeSet::new();
+    for _ in 0..nsigs {
+        sigs.insert(sync_string(input, max).map_err(bad)?);
+    }
+    let ca = sync_string(input, max).map_err(bad)?;
+    let mut info = PathInfo::new(path, nar_hash, nar_size);
+    info.deriver = if deriver.is_empty() { None } else { Some(store.parse_path(&deriver)?) };
+    info.references = references;
+    info.registration_time = i64::try_from(registration_time).unwrap_or(i64::MAX);
+    info.ultimate = ultimate;
+    info.sigs = sigs;
+    info.ca = if ca.is_empty() {
+        None
+    } else {
+        Some(store::content_address::ContentAddress::parse(&ca).map_err(|e| store::local::Error::Other(e.to_string()))?)
+    };
+    Ok(info)
+}

@@ -1,0 +1,4 @@
+//! Armitage: the Nix daemon (worker protocol server) on top of the `store`
+//! crate's local store. The `armitage` binary is the command line around it.
+
+pub mod daemon;

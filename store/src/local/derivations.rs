@@ -1,0 +1,106 @@
+//! Derivations as the store knows them: reading `.drv` files, their output
+//! map (`DerivationOutputs` rows, realisations for floating outputs), and
+//! what a set of build targets is missing (CppNix `queryMissing`, without
+//! substituters for now).
+
+use super::LocalStore;
+use super::error::{Error, IoContext, Result};
+use crate::derivation::{Derivation, DrvHasher};
+use crate::realisation::DrvOutput;
+use crate::store_path::StorePath;
+use crate::worker_protocol::{DerivedPath, Missing};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+impl LocalStore {
+    /// Parses a `.drv` file in the store (it need not be valid).
+    pub fn read_derivation(&self, drv: &StorePath) -> Result<Derivation> {
+        let real = self.real_path(drv);
+        let text = std::fs::read(&real).at("reading derivation", &real)?;
+        Derivation::parse_at(self.store_dir(), &text, drv)
+            .map_err(|e| Error::Derivation { path: self.display(drv), why: e.to_string() })
+    }
+
+    /// `DerivationOutputs` rows for a `.drv` about to be registered: every
+    /// output whose path is known statically (input-addressed and fixed).
+    pub(super) fn derivation_output_rows(&self, drv: &StorePath) -> Result<Vec<(String, StorePath)>> {
+        let parsed = self.read_derivation(drv)?;
+        let outputs = parsed
+            .output_paths(self.store_dir())
+            .map_err(|e| Error::Derivation { path: self.display(drv), why: e.to_string() })?;
+        Ok(outputs.into_iter().filter_map(|(name, path)| path.map(|p| (name, p))).collect())
+    }
+
+    /// The known output paths of a valid derivation, by output name (CppNix
+    /// `queryPartialDerivationOutputMap`): the database's rows, and with
+    /// `ca-derivations` every output, realised or not (`None`).
+    pub fn derivation_output_map(&self, drv: &StorePath) -> Result<BTreeMap<String, Option<StorePath>>> {
+        let mut map: BTreeMap<String, Option<StorePath>> =
+            self.query_derivation_outputs(drv)?.into_iter().map(|(n, p)| (n, Some(p))).collect();
+        if !self.shared.config.ca_derivations {
+            return Ok(map);
+        }
+        let parsed = self.read_derivation(drv)?;
+        let mut hasher = DrvHasher::new(self.store_dir().clone(), |p: &StorePath| self.read_derivation(p));
+        let hashes = hasher
+            .hash_modulo(&parsed, true)
+            .map_err(|e| Error::Derivation { path: self.display(drv), why: e.to_string() })?;
+        for (output, hash) in hashes.hashes {
+            if map.get(&output).is_some_and(Option::is_some) {
+                continue;
+            }
+            let id = DrvOutput { drv_hash: hash, output: output.clone() };
+            let path = self.query_realisation(&id)?.map(|r| r.out_path);
+            map.insert(output, path);
+        }
+        Ok(map)
+    }
+
+    /// What building or fetching `targets` would involve (CppNix
+    /// `queryMissing`). With no substituters configured, an invalid path is
+    /// either built (a derivation output whose `.drv` is valid) or unknown.
+    pub fn query_missing(&self, targets: &[DerivedPath]) -> Result<Missing> {
+        let mut missing = Missing::default();
+        let mut done: HashSet<String> = HashSet::new();
+        let mut todo: Vec<DerivedPath> = targets.to_vec();
+        while let Some(target) = todo.pop() {
+            if !done.insert(format!("{target:?}")) {
+                continue;
+            }
+            match target {
+                DerivedPath::Opaque(p) => {
+                    if !self.is_valid(&p)? {
+                        missing.unknown.insert(p);
+                    }
+                }
+                DerivedPath::Built { drv, outputs } => {
+                    if !self.is_valid(&drv)? {
+                        missing.unknown.insert(drv);
+                        continue;
+                    }
+                    let mut known = true;
+                    let mut invalid = BTreeSet::new();
+                    for (name, path) in self.derivation_output_map(&drv)? {
+                        let Some(path) = path else {
+                            known = false;
+                            break;
+                        };
+                        let wanted = outputs.as_ref().is_none_or(|o| o.contains(&name));
+                        if wanted && !self.is_valid(&path)? {
+                            invalid.insert(path);
+                        }
+                    }
+                    if known && invalid.is_empty() {
+                        continue;
+                    }
+                    // Nothing can be substituted yet: it must be built.
+                    let parsed = self.read_derivation(&drv)?;
+                    missing.will_build.insert(drv);
+                    for (input, wanted) in parsed.input_drvs {
+                        todo.push(DerivedPath::Built { drv: input, outputs: Some(wanted.outputs) });
+                    }
+                }
+            }
+        }
+        Ok(missing)
+    }
+}
