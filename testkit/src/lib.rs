@@ -271,3 +271,92 @@ pub fn write_file(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) {
     }
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
+
+/// A daemon serving a [`TestStore`] on a socket of its own: armitage, or
+/// CppNix's `nix-daemon` of some version. Killed (by its PID) when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    pub socket: PathBuf,
+    /// Which daemon this is, for messages.
+    pub name: String,
+    stderr_log: PathBuf,
+}
+
+impl Daemon {
+    /// `armitage daemon` on `store`, with its nix.conf.
+    pub fn armitage(store: &TestStore) -> Daemon {
+        let socket = store.root().join("armitage.sock");
+        let log = store.root().join("armitage-daemon.log");
+        let mut cmd = store.armitage();
+        cmd.arg("daemon").arg("--socket").arg(&socket);
+        Self::start(cmd, socket, "armitage".into(), log)
+    }
+
+    /// CppNix's `nix-daemon` of `nix` on `store` (`NIX_REMOTE=local`, or it
+    /// would connect to itself).
+    pub fn nix(store: &TestStore, nix: &Nix) -> Daemon {
+        let socket = store.root().join("nix-daemon.sock");
+        let log = store.root().join("nix-daemon.log");
+        let mut cmd = store.nix(nix, "nix-daemon");
+        cmd.env("NIX_DAEMON_SOCKET_PATH", &socket);
+        Self::start(cmd, socket, format!("nix-daemon ({})", nix.version), log)
+    }
+
+    fn start(mut cmd: Command, socket: PathBuf, name: String, stderr_log: PathBuf) -> Daemon {
+        let _ = std::fs::remove_file(&socket);
+        let log = std::fs::File::create(&stderr_log).expect("create daemon log");
+        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(log);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} exited ({status}) before listening:\n{}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
+            }
+            assert!(std::time::Instant::now() < deadline, "{name} did not start listening on {}", socket.display());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Daemon { child, socket, name, stderr_log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the daemon wrote on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// A Nix client tool talking to this daemon (`NIX_REMOTE=daemon`), with
+    /// `store`'s directories and nix.conf.
+    pub fn client(&self, store: &TestStore, nix: &Nix, tool: &str) -> Command {
+        let mut cmd = nix.command(tool);
+        store.client_env(&mut cmd);
+        cmd.env("NIX_REMOTE", "daemon").env("NIX_DAEMON_SOCKET_PATH", &self.socket);
+        cmd
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let status = self.child.wait().expect("wait for the daemon");
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestStore {
+    /// The environment a client of this store's daemon needs.
+    pub fn client_env(&self, cmd: &mut Command) {
+        self.set_env(cmd);
+    }
+}
