@@ -111,3 +111,31 @@ fn temp_roots_protect_own_paths_and_go_away_with_the_store() {
     let results = store.collect_garbage(&GcOptions::new(GcAction::DeleteDead), &mut |_| {}).unwrap();
     assert!(results.paths.contains(&store.display(&kept.path)), "{results:?}");
 }
+
+/// Each handle's temp roots leave the process's roots file when the handle
+/// goes (a daemon's client disconnecting), while other handles' stay.
+#[test]
+fn session_roots_are_released_with_their_handle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = open(tmp.path());
+    let roots_file = tmp.path().join("var/nix/temproots").join(std::process::id().to_string());
+    let recorded = || -> BTreeSet<String> {
+        std::fs::read(&roots_file)
+            .map(|b| b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+            .unwrap_or_default()
+    };
+    let a = base.session();
+    let b = base.session();
+    let pa = a.add_text("a", b"a", &BTreeSet::new(), AddOptions::default()).unwrap();
+    let pb = b.add_text("b", b"b", &BTreeSet::new(), AddOptions::default()).unwrap();
+    // A root both hold stays until both let go.
+    a.add_temp_root(&pb.path).unwrap();
+    let (fa, fb) = (base.display(&pa.path), base.display(&pb.path));
+    assert_eq!(recorded(), [fa.clone(), fb.clone()].into());
+    drop(a);
+    assert_eq!(recorded(), [fb.clone()].into(), "a's own root is gone, the shared one stays");
+    drop(b);
+    assert!(recorded().is_empty());
+    let results = base.collect_garbage(&GcOptions::new(GcAction::DeleteDead), &mut |_| {}).unwrap();
+    assert!(results.paths.contains(&fa) && results.paths.contains(&fb), "{results:?}");
+}
