@@ -29,7 +29,9 @@ fn concurrent_adds_lose_nothing(version: NixVersion) {
         }
         make_tree(&work.join(format!("w{w}")).join("tree"), w as u64 + 100, 30, 4000);
     }
-    // Build the expected paths first with the library's path computation only.
+    // Create the store first: several CppNix processes creating a fresh store
+    // at once race on writing `db/schema` in place (a CppNix limitation).
+    drop(open_store(&store, false));
     let mut children = Vec::new();
     for w in 0..writers * 2 {
         let dir = work.join(format!("w{w}"));

@@ -42,7 +42,13 @@ impl DaemonArgs {
         let store = LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))?;
         let state = Arc::new(DaemonState::new(store, settings).map_err(anyhow::Error::msg)?);
 
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+        let fd_limit = daemon::raise_fd_limit();
+        tracing::debug!(fd_limit, "open files limit");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .max_blocking_threads(daemon::BLOCKING_THREADS)
+            .build()
+            .context("starting the runtime")?;
         if self.stdio {
             // As nix-daemon --stdio: the peer is trusted unless told otherwise.
             let trust = if self.force_untrusted { Trust::NotTrusted } else { Trust::Trusted };

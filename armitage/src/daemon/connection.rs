@@ -15,7 +15,13 @@ use store::worker_protocol::{
     self as wp, ClientOptions, MIN_CLIENT_VERSION, PROTOCOL_VERSION, ProtoError, StderrMessage, WORKER_MAGIC_1, WORKER_MAGIC_2,
     WireRead, WireWrite,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+
+/// How long a connection keeps its staging directory after an add while
+/// the client sends nothing: long enough for a client adding paths one
+/// after another (`nix-store --import`, `nix copy`), short enough that an
+/// idle connection leaves nothing in the store.
+const STAGING_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Trust as the handshake reports it (minor ≥ 35).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +77,9 @@ pub struct Connection<R, W> {
     /// Next activity id (per connection; high bits keep them apart from
     /// the client's own `pid << 32` ids).
     pub(super) next_activity: u64,
+    /// The socket under `writer`, when it is one, for replies written by
+    /// blocking code straight to it (see `io::SocketWriter`).
+    pub(super) socket_fd: Option<std::os::fd::RawFd>,
 }
 
 impl<R, W> Connection<R, W>
@@ -85,12 +94,20 @@ where
             minor: 0,
             trust,
             peer,
-            store: Arc::new(daemon.store.session()),
+            store: Arc::new(daemon.store.session().reuse_staging()),
             daemon,
             options: ClientOptions { verbosity: 3, use_substitutes: true, ..Default::default() },
             in_work: false,
             next_activity: (1u64 << 63) | (u64::from(std::process::id()) << 32),
+            socket_fd: None,
         }
+    }
+
+    /// Declares the socket `writer` writes to; it must stay open as long as
+    /// the connection.
+    pub fn with_socket_fd(mut self, fd: std::os::fd::RawFd) -> Self {
+        self.socket_fd = Some(fd);
+        self
     }
 
     pub fn trusted(&self) -> bool {
@@ -108,6 +125,12 @@ where
         }
         let mut ops = 0u64;
         loop {
+            if self.store.holds_staging() {
+                // `fill_buf` consumes nothing, so giving up on it loses nothing.
+                if tokio::time::timeout(STAGING_LINGER, self.reader.fill_buf()).await.is_err() {
+                    self.store.release_staging();
+                }
+            }
             let op = match self.reader.read_u64_le_wire().await {
                 Ok(op) => op,
                 Err(e) if e.is_eof() => break,
@@ -131,7 +154,13 @@ where
             };
             tracing::debug!(op, "performing daemon worker op");
             self.in_work = true;
-            match super::ops::perform(&mut self, request).await {
+            // A slot for the work (see `MAX_CONCURRENT_OPS`), waited for
+            // without holding a thread; the reply is flushed without it.
+            let daemon = self.daemon.clone();
+            let slot = daemon.op_slots.acquire().await.ok();
+            let outcome = super::ops::perform(&mut self, request).await;
+            drop(slot);
+            match outcome {
                 Ok(()) => {}
                 Err(OpError::Failed(msg)) => {
                     if self.send_error(&msg).await.is_err() {
@@ -191,6 +220,14 @@ where
     /// Writes a stderr message (buffered) inside the work window.
     pub async fn log(&mut self, msg: StderrMessage) -> std::io::Result<()> {
         if !self.in_work {
+            return Ok(());
+        }
+        // Before 1.20 an activity becomes a log line, which CppNix sends only
+        // at the client's verbosity (activities themselves go out whatever their level).
+        if let StderrMessage::StartActivity { level, .. } = &msg
+            && self.minor < 20
+            && (*level as u64) > self.options.verbosity
+        {
             return Ok(());
         }
         msg.write(&mut self.writer, self.minor).await

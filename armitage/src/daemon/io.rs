@@ -35,6 +35,51 @@ impl SyncWriter {
     }
 }
 
+/// Blocking writes straight to the connection's socket, for long replies
+/// written by blocking code (a NAR). Going through the async writer would
+/// cost a round trip through the runtime, and a wake-up of another thread,
+/// each time the socket's buffer fills; here the writing thread itself waits
+/// in `poll` for room, as CppNix's per-connection process does in `write`.
+/// Whatever is buffered in the async writer must be flushed first.
+pub struct SocketWriter {
+    fd: std::os::fd::RawFd,
+}
+
+impl SocketWriter {
+    /// `fd` must stay open while this writer is used (the connection owns it).
+    pub fn new(fd: std::os::fd::RawFd) -> SocketWriter {
+        SocketWriter { fd }
+    }
+}
+
+impl Write for SocketWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: the connection that owns the socket outlives this writer
+        // (see `new`), so the descriptor is open and is that socket.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        loop {
+            match rustix::net::send(fd, buf, rustix::net::SendFlags::NOSIGNAL) {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => {
+                    // The socket is non-blocking (the runtime's): wait for room,
+                    // or for the peer to go (POLLHUP/POLLERR, then `send` fails).
+                    let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::OUT)];
+                    match rustix::event::poll(&mut fds, None) {
+                        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Data the client sends when asked with STDERR_READ (ImportPaths, and
 /// AddToStoreNar at 1.21–1.22). Never asks for more than its caller wants,
 /// and the caller (a NAR parser) stops asking at the NAR's end.

@@ -23,19 +23,40 @@ use tokio::net::UnixListener;
 /// The version reported in the handshake (minor ≥ 33). Clients only show it.
 pub const NIX_VERSION: &str = concat!("armitage ", env!("CARGO_PKG_VERSION"));
 
+/// Most operations in progress at once, over all connections. An operation
+/// may hold a thread for as long as its client lets it (an upload that stops
+/// half way, a NAR reply the client does not read, or a path lock such an
+/// upload holds); the others wait for a slot without holding one. A stalled
+/// client therefore costs one thread, as it costs CppNix one process.
+pub const MAX_CONCURRENT_OPS: usize = 2048;
+
+/// The runtime's cap on blocking threads: above [`MAX_CONCURRENT_OPS`], so
+/// that operations stuck on their clients can never take the threads that
+/// `block_in_place` needs to hand the workers' queues to. With tokio's
+/// default of 512, 513 stalled uploads wedged the whole daemon.
+pub const BLOCKING_THREADS: usize = MAX_CONCURRENT_OPS + 64;
+
 /// What every connection shares.
 pub struct DaemonState {
     pub store: LocalStore,
     pub settings: Settings,
     pub public_keys: PublicKeys,
     pub limits: Limits,
+    /// One permit per operation in progress ([`MAX_CONCURRENT_OPS`]).
+    pub op_slots: tokio::sync::Semaphore,
 }
 
 impl DaemonState {
     pub fn new(store: LocalStore, settings: Settings) -> Result<DaemonState, String> {
         let public_keys = PublicKeys::parse_all(settings.trusted_public_keys.iter().map(String::as_str))
             .map_err(|e| format!("trusted-public-keys: {e}"))?;
-        Ok(DaemonState { store, settings, public_keys, limits: Limits::DEFAULT })
+        Ok(DaemonState {
+            store,
+            settings,
+            public_keys,
+            limits: Limits::DEFAULT,
+            op_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_OPS),
+        })
     }
 
     /// Whether a path from an untrusted source may be added: with
@@ -160,13 +181,33 @@ async fn handle_unix(stream: tokio::net::UnixStream, state: Arc<DaemonState>) {
         peer.user,
         if trusted == Trust::Trusted { " (trusted)" } else { "" }
     );
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (r, w) = stream.into_split();
-    Connection::new(r, w, trusted, Some(peer), state).serve().await;
+    Connection::new(r, w, trusted, Some(peer), state).with_socket_fd(fd).serve().await;
 }
 
 /// Serves one connection on stdin/stdout (`--stdio`, as ssh-ng runs it).
 pub async fn serve_stdio(state: Arc<DaemonState>, trust: Trust) {
     Connection::new(tokio::io::stdin(), tokio::io::stdout(), trust, None, state).serve().await;
+}
+
+/// Raises the soft limit on open files to the hard limit, as a daemon that
+/// holds one descriptor per client (and a few per upload) must: the usual
+/// soft limit of 1024 would refuse the 1000th client. Returns the limit now
+/// in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
+        && soft < hard
+    {
+        limit.current = Some(hard);
+        match setrlimit(Resource::Nofile, limit.clone()) {
+            Ok(()) => return hard,
+            Err(e) => tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}"),
+        }
+    }
+    limit.current.unwrap_or(u64::MAX)
 }
 
 /// The default socket path for a state dir.

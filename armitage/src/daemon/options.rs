@@ -1,17 +1,20 @@
 //! `SetOptions`: what a client may change for its own connection (CppNix
 //! `ClientSettings::apply`). The fixed fields always apply to the
 //! connection. Overrides: trusted clients may set anything (unknown names
-//! are ignored); untrusted ones only `build-timeout`, `max-silent-time`,
-//! `poll-interval`, `connect-timeout`, an empty `builders`, and
-//! `substituters` limited to the daemon's trusted ones; the rest is refused
-//! with CppNix's warning. `experimental-features` and `ssh-auth-sock` are
-//! ignored silently, a differing `plugin-files` with a warning.
+//! are ignored); untrusted ones only the settings CppNix 2.26 names
+//! exactly (`timeout`, `max-silent-time`, `build-poll-interval`,
+//! `connect-timeout`; aliases such as `build-timeout` are refused, as there),
+//! an empty `builders`, and `substituters` (or `binary-caches`) limited to
+//! the daemon's trusted ones; the rest is refused with CppNix's warning.
+//! `experimental-features` and `ssh-auth-sock` are ignored silently,
+//! `plugin-files` always with a warning.
 
 use super::connection::{Connection, OpResult};
 use store::worker_protocol::ClientOptions;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-const UNTRUSTED_OK: &[&str] = &["build-timeout", "max-silent-time", "poll-interval", "connect-timeout"];
+/// CppNix compares the names with each setting's main name only.
+const UNTRUSTED_OK: &[&str] = &["timeout", "max-silent-time", "build-poll-interval", "connect-timeout"];
 
 pub async fn apply<R, W>(c: &mut Connection<R, W>, options: ClientOptions) -> OpResult
 where
@@ -22,16 +25,16 @@ where
     let mut accepted = std::collections::BTreeMap::new();
     for (name, value) in &options.overrides {
         match name.as_str() {
-            "ssh-auth-sock" | "experimental-features" | "extra-experimental-features" => {}
+            "ssh-auth-sock" | "experimental-features" => {}
+            // Trusted: CppNix would apply it; experimental features are the daemon's to choose.
+            "extra-experimental-features" if trusted => {}
             "plugin-files" => {
-                if !value.trim().is_empty() {
-                    c.warn("Ignoring the client-specified plugin-files.\nThe client specifying plugins to the daemon never made sense, and was removed in Nix >=2.14.").await?;
-                }
+                c.warn("Ignoring the client-specified plugin-files.\nThe client specifying plugins to the daemon never made sense, and was removed in Nix >=2.14.").await?;
             }
             _ if trusted || UNTRUSTED_OK.contains(&name.as_str()) || (name == "builders" && value.is_empty()) => {
                 accepted.insert(name.clone(), value.clone());
             }
-            "substituters" | "extra-substituters" => {
+            "substituters" | "binary-caches" => {
                 let mut kept = Vec::new();
                 for s in value.split_whitespace() {
                     if c.daemon.is_trusted_substituter(s) {

@@ -15,7 +15,7 @@ use super::LocalStore;
 use super::canonicalise::{Top, canonicalise, finish_top};
 use super::error::{Error, IoContext, Result};
 use super::fault::{Phase, phase};
-use super::fs_util::{StoreTempDir, delete_path, fsync_parent, fsync_tree};
+use super::fs_util::{delete_path, fsync_parent, fsync_tree};
 use super::lock::PathLocks;
 use crate::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
 use crate::hash::{Algorithm, Encoding, Hash, HashModuloSink, HashingBufReader};
@@ -50,8 +50,8 @@ impl LocalStore {
             return skip_nar(nar, &self.shared.config.nar_limits);
         }
 
-        let staging = StoreTempDir::new(self.shared.config.store_dir.as_path())?;
-        let staged = staging.path().join("x");
+        let staging = self.staging_entry()?;
+        let staged = staging.path().to_owned();
         phase(Phase::Unpacking);
         let mut hashing = HashingBufReader::new(nar, Algorithm::Sha256);
         nar::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(&self.display(&info.path), e))?;
@@ -92,8 +92,8 @@ impl LocalStore {
         opts: AddOptions,
     ) -> Result<PathInfo> {
         crate::store_path::check_name(name)?;
-        let staging = StoreTempDir::new(self.shared.config.store_dir.as_path())?;
-        let staged = staging.path().join("x");
+        let staging = self.staging_entry()?;
+        let staged = staging.path().to_owned();
         phase(Phase::Unpacking);
         let (nar_hash, nar_size, ca_hash) = match method {
             ContentAddressMethod::Fixed(FileIngestionMethod::Recursive) => {

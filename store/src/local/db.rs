@@ -37,6 +37,7 @@ pub type DrvOutputRows = Vec<(String, StorePath)>;
 impl Db {
     /// Opens (and with `create`, initialises) the database.
     pub fn open(path: &Path, store_dir: StoreDir, create: bool, opts: &DbOptions) -> Result<Db> {
+        disable_memory_statistics();
         let db_err = |source| Error::Db { path: path.to_owned(), source };
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         if create {
@@ -44,15 +45,34 @@ impl Db {
         }
         let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
         conn.busy_timeout(Duration::from_secs(3600)).map_err(db_err)?;
+        // Keep each cached statement's plan. Otherwise SQLite marks statements
+        // whose plan looked at a bound value (`where path = ?` does) to be
+        // re-prepared once their bindings are cleared, which rusqlite does
+        // each time a cached statement goes back to the cache: every query
+        // would be parsed and planned again (bench/daemon.sh).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(db_err)?;
         conn.execute_batch("pragma foreign_keys = 1;").map_err(db_err)?;
         let sync = if opts.fsync_metadata { "normal" } else { "off" };
         conn.execute_batch(&format!("pragma synchronous = {sync};")).map_err(db_err)?;
         let mode = if opts.use_wal { "wal" } else { "truncate" };
         let prev: String = conn.query_row("pragma main.journal_mode;", [], |r| r.get(0)).map_err(db_err)?;
         if prev != mode {
-            let _: String = conn
-                .query_row(&format!("pragma main.journal_mode = {mode};"), [], |r| r.get(0))
-                .map_err(db_err)?;
+            // Switching needs the database to itself; SQLite reports a busy
+            // database here without waiting (another process opening the
+            // fresh store at the same time), so wait a little and retry.
+            let mut attempts = 0;
+            loop {
+                match conn.query_row(&format!("pragma main.journal_mode = {mode};"), [], |r| r.get::<_, String>(0)) {
+                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 200 => {
+                        attempts += 1;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    other => {
+                        other.map_err(db_err)?;
+                        break;
+                    }
+                }
+            }
         }
         if opts.use_wal {
             conn.execute_batch("pragma wal_autocheckpoint = 40000;").map_err(db_err)?;
@@ -143,24 +163,30 @@ impl Db {
 
     fn query_path_info_once(&self, path: &StorePath) -> Result<Option<PathInfo>> {
         let full = self.full(path);
+        // One statement, so one read transaction (each takes and releases a
+        // WAL read lock, two `fcntl`s): the row and its references, the
+        // latter joined by spaces (store paths have none).
         let mut stmt = self.conn.prepare_cached(
-            "select id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca from ValidPaths where path = ?",
+            "select hash, registrationTime, deriver, narSize, ultimate, sigs, ca, \
+             (select group_concat(r.path, ' ') from Refs join ValidPaths r on Refs.reference = r.id \
+              where Refs.referrer = v.id) \
+             from ValidPaths v where v.path = ?",
         )?;
         let row = stmt
             .query_row([&full], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
                     r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<String>>(7)?,
                 ))
             })
             .optional()?;
-        let Some((id, hash, time, deriver, nar_size, ultimate, sigs, ca)) = row else {
+        let Some((hash, time, deriver, nar_size, ultimate, sigs, ca, refs)) = row else {
             return Ok(None);
         };
         let corrupt = |why: String| Error::Corrupt { path: self.path.clone(), why };
@@ -179,9 +205,8 @@ impl Db {
         info.ultimate = ultimate.unwrap_or(0) != 0;
         info.sigs = sigs.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
         info.ca = ca;
-        let mut refs = self.conn.prepare_cached("select path from Refs join ValidPaths on reference = id where referrer = ?")?;
-        for r in refs.query_map([id], |r| r.get::<_, String>(0))? {
-            info.references.insert(self.parse(&r?)?);
+        for r in refs.as_deref().unwrap_or_default().split(' ').filter(|r| !r.is_empty()) {
+            info.references.insert(self.parse(r)?);
         }
         Ok(Some(info))
     }
@@ -363,6 +388,24 @@ impl Db {
         let problems: Vec<String> = rows.collect::<Result<_, _>>()?;
         Ok(problems.into_iter().filter(|p| p != "ok").collect())
     }
+}
+
+/// Turns off SQLite's memory statistics, once, before the first connection
+/// initialises the library: they put every allocation SQLite makes, in
+/// every connection of the process, behind one global mutex, on which a
+/// daemon's threads queue (bench/daemon.sh). Nothing here reads them. Too
+/// late if something else in the process opened SQLite first; harmless then.
+fn disable_memory_statistics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int. sqlite3_config must
+        // not run while another thread initialises or uses SQLite: every
+        // connection this crate opens waits for this `Once` first, and once
+        // SQLite is initialised the call only reads a flag and refuses.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int);
+        }
+    });
 }
 
 /// Rejects a batch whose references (within the batch, ignoring

@@ -16,18 +16,49 @@ impl LocalStore {
     pub fn read_derivation(&self, drv: &StorePath) -> Result<Derivation> {
         let real = self.real_path(drv);
         let text = std::fs::read(&real).at("reading derivation", &real)?;
+        // CppNix `readDerivationCommon`, which nests the parser's formatted
+        // error, `error: ` prefix included.
         Derivation::parse_at(self.store_dir(), &text, drv)
-            .map_err(|e| Error::Derivation { path: self.display(drv), why: e.to_string() })
+            .map_err(|e| Error::Other(format!("error parsing derivation '{}': error: {e}", self.display(drv))))
     }
 
     /// `DerivationOutputs` rows for a `.drv` about to be registered: every
     /// output whose path is known statically (input-addressed and fixed).
+    /// The derivation must pass CppNix's `checkInvariants` (its output
+    /// paths are the ones this store dir gives), with CppNix's wording.
     pub(super) fn derivation_output_rows(&self, drv: &StorePath) -> Result<Vec<(String, StorePath)>> {
         let parsed = self.read_derivation(drv)?;
+        self.check_invariants(drv, &parsed)?;
         let outputs = parsed
             .output_paths(self.store_dir())
             .map_err(|e| Error::Derivation { path: self.display(drv), why: e.to_string() })?;
         Ok(outputs.into_iter().filter_map(|(name, path)| path.map(|p| (name, p))).collect())
+    }
+
+    /// [`Derivation::check_invariants`], with the hashes modulo of input
+    /// derivations remembered across registrations.
+    fn check_invariants(&self, drv: &StorePath, parsed: &Derivation) -> Result<()> {
+        let mut hasher = DrvHasher::new(self.store_dir().clone(), |p: &StorePath| self.read_derivation(p));
+        {
+            let cache = self.shared.drv_hashes.lock().unwrap_or_else(|e| e.into_inner());
+            for input in parsed.input_drvs.keys() {
+                if let Some(h) = cache.get(input) {
+                    hasher.remember(input.clone(), h.clone());
+                }
+            }
+        }
+        parsed.check_invariants(drv, &mut hasher).map_err(|e| Error::Other(e.to_string()))?;
+        let mut known = Vec::new();
+        for input in parsed.input_drvs.keys() {
+            known.push((input.clone(), hasher.hash_path(input).map_err(|e| Error::Other(e.to_string()))?));
+        }
+        known.push((drv.clone(), hasher.hash_modulo(parsed, false).map_err(|e| Error::Other(e.to_string()))?));
+        let mut cache = self.shared.drv_hashes.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() + known.len() > super::DRV_HASH_CACHE {
+            cache.clear();
+        }
+        cache.extend(known);
+        Ok(())
     }
 
     /// The known output paths of a valid derivation, by output name (CppNix

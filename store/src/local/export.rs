@@ -6,7 +6,6 @@
 use super::LocalStore;
 use super::add::{AddOptions, nar_error};
 use super::error::{Error, IoContext, Result};
-use super::fs_util::StoreTempDir;
 use crate::hash::{Algorithm, HashingBufReader};
 use crate::nar;
 use crate::path_info::PathInfo;
@@ -89,8 +88,8 @@ impl LocalStore {
                 _ => return Err(Error::Other("input doesn't look like something created by 'nix-store --export'".into())),
             }
             // The NAR comes before its metadata: stage it while hashing.
-            let staging = StoreTempDir::new(self.shared.config.store_dir.as_path())?;
-            let staged = staging.path().join("x");
+            let staging = self.staging_entry()?;
+            let staged = staging.path().to_owned();
             let mut hashing = HashingBufReader::new(&mut *input, Algorithm::Sha256);
             nar::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error("an imported path", e))?;
             let (nar_hash, nar_size) = hashing.finish();

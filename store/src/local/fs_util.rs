@@ -1,11 +1,13 @@
 //! File system helpers for store objects: recursive deletion of read-only
 //! trees (counting what it frees), recursive fsync, and the flocked
-//! `tmp-<pid>-<n>` staging directories new paths are unpacked into.
+//! `tmp-<pid>-<n>` staging directories new paths are unpacked into (one per
+//! add, or one for a run of adds: [`Staged`]).
 
 use super::error::{IoContext, Result};
 use super::lock::{LockFile, LockKind};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Deletes a file or tree, making directories writable as needed. Returns
@@ -122,6 +124,34 @@ impl Drop for StoreTempDir {
     fn drop(&mut self) {
         if let Err(e) = delete_path(&self.path) {
             tracing::warn!("cannot remove temporary directory: {e}");
+        }
+    }
+}
+
+/// Where one new path is unpacked: an entry of its own in a staging
+/// directory that other adds may share. The entry is deleted when dropped
+/// unless it was moved into place; the directory goes with its last user.
+pub struct Staged {
+    path: PathBuf,
+    _dir: Arc<StoreTempDir>,
+}
+
+impl Staged {
+    pub fn new(dir: Arc<StoreTempDir>) -> Staged {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let path = dir.path().join(format!("x{}", COUNTER.fetch_add(1, Ordering::Relaxed)));
+        Staged { path, _dir: dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Err(e) = delete_path(&self.path) {
+            tracing::warn!("cannot remove a staged path: {e}");
         }
     }
 }

@@ -29,8 +29,8 @@ pub use add::AddOptions;
 pub use canonicalise::DEFAULT_IGNORED_XATTRS;
 pub use error::{Error, Result};
 pub use gc::{GcAction, GcOptions, GcResults, Roots};
-pub use optimise::OptimiseStats;
-pub use verify::VerifyReport;
+pub use optimise::{OptimiseEvent, OptimiseStats};
+pub use verify::{VerifyLine, VerifyReport};
 
 use crate::path_info::PathInfo;
 use crate::store_path::{StoreDir, StorePath};
@@ -129,6 +129,9 @@ impl LocalStoreConfig {
 pub struct LocalStore {
     shared: Arc<Shared>,
     roots: Mutex<BTreeSet<String>>,
+    /// With [`LocalStore::reuse_staging`]: the staging directory this
+    /// handle's adds unpack into, until [`LocalStore::release_staging`].
+    staging: Option<Mutex<Option<Arc<fs_util::StoreTempDir>>>>,
 }
 
 struct Shared {
@@ -140,7 +143,14 @@ struct Shared {
     readers: Mutex<Vec<Db>>,
     _big_lock: LockFile,
     temp_roots: Arc<TempRoots>,
+    /// Hashes modulo of `.drv`s checked on registration, so that checking a
+    /// new derivation does not re-read its whole input closure (CppNix's
+    /// `drvHashes`). Bounded by [`DRV_HASH_CACHE`].
+    drv_hashes: Mutex<std::collections::HashMap<StorePath, crate::derivation::DrvHash>>,
 }
+
+/// Entries kept in [`Shared::drv_hashes`] before it is emptied.
+const DRV_HASH_CACHE: usize = 100_000;
 
 /// Idle read connections kept for reuse.
 const IDLE_READERS: usize = 8;
@@ -185,7 +195,13 @@ impl LocalStore {
         let gcroots = state.join("gcroots");
         if !gcroots.exists() {
             mkdirs(&gcroots)?;
-            std::os::unix::fs::symlink(&profiles, gcroots.join("profiles")).at("creating symlink", gcroots.join("profiles"))?;
+            // Another process opening the fresh store may have made it first.
+            match std::os::unix::fs::symlink(&profiles, gcroots.join("profiles")) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(e).at("creating symlink", gcroots.join("profiles"));
+                }
+                _ => {}
+            }
         }
         for per_user in [profiles.join("per-user"), gcroots.join("per-user")] {
             mkdirs(&per_user)?;
@@ -218,14 +234,55 @@ impl LocalStore {
                 writer: Mutex::new(db),
                 readers: Mutex::new(Vec::new()),
                 _big_lock: big_lock,
+                drv_hashes: Mutex::new(std::collections::HashMap::new()),
             }),
             roots: Mutex::new(BTreeSet::new()),
+            staging: None,
         })
     }
 
     /// Another handle on this store, with temp roots of its own.
     pub fn session(&self) -> LocalStore {
-        LocalStore { shared: self.shared.clone(), roots: Mutex::new(BTreeSet::new()) }
+        LocalStore { shared: self.shared.clone(), roots: Mutex::new(BTreeSet::new()), staging: None }
+    }
+
+    /// Lets this handle's adds share one staging directory until
+    /// [`Self::release_staging`] (or the handle's end), instead of making and
+    /// removing one per add: on a client sending path after path, the
+    /// directory's creation and removal cost more than the path.
+    pub fn reuse_staging(mut self) -> LocalStore {
+        self.staging = Some(Mutex::new(None));
+        self
+    }
+
+    /// Whether this handle holds a staging directory for reuse.
+    pub fn holds_staging(&self) -> bool {
+        self.staging.as_ref().is_some_and(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_some())
+    }
+
+    /// Gives up the reused staging directory; it is removed once no add is
+    /// using it.
+    pub fn release_staging(&self) {
+        if let Some(s) = &self.staging {
+            s.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+
+    /// A place to unpack one new path into.
+    fn staging_entry(&self) -> Result<fs_util::Staged> {
+        let store_dir = self.shared.config.store_dir.as_path();
+        let Some(slot) = &self.staging else {
+            return Ok(fs_util::Staged::new(Arc::new(fs_util::StoreTempDir::new(store_dir)?)));
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        // A collector that does not honour the lock (CppNix 2.8's) may have
+        // removed it: make another.
+        if let Some(dir) = slot.as_ref().filter(|d| d.path().is_dir()) {
+            return Ok(fs_util::Staged::new(dir.clone()));
+        }
+        let dir = Arc::new(fs_util::StoreTempDir::new(store_dir)?);
+        *slot = Some(dir.clone());
+        Ok(fs_util::Staged::new(dir))
     }
 
     pub fn config(&self) -> &LocalStoreConfig {
@@ -295,7 +352,12 @@ impl LocalStore {
         self.reader()?.query_derivation_outputs(drv)
     }
 
+    /// The valid path with this hash part, if any. The hash part must be
+    /// 32 characters long (CppNix `queryPathFromHashPart`).
     pub fn query_path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
+        if hash_part.len() != 32 {
+            return Err(Error::Other("invalid hash part".into()));
+        }
         self.reader()?.query_path_from_hash_part(hash_part)
     }
 
@@ -334,9 +396,31 @@ impl LocalStore {
         self.db().add_signatures(path, sigs)
     }
 
-    /// Registers paths whose files are already in place and canonical.
+    /// Registers paths whose files are already in place and canonical. As
+    /// CppNix's `addValidPath`/`registerValidPaths`: a path claiming a
+    /// content address must be the path that address gives, and a `.drv`
+    /// must pass `checkInvariants` (checked while its outputs are read).
     pub fn register_valid_paths(&self, infos: &[PathInfo]) -> Result<()> {
+        for info in infos {
+            self.check_content_addressed(info)?;
+        }
         self.db().register_valid_paths(infos, &|drv| self.derivation_output_rows(drv))
+    }
+
+    /// CppNix `ValidPathInfo::isContentAddressed`, as `addValidPath` uses it.
+    fn check_content_addressed(&self, info: &PathInfo) -> Result<()> {
+        let Some(ca) = &info.ca else { return Ok(()) };
+        let refs = crate::store_path::StoreReferences {
+            others: info.references.iter().filter(|r| **r != info.path).cloned().collect(),
+            self_ref: info.references.contains(&info.path),
+        };
+        if self.store_dir().make_path_from_ca(info.path.name(), ca, &refs).is_ok_and(|p| p == info.path) {
+            return Ok(());
+        }
+        Err(Error::Other(format!(
+            "cannot add path '{}' to the Nix store because it claims to be content-addressed but isn't",
+            self.display(&info.path)
+        )))
     }
 
     /// `pragma integrity_check` problems (empty when the database is sound).
@@ -415,6 +499,9 @@ impl Mode0600 for std::fs::OpenOptions {
 
 fn read_number(path: &Path) -> Result<Option<u32>> {
     match std::fs::read_to_string(path) {
+        // CppNix writes these files in place: empty means another process
+        // is creating the store right now, as if the file were not there yet.
+        Ok(s) if s.trim().is_empty() => Ok(None),
         Ok(s) => s.trim().parse().map(Some).map_err(|_| Error::Corrupt { path: path.to_owned(), why: format!("expected a number, found {s:?}") }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).at("reading", path),
@@ -473,7 +560,12 @@ fn ensure_ca_schema(db: &Db, db_dir: &Path) -> Result<()> {
 }
 
 fn write_number(path: &Path, n: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A temporary name of our own: several processes (or threads) may
+    // create a fresh store at once, and a shared one could be renamed away
+    // under another writer.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n_tmp = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n_tmp}", std::process::id()));
     std::fs::write(&tmp, n.to_string()).at("writing", &tmp)?;
     std::fs::rename(&tmp, path).at("renaming into", path)
 }

@@ -8,6 +8,7 @@ use super::LocalStore;
 use super::canonicalise::set_mtime_one;
 use super::error::{IoContext, Result};
 use crate::hash::Algorithm;
+use crate::store_path::StorePath;
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -19,20 +20,49 @@ pub struct OptimiseStats {
     pub bytes_freed: u64,
 }
 
+/// What [`LocalStore::optimise_store_with_events`] reports as it goes: what
+/// CppNix's `optimiseStore` turns into its activity (progress over the
+/// paths), one sub-activity per path, and a result per file linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimiseEvent<'a> {
+    /// Before the first path: how many valid paths there are.
+    Start { total: usize },
+    /// A valid path is about to be optimised.
+    Path(&'a StorePath),
+    /// A file was replaced by a hard link: its size and 512-byte blocks.
+    FileLinked { size: u64, blocks: u64 },
+    /// A path is done (one that vanished meanwhile is skipped without this).
+    Done { done: usize, total: usize },
+}
+
 impl LocalStore {
     /// Hard-links identical files across all valid paths (`nix-store --optimise`).
     /// `progress` is called with (paths done, paths total).
     pub fn optimise_store(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<OptimiseStats> {
+        self.optimise_store_with_events(&mut |e| {
+            if let OptimiseEvent::Done { done, total } = e {
+                progress(done, total);
+            }
+        })
+    }
+
+    /// [`Self::optimise_store`], reporting each step to `events`.
+    pub fn optimise_store_with_events(&self, events: &mut dyn FnMut(OptimiseEvent<'_>)) -> Result<OptimiseStats> {
         let mut inodes = self.link_inodes()?;
         let mut stats = OptimiseStats::default();
         let paths = self.query_all_valid_paths()?;
         let total = paths.len();
-        for (i, path) in paths.iter().enumerate() {
+        events(OptimiseEvent::Start { total });
+        let mut done = 0;
+        for path in &paths {
             self.add_temp_root(path)?;
-            if self.is_valid(path)? {
-                self.optimise_tree(&self.real_path(path), &mut inodes, &mut stats)?;
+            if !self.is_valid(path)? {
+                continue; // collected meanwhile
             }
-            progress(i + 1, total);
+            events(OptimiseEvent::Path(path));
+            self.optimise_tree(&self.real_path(path), &mut inodes, &mut stats, events)?;
+            done += 1;
+            events(OptimiseEvent::Done { done, total });
         }
         Ok(stats)
     }
@@ -41,7 +71,7 @@ impl LocalStore {
     pub(crate) fn optimise_path(&self, root: &Path) -> Result<OptimiseStats> {
         let mut inodes = self.link_inodes()?;
         let mut stats = OptimiseStats::default();
-        self.optimise_tree(root, &mut inodes, &mut stats)?;
+        self.optimise_tree(root, &mut inodes, &mut stats, &mut |_| {})?;
         Ok(stats)
     }
 
@@ -60,25 +90,42 @@ impl LocalStore {
         Ok(set)
     }
 
-    fn optimise_tree(&self, root: &Path, inodes: &mut HashSet<u64>, stats: &mut OptimiseStats) -> Result<()> {
+    /// Depth first, each directory's entries in the order the directory
+    /// lists them (CppNix recurses over `readDirectoryIgnoringInodes`).
+    fn optimise_tree(
+        &self,
+        root: &Path,
+        inodes: &mut HashSet<u64>,
+        stats: &mut OptimiseStats,
+        events: &mut dyn FnMut(OptimiseEvent<'_>),
+    ) -> Result<()> {
         let mut stack = vec![root.to_owned()];
         while let Some(path) = stack.pop() {
             let meta = std::fs::symlink_metadata(&path).at("getting attributes of", &path)?;
             if meta.is_dir() {
+                let mut children = Vec::new();
                 for e in std::fs::read_dir(&path).at("reading directory", &path)? {
                     let e = e.at("reading directory", &path)?;
                     if !inodes.contains(&std::os::unix::fs::DirEntryExt::ino(&e)) {
-                        stack.push(e.path());
+                        children.push(e.path());
                     }
                 }
+                stack.extend(children.into_iter().rev());
                 continue;
             }
-            self.optimise_file(&path, &meta, inodes, stats)?;
+            self.optimise_file(&path, &meta, inodes, stats, events)?;
         }
         Ok(())
     }
 
-    fn optimise_file(&self, path: &Path, meta: &std::fs::Metadata, inodes: &mut HashSet<u64>, stats: &mut OptimiseStats) -> Result<()> {
+    fn optimise_file(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        inodes: &mut HashSet<u64>,
+        stats: &mut OptimiseStats,
+        events: &mut dyn FnMut(OptimiseEvent<'_>),
+    ) -> Result<()> {
         let ft = meta.file_type();
         if !ft.is_file() && !ft.is_symlink() {
             return Ok(());
@@ -120,7 +167,7 @@ impl LocalStore {
         if toggle {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode | 0o200)).at("making writable", dir)?;
         }
-        let result = self.replace_with_link(path, &link, meta, inodes, stats);
+        let result = self.replace_with_link(path, &link, meta, inodes, stats, events);
         if toggle {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode)).at("changing mode of", dir)?;
             set_mtime_one(dir)?;
@@ -128,7 +175,15 @@ impl LocalStore {
         result
     }
 
-    fn replace_with_link(&self, path: &Path, link: &Path, meta: &std::fs::Metadata, inodes: &mut HashSet<u64>, stats: &mut OptimiseStats) -> Result<()> {
+    fn replace_with_link(
+        &self,
+        path: &Path,
+        link: &Path,
+        meta: &std::fs::Metadata,
+        inodes: &mut HashSet<u64>,
+        stats: &mut OptimiseStats,
+        events: &mut dyn FnMut(OptimiseEvent<'_>),
+    ) -> Result<()> {
         let mut rnd = [0u8; 4];
         let _ = getrandom::fill(&mut rnd);
         let temp = self
@@ -159,6 +214,7 @@ impl LocalStore {
         stats.files_linked += 1;
         // CppNix counts every replaced file's size, shared or not.
         stats.bytes_freed += meta.len();
+        events(OptimiseEvent::FileLinked { size: meta.len(), blocks: meta.blocks() });
         Ok(())
     }
 }

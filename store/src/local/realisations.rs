@@ -33,9 +33,11 @@ impl LocalStore {
             match existing {
                 Some((id, path_id, sigs)) => {
                     if path_id != out_id {
+                        let local: String = tx.query_row("select path from ValidPaths where id = ?", [path_id], |row| row.get(0))?;
                         return Err(Error::Other(format!(
-                            "Trying to register a realisation of '{}', but we already have another one locally",
-                            r.id
+                            "Trying to register a realisation of '{}', but we already have another one locally.\nLocal:  {local}\nRemote: {}",
+                            r.id,
+                            self.display(&r.out_path)
                         )));
                     }
                     let mut all: std::collections::BTreeSet<String> =

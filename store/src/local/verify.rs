@@ -21,12 +21,40 @@ pub struct VerifyReport {
     /// Things fixed or noted along the way (one line each).
     pub notes: Vec<String>,
     pub paths_checked: usize,
+    /// Everything above and the phases, in the order CppNix logs them
+    /// (its daemon sends these lines to the client).
+    pub log: Vec<VerifyLine>,
+}
+
+/// A line `verify_store` logs: CppNix prints the problems at error level
+/// (without an `error: ` prefix) and the rest at info level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyLine {
+    Info(String),
+    Error(String),
+}
+
+impl VerifyReport {
+    fn error(&mut self, line: String) {
+        self.log.push(VerifyLine::Error(line.clone()));
+        self.errors.push(line);
+    }
+
+    fn note(&mut self, line: String) {
+        self.log.push(VerifyLine::Info(line.clone()));
+        self.notes.push(line);
+    }
+
+    fn phase(&mut self, line: &str) {
+        self.log.push(VerifyLine::Info(line.to_owned()));
+    }
 }
 
 impl LocalStore {
     /// `progress(done, total)` is called while checking contents.
     pub fn verify_store(&self, check_contents: bool, repair: bool, progress: &mut dyn FnMut(usize, usize)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
+        report.phase("reading the Nix store...");
         // A consistent view: no collector deletes while we look.
         let gc_lock_path = self.shared.config.state_dir.join("gc.lock");
         let gc_lock = LockFile::open(&gc_lock_path, true).at("opening", &gc_lock_path)?;
@@ -40,8 +68,9 @@ impl LocalStore {
                 on_disk.insert(p);
             }
         }
+        report.phase("checking path existence...");
         for problem in self.integrity_check()? {
-            report.errors.push(format!("database integrity check: {problem}"));
+            report.error(format!("database integrity check: {problem}"));
         }
 
         let all = self.query_all_valid_paths()?;
@@ -52,10 +81,12 @@ impl LocalStore {
         }
 
         if check_contents {
+            report.phase("checking link hashes...");
             self.verify_links(repair, &mut report)?;
+            report.phase("checking store hashes...");
             let total = valid.len();
             for (i, p) in valid.iter().enumerate() {
-                self.verify_contents(p, &mut report)?;
+                self.verify_contents(p, repair, &mut report)?;
                 report.paths_checked += 1;
                 progress(i + 1, total);
             }
@@ -94,10 +125,10 @@ impl LocalStore {
             let referrers = self.query_referrers(&p)?;
             let full = self.display(&p);
             if referrers.iter().any(|r| *r != p && valid.contains(r)) {
-                report.errors.push(format!("path '{full}' disappeared, but it still has valid referrers!"));
+                report.error(format!("path '{full}' disappeared, but it still has valid referrers!"));
                 valid.insert(p);
             } else {
-                report.notes.push(format!("path '{full}' disappeared, removing from database..."));
+                report.note(format!("path '{full}' disappeared, removing from database..."));
                 self.db().invalidate_paths(std::slice::from_ref(&p))?;
             }
         }
@@ -114,35 +145,42 @@ impl LocalStore {
             if hash.to_nix32() != name {
                 let line = format!("link '{}' was modified! expected hash '{name}', got '{}'", path.display(), hash.to_nix32());
                 if repair {
+                    // CppNix prints the damage, then the repair (and counts no error).
+                    report.log.push(VerifyLine::Error(line));
                     std::fs::remove_file(&path).at("removing", &path)?;
-                    report.notes.push(format!("{line}; removed it"));
+                    report.note(format!("removed link '{}'", path.display()));
                 } else {
-                    report.errors.push(line);
+                    report.error(line);
                 }
             }
         }
         Ok(())
     }
 
-    fn verify_contents(&self, path: &StorePath, report: &mut VerifyReport) -> Result<()> {
+    fn verify_contents(&self, path: &StorePath, repair: bool, report: &mut VerifyReport) -> Result<()> {
         let Some(mut info) = self.query_path_info(path)? else { return Ok(()) };
         let full = self.display(path);
         let real = self.real_path(path);
         let (hash, size) = match crate::nar::hash_path(&real, info.nar_hash.algorithm()) {
             Ok(r) => r,
             Err(e) => {
-                report.errors.push(format!("cannot read '{full}': {e}"));
+                report.error(format!("cannot read '{full}': {e}"));
                 return Ok(());
             }
         };
         if hash != info.nar_hash {
-            report.errors.push(format!(
+            report.error(format!(
                 "path '{full}' was modified! expected hash '{}', got '{}'",
                 info.nar_hash.to_typed(Encoding::Nix32),
                 hash.to_typed(Encoding::Nix32)
             ));
+            if repair {
+                // Nothing to substitute from and no builds: CppNix's
+                // `repairPath` fails the same way, logged as an error.
+                report.log.push(VerifyLine::Error(format!("error: cannot repair path '{full}'")));
+            }
         } else if info.nar_size == 0 {
-            report.notes.push(format!("updating size field on '{full}' to {size}"));
+            report.note(format!("updating size field on '{full}' to {size}"));
             info.nar_size = size;
             self.register_valid_paths(std::slice::from_ref(&info))?;
         }

@@ -103,6 +103,23 @@ async fn write_fields<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, fields: &[Field
     Ok(())
 }
 
+/// An error as CppNix's `showErrorInfo` formats it for clients before 1.26:
+/// `error: ` before the first line, the others indented to line up with it,
+/// trailing whitespace trimmed from every line.
+fn legacy_error_text(message: &str) -> String {
+    const PREFIX: &str = "error: ";
+    message
+        .trim_end()
+        .split('\n')
+        .enumerate()
+        .map(|(i, line)| {
+            let indent = if i == 0 { PREFIX } else { "       " };
+            format!("{indent}{line}").trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl StderrMessage {
     /// Encodes the message for a client at `minor`. Activities do not exist
     /// before 1.20: a started activity with text becomes a `<text>...` line
@@ -165,7 +182,7 @@ impl StderrMessage {
                     w.write_u64_wire(0).await?; // no position
                     w.write_u64_wire(0).await // no traces
                 } else {
-                    w.write_str(&format!("error: {message}")).await?;
+                    w.write_str(&legacy_error_text(message)).await?;
                     w.write_u64_wire(*exit_status).await
                 }
             }

@@ -92,3 +92,39 @@ fn derived_paths_per_minor() {
     assert_eq!(two.render(&dir, 38), format!("{drv}!dev,out"));
     assert!(DerivedPath::parse(&format!("{drv}!out!out"), &dir, 38).is_err());
 }
+
+/// Hands out at most three bytes per read, as a slow socket does.
+struct Trickle<'a>(&'a [u8]);
+
+impl tokio::io::AsyncRead for Trickle<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.0.len().min(3).min(buf.remaining());
+        buf.put_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn strings_arriving_in_pieces_are_read_whole_and_short_ones_are_eof() {
+    // Strings are read as their bytes arrive (a declared length reserves
+    // nothing beyond the first chunk), across reads of any size.
+    let body: Vec<u8> = (0..100_003u32).map(|i| (i % 251) as u8).collect();
+    let mut wire = (body.len() as u64).to_le_bytes().to_vec();
+    wire.extend_from_slice(&body);
+    wire.extend_from_slice(&[0; 5]);
+    wire.extend_from_slice(b"NEXT");
+    let mut r = Trickle(&wire);
+    let got = block_on(r.read_bytes_limited("text", 1 << 20)).unwrap();
+    assert_eq!(got, body);
+    assert_eq!(r.0, b"NEXT", "padding consumed, nothing more");
+    // Declared 64 MiB, sent 8 bytes: end-of-file, not a short string.
+    let mut short = (64u64 << 20).to_le_bytes().to_vec();
+    short.extend_from_slice(b"12345678");
+    let err = block_on(Trickle(&short).read_bytes_limited("text", 64 << 20)).unwrap_err();
+    assert!(err.is_eof(), "{err}");
+}

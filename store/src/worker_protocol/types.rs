@@ -12,9 +12,20 @@ use crate::store_path::{StoreDir, StorePath};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// A store path the peer sent, refused with CppNix's `parseStorePath`
+/// wording where clients show it (the store dir is not repeated).
+fn parse_path(dir: &StoreDir, s: &str) -> Result<StorePath, ProtoError> {
+    dir.parse_path(s).map_err(|e| match e {
+        crate::store_path::StorePathError::NotInStore { path, .. } => {
+            ProtoError::BadValue(format!("path '{path}' is not in the Nix store"))
+        }
+        e => ProtoError::BadValue(e.to_string()),
+    })
+}
+
 pub(super) async fn read_path<R: AsyncRead + Unpin + ?Sized>(r: &mut R, dir: &StoreDir, limits: &Limits) -> Result<StorePath, ProtoError> {
     let s = r.read_string("store path", limits).await?;
-    dir.parse_path(&s).map_err(|e| ProtoError::BadValue(e.to_string()))
+    parse_path(dir, &s)
 }
 
 pub(super) async fn read_opt_path<R: AsyncRead + Unpin + ?Sized>(
@@ -23,7 +34,7 @@ pub(super) async fn read_opt_path<R: AsyncRead + Unpin + ?Sized>(
     limits: &Limits,
 ) -> Result<Option<StorePath>, ProtoError> {
     let s = r.read_string("store path", limits).await?;
-    if s.is_empty() { Ok(None) } else { dir.parse_path(&s).map(Some).map_err(|e| ProtoError::BadValue(e.to_string())) }
+    if s.is_empty() { Ok(None) } else { parse_path(dir, &s).map(Some) }
 }
 
 pub(super) async fn read_path_set<R: AsyncRead + Unpin + ?Sized>(
@@ -132,7 +143,7 @@ impl DerivedPath {
         let bad = |e: &dyn std::fmt::Display| ProtoError::BadValue(e.to_string());
         match s.split_once('!') {
             Some((drv, outputs)) => {
-                let drv = dir.parse_path(drv).map_err(|e| bad(&e))?;
+                let drv = parse_path(dir, drv)?;
                 if outputs.contains('!') {
                     return Err(ProtoError::BadValue(format!("dynamic derivation outputs are not supported: '{s}'")));
                 }
@@ -151,7 +162,7 @@ impl DerivedPath {
                 Ok(DerivedPath::Built { drv, outputs })
             }
             None => {
-                let p = dir.parse_path(s).map_err(|e| bad(&e))?;
+                let p = parse_path(dir, s)?;
                 // Before 1.30 a bare derivation means all of its outputs.
                 if minor < 30 && p.is_derivation() {
                     Ok(DerivedPath::Built { drv: p, outputs: None })
@@ -189,7 +200,8 @@ impl BuildMode {
             0 => Ok(BuildMode::Normal),
             1 => Ok(BuildMode::Repair),
             2 => Ok(BuildMode::Check),
-            _ => Err(ProtoError::OutOfRange { what: "build mode", value: v }),
+            // CppNix's wording (`Serialise<BuildMode>::read`).
+            _ => Err(ProtoError::BadValue("Invalid build mode".into())),
         }
     }
 }

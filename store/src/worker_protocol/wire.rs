@@ -27,6 +27,9 @@ impl Default for Limits {
     }
 }
 
+/// What a string's buffer starts with before its bytes arrive.
+const FIRST_CHUNK: u64 = 64 * 1024;
+
 fn eof(e: std::io::Error) -> ProtoError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof { ProtoError::Eof } else { ProtoError::Io(e) }
 }
@@ -54,14 +57,19 @@ pub trait WireRead: AsyncRead + Unpin {
         Ok(v)
     }
 
-    /// A padded byte string of at most `limit` bytes.
+    /// A padded byte string of at most `limit` bytes. Memory grows with the
+    /// bytes that actually arrive, not with the length announced: a peer
+    /// that declares 64 MiB and goes silent costs one chunk, not 64 MiB.
     async fn read_bytes_limited(&mut self, what: &'static str, limit: u64) -> Result<Vec<u8>, ProtoError> {
         let len = self.read_u64_le_wire().await?;
         if len > limit {
             return Err(ProtoError::TooLong { what, len, limit });
         }
-        let mut buf = vec![0u8; len as usize];
-        self.read_exact(&mut buf).await.map_err(eof)?;
+        let mut buf = Vec::with_capacity(len.min(FIRST_CHUNK) as usize);
+        (&mut *self).take(len).read_to_end(&mut buf).await.map_err(eof)?;
+        if buf.len() as u64 != len {
+            return Err(ProtoError::Eof);
+        }
         let pad = (8 - len % 8) % 8;
         if pad > 0 {
             let mut p = [0u8; 8];

@@ -71,11 +71,24 @@ struct Collection<'a> {
     server: RootsServer,
     results: GcResults,
     progress: &'a mut dyn FnMut(&str),
+    log: &'a mut dyn FnMut(&str),
 }
 
 impl LocalStore {
     /// Runs a garbage collection. `progress` is told each path deleted.
     pub fn collect_garbage(&self, opts: &GcOptions, progress: &mut dyn FnMut(&str)) -> Result<GcResults> {
+        self.collect_garbage_logged(opts, progress, &mut |line| tracing::info!("{line}"))
+    }
+
+    /// [`Self::collect_garbage`], giving `log` the lines CppNix prints at
+    /// info level while it collects ("finding garbage collector roots...",
+    /// "deleting '…'", ...), in order: its daemon sends them to the client.
+    pub fn collect_garbage_logged(
+        &self,
+        opts: &GcOptions,
+        progress: &mut dyn FnMut(&str),
+        log: &mut dyn FnMut(&str),
+    ) -> Result<GcResults> {
         let should_delete = matches!(opts.action, GcAction::DeleteDead | GcAction::DeleteSpecific(_));
         let (mut keep_outputs, mut keep_derivations) = (self.shared.config.keep_outputs, self.shared.config.keep_derivations);
         if matches!(opts.action, GcAction::DeleteSpecific(_)) && opts.ignore_liveness {
@@ -90,12 +103,12 @@ impl LocalStore {
         let gc_lock_path = state.join("gc.lock");
         let gc_lock = LockFile::open(&gc_lock_path, true).at("opening", &gc_lock_path)?;
         if !gc_lock.try_lock(LockKind::Exclusive).at("locking", &gc_lock_path)? {
-            tracing::info!("waiting for the big garbage collector lock...");
+            log("waiting for the big garbage collector lock...");
             gc_lock.lock(LockKind::Exclusive).at("locking", &gc_lock_path)?;
         }
         let server = RootsServer::start(state, self.shared.config.store_dir.as_str().to_owned())?;
 
-        tracing::info!("finding garbage collector roots...");
+        log("finding garbage collector roots...");
         let mut roots = HashSet::new();
         if !opts.ignore_liveness {
             roots.extend(self.find_roots_no_temp(true)?.into_keys());
@@ -119,15 +132,16 @@ impl LocalStore {
             server,
             results: GcResults::default(),
             progress,
+            log,
         };
         gc.run()?;
-        let Collection { mut results, alive, dead, .. } = gc;
+        let Collection { mut results, alive, dead, log, .. } = gc;
         match opts.action {
             GcAction::ReturnLive => results.paths = alive.iter().map(|p| self.display(p)).collect(),
             GcAction::ReturnDead => results.paths = dead.iter().map(|p| self.display(p)).collect(),
             GcAction::DeleteDead | GcAction::DeleteSpecific(_) => {
-                tracing::info!("deleting unused links...");
-                self.delete_unused_links()?;
+                log("deleting unused links...");
+                self.delete_unused_links(log)?;
             }
         }
         Ok(results)
@@ -136,7 +150,7 @@ impl LocalStore {
     /// Removes `.links` entries nothing else links to any more. Their bytes
     /// were already counted when their last other link went (CppNix counts
     /// files with two links as freed); reports what hard linking still saves.
-    fn delete_unused_links(&self) -> Result<()> {
+    fn delete_unused_links(&self, log: &mut dyn FnMut(&str)) -> Result<()> {
         let dir = self.shared.config.store_dir.as_path().join(".links");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -155,10 +169,7 @@ impl LocalStore {
             std::fs::remove_file(&path).at("deleting", &path)?;
         }
         let overhead = std::fs::metadata(&dir).map(|m| m.blocks() as i64 * 512).unwrap_or(0);
-        tracing::info!(
-            "note: currently hard linking saves {:.2} MiB",
-            (unshared - actual - overhead) as f64 / (1024.0 * 1024.0)
-        );
+        log(&format!("note: currently hard linking saves {:.2} MiB", (unshared - actual - overhead) as f64 / (1024.0 * 1024.0)));
         Ok(())
     }
 
@@ -210,7 +221,7 @@ impl Collection<'_> {
             }
             _ if self.opts.max_freed == 0 => Ok(()),
             _ => {
-                tracing::info!("{}", if self.should_delete { "deleting garbage..." } else { "determining live/dead paths..." });
+                (self.log)(if self.should_delete { "deleting garbage..." } else { "determining live/dead paths..." });
                 let dir = self.store.shared.config.store_dir.as_path().to_owned();
                 for entry in std::fs::read_dir(&dir).at("reading directory", &dir)? {
                     let name = entry.at("reading directory", &dir)?.file_name();
@@ -379,13 +390,13 @@ impl Collection<'_> {
             }
         }
         let full = format!("{}/{base_name}", self.store.shared.config.store_dir.as_str());
-        tracing::info!("deleting '{full}'");
+        (self.log)(&format!("deleting '{full}'"));
         (self.progress)(&full);
         let freed = delete_path(&real).map_err(Err)?;
         self.results.paths.insert(full);
         self.results.bytes_freed += freed;
         if self.results.bytes_freed > self.opts.max_freed {
-            tracing::info!("deleted more than {} bytes; stopping", self.opts.max_freed);
+            (self.log)(&format!("deleted more than {} bytes; stopping", self.opts.max_freed));
             return Err(Ok(LimitReached));
         }
         Ok(())
