@@ -17,6 +17,13 @@ use store::worker_protocol::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
+/// The connection's read and write buffers. Requests and most replies are a
+/// few hundred bytes, and NARs do not go through these buffers' copies (large
+/// reads and writes bypass them), so a connection needs little: CppNix's
+/// buffered source and sink are 32 KiB. 64 KiB each cost the daemon a MiB of
+/// memory per 16 clients (the read buffer is zeroed, so all of it is touched).
+const CONNECTION_BUFFER: usize = 16 * 1024;
+
 /// How long a connection keeps its staging directory after an add while
 /// the client sends nothing: long enough for a client adding paths one
 /// after another (`nix-store --import`, `nix copy`), short enough that an
@@ -89,8 +96,8 @@ where
 {
     pub fn new(reader: R, writer: W, trust: Trust, peer: Option<Peer>, daemon: Arc<DaemonState>) -> Self {
         Connection {
-            reader: BufReader::with_capacity(64 * 1024, reader),
-            writer: BufWriter::with_capacity(64 * 1024, writer),
+            reader: BufReader::with_capacity(CONNECTION_BUFFER, reader),
+            writer: BufWriter::with_capacity(CONNECTION_BUFFER, writer),
             minor: 0,
             trust,
             peer,
@@ -177,7 +184,10 @@ where
                 break;
             }
         }
-        tracing::debug!(ops, "connection closed");
+        match &self.peer {
+            Some(p) => tracing::debug!(ops, user = %p.user, pid = ?p.pid, "connection closed"),
+            None => tracing::debug!(ops, "connection closed"),
+        }
     }
 
     async fn handshake(&mut self) -> Result<(), ProtoError> {

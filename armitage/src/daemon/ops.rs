@@ -314,10 +314,8 @@ where
         }
         Request::ImportPaths => {
             let check = !c.trusted();
-            let handle = tokio::runtime::Handle::current();
             let (minor, store, daemon) = (c.minor, c.store.clone(), c.daemon.clone());
             let imported = blocking(|| {
-                let _ = handle;
                 let mut input = TunnelReader::new(&mut c.reader, &mut c.writer, minor);
                 store.import_paths(&mut input, &|info| if check { daemon.check_signatures(info) } else { Ok(()) })
             })?;
@@ -393,7 +391,6 @@ where
             } else if minor >= 21 {
                 let added = blocking(|| {
                     verdict?;
-                    let _ = &handle;
                     let mut input = TunnelReader::new(&mut c.reader, &mut c.writer, minor);
                     store.add_nar(&info, &mut input, opts)
                 });

@@ -306,7 +306,12 @@ impl LocalStore {
             None => {
                 let c = &self.shared.config;
                 let opts = DbOptions { fsync_metadata: c.fsync_metadata, use_wal: c.use_sqlite_wal };
-                Db::open(&c.state_dir.join("db/db.sqlite"), c.store_dir.clone(), false, &opts)?
+                let db = Db::open(&c.state_dir.join("db/db.sqlite"), c.store_dir.clone(), false, &opts)?;
+                // A small page cache: a reader's cache is dropped whenever anyone
+                // writes (WAL), and the pool keeps several readers, each of
+                // which would otherwise grow to SQLite's 2 MiB default.
+                db.conn().execute_batch("pragma cache_size = -512;")?;
+                db
             }
         };
         Ok(Reader { db: Some(db), pool: &self.shared.readers })
