@@ -2,3 +2,5 @@
 //! crate's local store. The `armitage` binary is the command line around it.
 
 pub mod daemon;
+pub mod build;
+pub mod substitute;

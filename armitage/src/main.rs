@@ -7,6 +7,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The build child (the daemon starts its own executable to become a
+    // builder): not a user command, so not part of the parsed interface.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == "__build-child") {
+        let spec = argv.next().unwrap_or_default();
+        armitage::build::child::run(std::path::Path::new(&spec));
+    }
     let args = cli::Cli::parse();
     cli::init_logging(args.global.verbose);
     match cli::run(args) {
