@@ -6,6 +6,8 @@ mod connection;
 mod io;
 mod ops;
 mod options;
+mod realise;
+mod missing;
 pub mod trust;
 
 pub use connection::{Connection, Trust};
@@ -44,13 +46,17 @@ pub struct DaemonState {
     pub limits: Limits,
     /// One permit per operation in progress ([`MAX_CONCURRENT_OPS`]).
     pub op_slots: tokio::sync::Semaphore,
+    /// Builds and substitutions, shared by all connections.
+    pub builder: Arc<crate::build::Builder>,
 }
 
 impl DaemonState {
     pub fn new(store: LocalStore, settings: Settings) -> Result<DaemonState, String> {
         let public_keys = PublicKeys::parse_all(settings.trusted_public_keys.iter().map(String::as_str))
             .map_err(|e| format!("trusted-public-keys: {e}"))?;
+        let builder = Arc::new(crate::build::Builder::new(&store, &settings, public_keys.clone())?);
         Ok(DaemonState {
+            builder,
             store,
             settings,
             public_keys,

@@ -4,6 +4,8 @@
 
 use super::connection::{Connection, OpError, OpResult};
 use super::io::{SyncReader, SyncWriter, TunnelReader};
+use super::realise::{Target, realise};
+use crate::build::{BuildModeKey, Outcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use store::content_address::{ContentAddressMethod, FileIngestionMethod};
@@ -12,7 +14,7 @@ use store::path_info::PathInfo;
 use store::realisation::{DrvOutput, Realisation};
 use store::store_path::StorePath;
 use store::worker_protocol::{
-    self as wp, ActivityType, BuildMode, BuildResult, BuildStatus, DerivedPath, Field, FramedReader, Request, ResultType, StderrMessage, Verbosity,
+    self as wp, ActivityType, BuildMode, BuildResult, DerivedPath, Field, FramedReader, Request, ResultType, StderrMessage, Verbosity,
     WireWrite, write_unkeyed_path_info,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -46,9 +48,12 @@ where
             c.last().await?;
             c.writer.write_bool(valid).await?;
         }
-        Request::HasSubstitutes(_) => {
+        Request::HasSubstitutes(p) => {
+            let job = c.daemon.builder.job(&c.options);
+            let has = crate::build::Builder::job_substituters(&job)
+                .is_some_and(|s| blocking(|| s.query_substitutable_paths(std::slice::from_ref(&p))).contains(&p));
             c.last().await?;
-            c.writer.write_bool(false).await?;
+            c.writer.write_bool(has).await?;
         }
         Request::QueryPathHash(p) => {
             let info = quick(|| c.store.path_info(&p))?;
@@ -132,17 +137,44 @@ where
             c.last().await?;
             write_paths(c, &valid).await?;
         }
-        Request::QuerySubstitutablePaths(_) => {
+        Request::QuerySubstitutablePaths(paths) => {
+            let job = c.daemon.builder.job(&c.options);
+            let paths: Vec<StorePath> = paths.into_iter().collect();
+            let found = match crate::build::Builder::job_substituters(&job) {
+                Some(subs) => blocking(|| subs.query_substitutable_paths(&paths)),
+                None => BTreeSet::new(),
+            };
             c.last().await?;
-            write_paths(c, &BTreeSet::new()).await?;
+            write_paths(c, &found).await?;
         }
-        Request::QuerySubstitutablePathInfo(_) => {
+        Request::QuerySubstitutablePathInfo(p) => {
+            let job = c.daemon.builder.job(&c.options);
+            let found = crate::build::Builder::job_substituters(&job).and_then(|s| blocking(|| s.query(&p).ok().flatten()));
             c.last().await?;
-            c.writer.write_u64_wire(0).await?;
+            match found {
+                Some(f) => {
+                    c.writer.write_u64_wire(1).await?;
+                    write_substitutable(c, &f.info).await?;
+                }
+                None => c.writer.write_u64_wire(0).await?,
+            }
         }
-        Request::QuerySubstitutablePathInfos(_) => {
+        Request::QuerySubstitutablePathInfos(paths) => {
+            let job = c.daemon.builder.job(&c.options);
+            let mut found = Vec::new();
+            if let Some(subs) = crate::build::Builder::job_substituters(&job) {
+                for p in paths.keys() {
+                    if let Some(f) = blocking(|| subs.query(p).ok().flatten()) {
+                        found.push(f.info);
+                    }
+                }
+            }
             c.last().await?;
-            c.writer.write_u64_wire(0).await?;
+            c.writer.write_u64_wire(found.len() as u64).await?;
+            for info in &found {
+                c.writer.write_str(&dir.display(&info.path)).await?;
+                write_substitutable(c, info).await?;
+            }
         }
         Request::QueryPathInfo(p) => {
             let info = quick(|| c.store.query_path_info(&p))?;
@@ -164,7 +196,9 @@ where
         Request::QueryMissing(targets) => {
             let paths: Vec<DerivedPath> = targets.into_iter().map(|(_, d)| d).collect();
             querying_missing_paths(c).await?;
-            let missing = blocking(|| c.store.query_missing(&paths))?;
+            let job = c.daemon.builder.job(&c.options);
+            let subs = crate::build::Builder::job_substituters(&job).map(|s| &**s);
+            let missing = blocking(|| super::missing::query_missing(&c.store, subs, &paths))?;
             c.last().await?;
             missing.write(&mut c.writer, &dir).await?;
         }
@@ -483,7 +517,8 @@ where
         }
         Request::EnsurePath(p) => {
             blocking(|| root_build_targets(c, [&DerivedPath::Opaque(p.clone())]))?;
-            if !quick(|| c.store.is_valid(&p))? {
+            let outcomes = realise(c, vec![Target::Path(DerivedPath::Opaque(p.clone()))], BuildModeKey::Normal).await?;
+            if !outcomes[0].success() {
                 // CppNix `Store::ensurePath` when no substituter has it.
                 return Err(failed(format!("path '{}' does not exist and cannot be created", dir.display(&p))));
             }
@@ -495,21 +530,14 @@ where
                 return Err(failed("repairing is not allowed because you are not in 'trusted-users'"));
             }
             blocking(|| root_build_targets(c, paths.iter().map(|(_, t)| t)))?;
-            // CppNix `Store::buildPaths`: a path that cannot be substituted
-            // fails without an error of its own, so the failure names them all.
-            let mut unsubstitutable = BTreeSet::new();
-            for (_, target) in &paths {
-                let result = blocking(|| already_valid(c, target))?;
-                match (result.status, target) {
-                    (BuildStatus::AlreadyValid, _) => {}
-                    (BuildStatus::NoSubstituters, DerivedPath::Opaque(p)) => {
-                        unsubstitutable.insert(format!("'{}'", dir.display(p)));
-                    }
-                    _ => return Err(failed(result.error_msg)),
-                }
+            let targets: Vec<DerivedPath> = paths.into_iter().map(|(_, t)| t).collect();
+            let outcomes = realise(c, targets.iter().cloned().map(Target::Path).collect(), mode.into()).await?;
+            let (logged, error) = super::realise::build_paths_error(&dir, &targets, &outcomes);
+            for e in logged {
+                c.log(StderrMessage::Next(format!("error: {e}\n"))).await?;
             }
-            if !unsubstitutable.is_empty() {
-                return Err(failed(format!("build of {} failed", unsubstitutable.into_iter().collect::<Vec<_>>().join(", "))));
+            if let Some(e) = error {
+                return Err(failed(e));
             }
             c.last().await?;
             c.writer.write_u64_wire(1).await?;
@@ -519,9 +547,16 @@ where
                 return Err(failed("repairing is not allowed because you are not in 'trusted-users'"));
             }
             blocking(|| root_build_targets(c, paths.iter().map(|(_, t)| t)))?;
+            let outcomes = realise(c, paths.iter().map(|(_, t)| Target::Path(t.clone())).collect(), mode.into()).await?;
             let mut results = Vec::new();
-            for (raw, target) in &paths {
-                results.push((raw.clone(), blocking(|| already_valid(c, target))?));
+            for ((raw, target), outcome) in paths.iter().zip(&outcomes) {
+                let mut r = to_build_result(outcome);
+                if let DerivedPath::Built { drv, outputs } = target
+                    && outcome.success()
+                {
+                    r.built_outputs = blocking(|| super::realise::built_outputs(&c.store, drv, outputs.as_ref(), outcome));
+                }
+                results.push((raw.clone(), r));
             }
             c.last().await?;
             c.writer.write_u64_wire(results.len() as u64).await?;
@@ -530,11 +565,23 @@ where
                 result.write(&mut c.writer, c.minor).await?;
             }
         }
-        Request::BuildDerivation { drv_path, .. } => {
-            return Err(failed(format!(
-                "cannot build '{}': building derivations is not supported by this version of armitage yet",
-                dir.display(&drv_path)
-            )));
+        Request::BuildDerivation { drv_path, drv, mode } => {
+            let drv_type = drv.derivation_type().map_err(|e| failed(e.to_string()))?;
+            if !(drv_type.is_ca() || c.trusted()) {
+                return Err(failed("you are not privileged to build input-addressed derivations"));
+            }
+            if mode == BuildMode::Repair && !c.trusted() {
+                return Err(failed("repairing is not allowed because you are not in 'trusted-users'"));
+            }
+            blocking(|| c.store.add_temp_root(&drv_path))?;
+            let outcomes = realise(c, vec![Target::Given(drv_path.clone(), drv)], mode.into()).await?;
+            let outcome = &outcomes[0];
+            let mut r = to_build_result(outcome);
+            if outcome.success() {
+                r.built_outputs = blocking(|| given_built_outputs(&c.store, &drv_path, outcome));
+            }
+            c.last().await?;
+            r.write(&mut c.writer, c.minor).await?;
         }
     }
     Ok(())
@@ -644,6 +691,19 @@ where
     c.log(StderrMessage::StopActivity { id: top }).await
 }
 
+/// deriver, references, download size, NAR size (a SubstitutablePathInfo).
+async fn write_substitutable<R, W>(c: &mut Connection<R, W>, info: &store::narinfo::NarInfo) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let dir = c.store.store_dir().clone();
+    c.writer.write_str(&info.deriver.as_ref().map(|d| dir.display(d)).unwrap_or_default()).await?;
+    write_paths(c, &info.references).await?;
+    c.writer.write_u64_wire(info.file_size.unwrap_or(0)).await?;
+    c.writer.write_u64_wire(info.nar_size).await
+}
+
 async fn write_paths<R, W>(c: &mut Connection<R, W>, paths: &BTreeSet<StorePath>) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin + Send,
@@ -658,64 +718,25 @@ where
 }
 
 
-/// Until builds land: a target whose paths are all valid is "already
-/// valid"; anything else fails with a clear message.
-fn already_valid<R, W>(c: &Connection<R, W>, target: &DerivedPath) -> store::local::Result<BuildResult> {
-    let store = &c.store;
-    let dir = store.store_dir();
-    match target {
-        DerivedPath::Opaque(p) => {
-            if store.is_valid(p)? {
-                Ok(BuildResult::new(BuildStatus::AlreadyValid))
-            } else {
-                // CppNix `PathSubstitutionGoal` with no substituter to try.
-                let mut r = BuildResult::new(BuildStatus::NoSubstituters);
-                r.error_msg = format!("path '{}' is required, but there is no substituter that can build it", dir.display(p));
-                Ok(r)
-            }
-        }
-        DerivedPath::Built { drv, outputs } => {
-            if !store.is_valid(drv)? {
-                let mut r = BuildResult::new(BuildStatus::MiscFailure);
-                r.error_msg = format!("path '{}' is not valid", dir.display(drv));
-                return Ok(r);
-            }
-            let map = store.derivation_output_map(drv)?;
-            let hashes = {
-                let parsed = store.read_derivation(drv)?;
-                let mut hasher = store::derivation::DrvHasher::new(dir.clone(), |p: &StorePath| store.read_derivation(p));
-                hasher.hash_modulo(&parsed, true).map(|h| h.hashes).unwrap_or_default()
-            };
-            let mut result = BuildResult::new(BuildStatus::AlreadyValid);
-            for (name, path) in &map {
-                if outputs.as_ref().is_some_and(|o| !o.contains(name)) {
-                    continue;
-                }
-                match path {
-                    Some(p) if store.is_valid(p)? => {
-                        if let Some(hash) = hashes.get(name) {
-                            let id = DrvOutput { drv_hash: *hash, output: name.clone() };
-                            let r = Realisation {
-                                id: id.clone(),
-                                out_path: p.clone(),
-                                signatures: BTreeSet::new(),
-                                dependent_realisations: BTreeMap::new(),
-                            };
-                            result.built_outputs.insert(id.to_string(), r.to_json().to_string());
-                        }
-                    }
-                    _ => {
-                        let mut r = BuildResult::new(BuildStatus::MiscFailure);
-                        r.error_msg = format!(
-                            "cannot build output '{name}' of '{}': building derivations is not supported by this version of armitage yet",
-                            dir.display(drv)
-                        );
-                        return Ok(r);
-                    }
-                }
-            }
-            Ok(result)
-        }
+/// The reply form of a goal's outcome.
+fn to_build_result(o: &Outcome) -> BuildResult {
+    let mut r = BuildResult::new(o.status);
+    r.error_msg = o.error.clone().unwrap_or_default();
+    r.times_built = o.times_built;
+    r.is_non_deterministic = o.is_non_deterministic;
+    r.start_time = o.start_time;
+    r.stop_time = o.stop_time;
+    r
+}
+
+/// builtOutputs for a BuildDerivation: the realisations recorded for the
+/// derivation's outputs if it is in the store, else none (CppNix fills them
+/// from the goal's output hashes; clients only read them for CA derivations).
+fn given_built_outputs(store: &store::local::LocalStore, drv_path: &StorePath, o: &Outcome) -> BTreeMap<String, String> {
+    if store.is_valid(drv_path).unwrap_or(false) {
+        super::realise::built_outputs(store, drv_path, None, o)
+    } else {
+        BTreeMap::new()
     }
 }
 

@@ -19,7 +19,6 @@ pub const DEFAULT_IGNORED_XATTRS: &[&str] = &["security.selinux", "system.nfs4_a
 pub enum Top {
     /// Canonicalise it like everything else (build outputs, which are not
     /// renamed afterwards).
-    #[cfg_attr(not(test), expect(dead_code, reason = "for build outputs, which land with builds"))]
     Canonical,
     /// Leave the top directory's mode writable and its mtime alone: it is
     /// about to be renamed, which needs write permission on a directory for

@@ -9,6 +9,7 @@
 
 mod add;
 mod build_log;
+mod built;
 mod canonicalise;
 mod db;
 mod derivations;

@@ -68,7 +68,7 @@ impl LocalStore {
     }
 
     /// Optimises one new tree (for `auto-optimise-store`).
-    pub(crate) fn optimise_path(&self, root: &Path) -> Result<OptimiseStats> {
+    pub fn optimise_path(&self, root: &Path) -> Result<OptimiseStats> {
         let mut inodes = self.link_inodes()?;
         let mut stats = OptimiseStats::default();
         self.optimise_tree(root, &mut inodes, &mut stats, &mut |_| {})?;

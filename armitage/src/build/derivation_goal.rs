@@ -1,0 +1,280 @@
+//! Making a derivation's outputs valid (CppNix `DerivationGoal`): the
+//! derivation itself first, then substitutes for its outputs, then its
+//! inputs (each a goal of its own), then a build slot, and the build.
+
+use super::goal::{BuildModeKey, Event, GoalCtx, GoalKey, Outcome, wait_inputs};
+use super::local::{self, LocalParams};
+use super::{Builder, Job};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use store::derivation::Derivation;
+use store::derivation::DownstreamPlaceholder;
+use store::local::LocalStore;
+use store::store_path::StorePath;
+use store::worker_protocol::BuildStatus;
+
+/// `given`: the derivation as a client sent it (BuildDerivation), instead
+/// of the store's `.drv`.
+pub(super) async fn run(
+    b: Arc<Builder>,
+    job: Arc<Job>,
+    ctx: GoalCtx,
+    drv_path: StorePath,
+    mode: BuildModeKey,
+    given: Option<Arc<Derivation>>,
+) -> Outcome {
+    match body(&b, &job, &ctx, &drv_path, mode, given).await {
+        Ok(o) => o,
+        Err(e) => Outcome::failed(BuildStatus::MiscFailure, e),
+    }
+}
+
+/// Runs `f` on a blocking thread with the goal's store.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<LocalStore>,
+    f: impl FnOnce(&LocalStore) -> store::local::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("internal error: {e}")),
+    }
+}
+
+/// Output name → path, when every output has a valid path.
+fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> store::local::Result<Option<BTreeMap<String, StorePath>>> {
+    let mut outs = BTreeMap::new();
+    for (name, path) in map {
+        match path {
+            Some(p) if store.is_valid(p)? => {
+                outs.insert(name.clone(), p.clone());
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(outs))
+}
+
+/// `allowSubstitutes` (default true; CppNix `substitutesAllowed`).
+fn substitutes_allowed(drv: &Derivation) -> bool {
+    if let Ok(Some(json)) = drv.structured_attrs() {
+        return json.get("allowSubstitutes").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    }
+    drv.env_var("allowSubstitutes").is_none_or(|v| v == b"1")
+}
+
+async fn body(
+    b: &Arc<Builder>,
+    job: &Arc<Job>,
+    ctx: &GoalCtx,
+    drv_path: &StorePath,
+    mode: BuildModeKey,
+    given: Option<Arc<Derivation>>,
+) -> Result<Outcome, String> {
+    let store = Arc::new(b.store.session());
+    let full = store.display(drv_path);
+    let (drv, initial) = match given {
+        Some(drv) => {
+            let map = drv.output_paths(store.store_dir()).map_err(|e| format!("derivation '{full}': {e}"))?;
+            let roots: Vec<StorePath> = map.values().flatten().cloned().collect();
+            blocking(&store, move |s| roots.iter().try_for_each(|p| s.add_temp_root(p))).await?;
+            (drv, map)
+        }
+        None => match load(b, job, ctx, &store, drv_path, &full).await? {
+            Ok(loaded) => loaded,
+            Err(outcome) => return Ok(outcome),
+        },
+    };
+    let initial: BTreeMap<String, Option<StorePath>> = initial;
+
+    finish(b, job, ctx, &store, drv_path, &full, mode, drv, initial).await
+}
+
+/// The derivation (substituted if a cache has it) and its output map.
+async fn load(
+    b: &Arc<Builder>,
+    job: &Arc<Job>,
+    ctx: &GoalCtx,
+    store: &Arc<LocalStore>,
+    drv_path: &StorePath,
+    full: &str,
+) -> Result<Result<(Arc<Derivation>, BTreeMap<String, Option<StorePath>>), Outcome>, String> {
+    let d = drv_path.clone();
+    let valid = blocking(store, move |s| {
+        s.add_temp_root(&d)?;
+        s.is_valid(&d)
+    })
+    .await?;
+    if !valid {
+        let g = b.substitution(job, drv_path.clone(), false);
+        let (failed, _) = wait_inputs(&ctx.me, vec![g], true).await;
+        if failed > 0 {
+            return Ok(Err(Outcome::failed(BuildStatus::MiscFailure, format!("cannot build missing derivation '{full}'"))));
+        }
+    }
+    let d = drv_path.clone();
+    let (drv, initial) = blocking(store, move |s| {
+        let drv = s.read_derivation(&d)?;
+        let map = s.derivation_output_map(&d)?;
+        for p in map.values().flatten() {
+            s.add_temp_root(p)?;
+        }
+        Ok((drv, map))
+    })
+    .await?;
+    Ok(Ok((Arc::new(drv), initial)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    b: &Arc<Builder>,
+    job: &Arc<Job>,
+    ctx: &GoalCtx,
+    store: &Arc<LocalStore>,
+    drv_path: &StorePath,
+    full: &str,
+    mode: BuildModeKey,
+    drv: Arc<Derivation>,
+    initial: BTreeMap<String, Option<StorePath>>,
+) -> Result<Outcome, String> {
+    let store = store.clone();
+
+    let map = initial.clone();
+    let valid_now = blocking(&store, move |s| all_valid(s, &map)).await?;
+    match (mode, valid_now) {
+        (BuildModeKey::Normal, Some(outputs)) => {
+            let mut o = Outcome::new(BuildStatus::AlreadyValid);
+            o.outputs = outputs;
+            return Ok(o);
+        }
+        (BuildModeKey::Check, None) => {
+            return Ok(Outcome::failed(
+                BuildStatus::MiscFailure,
+                format!("some outputs of '{full}' are not valid, so checking is not possible"),
+            ));
+        }
+        _ => {}
+    }
+
+    // Substitutes for the outputs.
+    let all_known = initial.values().all(Option::is_some);
+    if mode != BuildModeKey::Check && job.settings.substitute && substitutes_allowed(&drv) && job.substituters.is_some() && all_known {
+        let map = initial.clone();
+        let repair = mode == BuildModeKey::Repair;
+        let wanted = blocking(&store, move |s| {
+            let mut v = Vec::new();
+            for p in map.values().flatten() {
+                if repair || !s.is_valid(p)? {
+                    v.push(p.clone());
+                }
+            }
+            Ok(v)
+        })
+        .await?;
+        let goals = wanted.into_iter().map(|p| b.substitution(job, p, repair)).collect();
+        let (failed, results) = wait_inputs(&ctx.me, goals, true).await;
+        let unavailable = results
+            .iter()
+            .filter(|(_, o)| matches!(o.status, BuildStatus::NoSubstituters | BuildStatus::DependencyFailed))
+            .count();
+        if failed > unavailable && !job.settings.fallback {
+            return Ok(Outcome::failed(
+                BuildStatus::TransientFailure,
+                format!(
+                    "some substitutes for the outputs of derivation '{full}' failed (usually happens due to networking issues); try '--fallback' to build derivation from source "
+                ),
+            ));
+        }
+        if failed == 0 && mode == BuildModeKey::Normal {
+            let map = initial.clone();
+            if let Some(outputs) = blocking(&store, move |s| all_valid(s, &map)).await? {
+                let mut o = Outcome::new(BuildStatus::Substituted);
+                o.outputs = outputs;
+                return Ok(o);
+            }
+        }
+    }
+
+    // The inputs.
+    ctx.emit(Event::BuildPlanned(drv_path.clone()));
+    let input_mode = if mode == BuildModeKey::Repair { BuildModeKey::Repair } else { BuildModeKey::Normal };
+    let mut goals = Vec::new();
+    for input in drv.input_drvs.keys() {
+        goals.push(b.derivation(job, input.clone(), input_mode));
+    }
+    let srcs: Vec<StorePath> = drv.input_srcs.iter().cloned().collect();
+    let missing_srcs = blocking(&store, move |s| {
+        let mut v = Vec::new();
+        for p in srcs {
+            s.add_temp_root(&p)?;
+            if !s.is_valid(&p)? {
+                v.push(p);
+            }
+        }
+        Ok(v)
+    })
+    .await?;
+    for src in missing_srcs {
+        goals.push(b.substitution(job, src, false));
+    }
+    let (failed, results) = wait_inputs(&ctx.me, goals, job.settings.keep_going).await;
+    if failed > 0 {
+        ctx.emit(Event::BuildAbandoned(drv_path.clone()));
+        return Ok(Outcome::failed(
+            BuildStatus::DependencyFailed,
+            format!("{failed} dependencies of derivation '{full}' failed to build"),
+        ));
+    }
+
+    // The input closure, and the paths of floating inputs for their placeholders.
+    let mut input_roots: BTreeSet<StorePath> = drv.input_srcs.clone();
+    let mut input_rewrites: BTreeMap<String, String> = BTreeMap::new();
+    for (input, wanted) in &drv.input_drvs {
+        let outcome = results
+            .iter()
+            .find(|(g, _)| matches!(&g.key, GoalKey::Derivation(p, _) if p == input))
+            .map(|(_, o)| o.clone())
+            .ok_or_else(|| format!("internal error: no result for input '{}'", store.display(input)))?;
+        for name in &wanted.outputs {
+            let path = outcome.outputs.get(name).ok_or_else(|| {
+                format!("derivation '{}' does not have an output named '{name}' (wanted by '{full}')", store.display(input))
+            })?;
+            input_roots.insert(path.clone());
+            if let Ok(ph) = DownstreamPlaceholder::unknown_ca_output(input, name) {
+                input_rewrites.insert(ph.render(), store.display(path));
+            }
+        }
+    }
+    let inputs = blocking(&store, move |s| s.closure(input_roots)).await?;
+
+    // A build slot: the global pool and this client's share.
+    if job.settings.max_jobs == 0 || b.settings.max_jobs == 0 {
+        return Ok(Outcome::failed(
+            BuildStatus::MiscFailure,
+            "unable to start any build; either increase '--max-jobs' or enable remote builds.\nhttps://nixos.org/manual/nix/stable/advanced-topics/distributed-builds.html",
+        ));
+    }
+    let share = job.share.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+    let slot = b.slots.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+
+    let params = LocalParams {
+        b: b.clone(),
+        job: job.clone(),
+        store: store.clone(),
+        drv_path: drv_path.clone(),
+        drv: drv.clone(),
+        initial,
+        inputs,
+        input_rewrites,
+        mode,
+        ctx: ctx.clone(),
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let o = local::build(params);
+        drop((slot, share));
+        o
+    })
+    .await
+    .map_err(|e| format!("internal error: {e}"))?;
+    Ok(outcome)
+}

@@ -1,0 +1,293 @@
+//! Running a build child and following it (CppNix `startBuilder`, the
+//! worker's child handling): the spec goes to a root-only file, the child's
+//! stdout and stderr go to a pseudo-terminal in raw mode (builders see a
+//! terminal, as with CppNix), the setup handshake is read (`\x02` ready,
+//! `\x01` failed, `\x03` asking the parent for user-namespace maps), then
+//! the output is logged line by line while `timeout` and `max-silent-time`
+//! are enforced and cancellation is honoured. Killing is by process group
+//! (the child is a session leader; a sandbox's PID 1 dies with it).
+
+use super::child::ChildSpec;
+use super::log::BuildLog;
+use rustix::event::{PollFd, PollFlags};
+use rustix::fd::{AsFd, OwnedFd};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum RunOutcome {
+    Exited(ExitStatus),
+    /// `max-silent-time` (true) or `timeout` (false) ran out.
+    TimedOut { silence: bool },
+    Cancelled,
+    /// The log outgrew `max-build-log-size`.
+    LogLimit,
+}
+
+/// What to run and the limits.
+pub struct RunParams<'a> {
+    /// The executable to start as `__build-child`.
+    pub exe: &'a Path,
+    /// Where the spec file goes (root-only).
+    pub spec_dir: &'a Path,
+    pub spec: &'a ChildSpec,
+    /// Owner of the pty's slave side (the build user).
+    pub pty_owner: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub max_silent: Option<Duration>,
+    pub cancel: &'a AtomicBool,
+}
+
+fn open_pty(owner: Option<u32>) -> Result<(OwnedFd, OwnedFd), String> {
+    use rustix::pty;
+    let master = pty::openpt(pty::OpenptFlags::RDWR | pty::OpenptFlags::NOCTTY | pty::OpenptFlags::CLOEXEC)
+        .map_err(|e| format!("opening pseudoterminal master: {e}"))?;
+    pty::grantpt(&master).map_err(|e| format!("granting the pseudoterminal: {e}"))?;
+    pty::unlockpt(&master).map_err(|e| format!("unlocking the pseudoterminal: {e}"))?;
+    let name = pty::ptsname(&master, Vec::new()).map_err(|e| format!("naming the pseudoterminal: {e}"))?;
+    let name = {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()))
+    };
+    if let Some(uid) = owner {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("changing mode of pseudoterminal slave: {e}"))?;
+        std::os::unix::fs::chown(&name, Some(uid), Some(0)).map_err(|e| format!("changing owner of pseudoterminal slave: {e}"))?;
+    }
+    let slave = rustix::fs::open(&name, rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+        .map_err(|e| format!("opening pseudoterminal slave: {e}"))?;
+    // Raw mode: no \n -> \r\n translation, no echo.
+    let mut term = rustix::termios::tcgetattr(&slave).map_err(|e| format!("getting pseudoterminal attributes: {e}"))?;
+    term.make_raw();
+    rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &term)
+        .map_err(|e| format!("putting pseudoterminal into raw mode: {e}"))?;
+    Ok((master, slave))
+}
+
+/// A started build child.
+pub struct Running {
+    child: Child,
+    master: std::fs::File,
+    stdin: Option<std::process::ChildStdin>,
+    killed: bool,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the whole build: the child's process group (and so a sandbox).
+    pub fn kill(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        self.killed = true;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.killed && self.child.try_wait().ok().flatten().is_none() {
+            self.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the child and completes the setup handshake. Lines the child
+/// prints before it is ready (sandbox setup chatter) are returned.
+pub fn start(p: &RunParams) -> Result<Running, String> {
+    let spec_file = p.spec_dir.join(format!("build-{}-{}.json", std::process::id(), unique()));
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&spec_file)
+            .map_err(|e| format!("writing the build spec '{}': {e}", spec_file.display()))?;
+        let json = serde_json::to_vec(p.spec).map_err(|e| e.to_string())?;
+        f.write_all(&json).map_err(|e| format!("writing the build spec: {e}"))?;
+    }
+    let (master, slave) = open_pty(p.pty_owner)?;
+    let slave2 = slave.try_clone().map_err(|e| e.to_string())?;
+    let child = Command::new(p.exe)
+        .arg("__build-child")
+        .arg(&spec_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::from(slave2))
+        .spawn()
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&spec_file);
+            format!("starting the build process: {e}")
+        })?;
+    let mut running = Running { stdin: None, master: std::fs::File::from(master), child, killed: false };
+    running.stdin = running.child.stdin.take();
+    // The handshake: lines until \x02 (ready) or \x01 (failure).
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match running.master.read(&mut byte) {
+            Ok(0) => return Err("the build process ended before setting up".into()),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
+                let _ = std::fs::remove_file(&spec_file);
+                return Err(format!("the build process ended before setting up ({})", exit_text(running.child.wait().ok())));
+            }
+            Err(e) => return Err(format!("reading from the build process: {e}")),
+        }
+        if byte[0] != b'\n' {
+            line.push(byte[0]);
+            continue;
+        }
+        match line.first() {
+            Some(2) => return Ok(running),
+            Some(1) => {
+                // The error message follows, up to the end of the output.
+                let mut rest = Vec::new();
+                let _ = read_to_eio(&mut running.master, &mut rest);
+                let _ = running.child.wait();
+                let msg = String::from_utf8_lossy(&rest).trim_end().to_owned();
+                return Err(format!("while setting up the build environment: {msg}"));
+            }
+            Some(3) => {
+                let sandbox = p.spec.sandbox.as_ref().ok_or("the build process asked for user namespace maps")?;
+                super::sandbox::write_id_maps(running.child.id(), sandbox)?;
+                if let Some(stdin) = running.stdin.as_mut() {
+                    stdin.write_all(b"1").map_err(|e| format!("signalling the build process: {e}"))?;
+                }
+            }
+            _ => tracing::debug!("sandbox setup: {}", String::from_utf8_lossy(&line)),
+        }
+        line.clear();
+    }
+}
+
+fn read_to_eio(f: &mut std::fs::File, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// CppNix's `statusToString`.
+pub fn exit_text(status: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) if s.success() => "succeeded".into(),
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("failed with exit code {code}"),
+            (None, Some(sig)) => format!("failed due to signal {sig} ({})", signal_name(sig)),
+            _ => "died abnormally".into(),
+        },
+        None => "died abnormally".into(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "Hangup",
+        2 => "Interrupt",
+        3 => "Quit",
+        6 => "Aborted",
+        9 => "Killed",
+        11 => "Segmentation fault",
+        13 => "Broken pipe",
+        14 => "Alarm clock",
+        15 => "Terminated",
+        _ => "Unknown signal",
+    }
+}
+
+/// Follows a started build to its end, feeding its output to `log` and
+/// every finished line to `on_line`.
+pub fn follow(running: &mut Running, p: &RunParams, log: &mut BuildLog, on_line: &mut dyn FnMut(String)) -> RunOutcome {
+    let started = Instant::now();
+    let mut last_output = Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut exited: Option<ExitStatus> = None;
+    loop {
+        if p.cancel.load(Ordering::Relaxed) {
+            running.kill();
+            return RunOutcome::Cancelled;
+        }
+        if exited.is_none() {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                exited = Some(status);
+                // Stragglers of the build must not outlive it (they would
+                // also keep the log open).
+                running.kill();
+            }
+        }
+        let now = Instant::now();
+        if let Some(t) = p.max_silent {
+            if now.duration_since(last_output) >= t {
+                running.kill();
+                return RunOutcome::TimedOut { silence: true };
+            }
+        }
+        if let Some(t) = p.timeout {
+            if now.duration_since(started) >= t {
+                running.kill();
+                return RunOutcome::TimedOut { silence: false };
+            }
+        }
+        let master_fd = running.master.as_fd();
+        let mut fds = [PollFd::new(&master_fd, PollFlags::IN)];
+        let wait = rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+        match rustix::event::poll(&mut fds, Some(&wait)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        }
+        match running.master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                last_output = Instant::now();
+                for line in log.feed(&buf[..n]) {
+                    on_line(line);
+                }
+                if log.over_limit() {
+                    running.kill();
+                    return RunOutcome::LogLimit;
+                }
+            }
+            // EIO: every holder of the slave side is gone.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(line) = log.finish() {
+        on_line(line);
+    }
+    let status = match exited {
+        Some(s) => s,
+        None => match running.child.wait() {
+            Ok(s) => s,
+            Err(_) => return RunOutcome::Cancelled,
+        },
+    };
+    running.killed = true;
+    RunOutcome::Exited(status)
+}

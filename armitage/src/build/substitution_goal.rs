@@ -1,0 +1,92 @@
+//! Making one path valid from a binary cache (CppNix
+//! `PathSubstitutionGoal`): ask the substituters, substitute its references
+//! first (each its own goal, shared like every goal), then download,
+//! check and register it.
+
+use super::goal::{Event, GoalCtx, Outcome, wait_inputs};
+use super::{Builder, Job};
+use std::sync::Arc;
+use store::store_path::StorePath;
+use store::worker_protocol::BuildStatus;
+
+pub(super) async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: StorePath, repair: bool) -> Outcome {
+    let store = Arc::new(b.store.session());
+    let full = store.display(&path);
+    let st = store.clone();
+    let p = path.clone();
+    let valid = tokio::task::spawn_blocking(move || st.add_temp_root(&p).and_then(|()| st.is_valid(&p))).await;
+    match valid {
+        Ok(Ok(true)) if !repair => {
+            let mut o = Outcome::new(BuildStatus::AlreadyValid);
+            o.outputs.insert("out".into(), path);
+            return o;
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),
+        Err(e) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),
+    }
+    let no_substituters = || {
+        Outcome::failed(
+            BuildStatus::NoSubstituters,
+            format!("path '{full}' is required, but there is no substituter that can build it"),
+        )
+    };
+    // Repairing a valid path from a cache (CppNix substitutes to a
+    // temporary path and swaps it in) is not done: a derivation's repair
+    // rebuilds it instead.
+    if repair {
+        return no_substituters();
+    }
+    let Some(subs) = Builder::job_substituters(&job).cloned() else { return no_substituters() };
+    let (s, p) = (subs.clone(), path.clone());
+    let found = match tokio::task::spawn_blocking(move || s.query(&p)).await {
+        Ok(Ok(Some(found))) => found,
+        Ok(Ok(None)) => return no_substituters(),
+        Ok(Err(e)) => return Outcome::failed(BuildStatus::TransientFailure, e.to_string()),
+        Err(e) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),
+    };
+    for w in subs.take_warnings() {
+        ctx.emit(Event::Warning(w));
+    }
+
+    // References first.
+    let refs: Vec<StorePath> = found.info.references.iter().filter(|r| **r != path).cloned().collect();
+    if !refs.is_empty() {
+        let goals = refs.into_iter().map(|r| b.substitution(&job, r, false)).collect();
+        let (failed, _) = wait_inputs(&ctx.me, goals, true).await;
+        if failed > 0 {
+            // CppNix: `ecIncompleteClosure`, reported as a failed substitution.
+            return Outcome::failed(
+                BuildStatus::DependencyFailed,
+                format!("some references of path '{full}' could not be realised"),
+            );
+        }
+    }
+
+    ctx.emit(Event::SubstituteStarted { path: path.clone(), cache: found.cache.clone() });
+    let (st, ctx2, p) = (store.clone(), ctx.clone(), path.clone());
+    let cancel = ctx.cancel.clone();
+    let fetched = tokio::task::spawn_blocking(move || {
+        let mut progress = |done: u64, expected: u64| {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            ctx2.emit(Event::SubstituteProgress { path: p.clone(), done, expected });
+        };
+        subs.fetch(&st, &found, &mut progress).map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    let result = match fetched {
+        Ok(r) => r,
+        Err(e) => Err(e.to_string()),
+    };
+    ctx.emit(Event::SubstituteFinished { path: path.clone(), ok: result.is_ok() });
+    match result {
+        Ok(()) => {
+            let mut o = Outcome::new(BuildStatus::Substituted);
+            o.outputs.insert("out".into(), path);
+            o
+        }
+        Err(e) => Outcome::failed(BuildStatus::TransientFailure, e),
+    }
+}
