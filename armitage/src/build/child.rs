@@ -47,7 +47,13 @@ pub fn run(spec_path: &std::path::Path) -> ! {
         Ok(never) => match never {},
     };
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\x01\n{message}\n");
+    // Before the ready line the daemon reads this as the setup failure;
+    // after it (the builder could not be executed), as the build's log.
+    if READY.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = writeln!(err, "{message}");
+    } else {
+        let _ = write!(err, "\x01\n{message}\n");
+    }
     let _ = err.flush();
     std::process::exit(1);
 }
@@ -95,7 +101,10 @@ fn exec(spec: ChildSpec) -> Result<std::convert::Infallible, String> {
 }
 
 /// Tells the daemon the environment is ready (CppNix's `\2\n`).
+static READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn signal_ready() {
+    READY.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(b"\x02\n");
     let _ = err.flush();

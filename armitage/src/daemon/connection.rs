@@ -42,6 +42,10 @@ pub enum Trust {
 pub enum OpError {
     /// Failed after its request was read: reported, the connection goes on.
     Failed(String),
+    /// A failed build, with CppNix's exit status (`Worker::exitStatus`:
+    /// 100 + 1 timed out, + 2 hash mismatch, + 4 not deterministic), which
+    /// clients before protocol 1.26 exit with.
+    BuildFailed(String, u64),
     /// The stream is out of step or broken: reported if possible, then the
     /// connection ends.
     Fatal(String),
@@ -169,6 +173,11 @@ where
             drop(slot);
             match outcome {
                 Ok(()) => {}
+                Err(OpError::BuildFailed(msg, status)) => {
+                    if self.send_error_status(&msg, status).await.is_err() {
+                        break;
+                    }
+                }
                 Err(OpError::Failed(msg)) => {
                     if self.send_error(&msg).await.is_err() {
                         break;
@@ -263,8 +272,12 @@ where
     }
 
     async fn send_error(&mut self, message: &str) -> std::io::Result<()> {
+        self.send_error_status(message, 1).await
+    }
+
+    async fn send_error_status(&mut self, message: &str, exit_status: u64) -> std::io::Result<()> {
         self.in_work = false;
-        StderrMessage::Error { message: message.to_owned(), exit_status: 1 }.write(&mut self.writer, self.minor).await?;
+        StderrMessage::Error { message: message.to_owned(), exit_status }.write(&mut self.writer, self.minor).await?;
         self.writer.flush().await
     }
 

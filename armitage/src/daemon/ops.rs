@@ -537,7 +537,7 @@ where
                 c.log(StderrMessage::Next(format!("error: {e}\n"))).await?;
             }
             if let Some(e) = error {
-                return Err(failed(e));
+                return Err(OpError::BuildFailed(e, super::realise::exit_status(&outcomes)));
             }
             c.last().await?;
             c.writer.write_u64_wire(1).await?;

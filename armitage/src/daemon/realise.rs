@@ -395,3 +395,24 @@ pub fn built_outputs(
     }
     map
 }
+
+/// CppNix `Worker::exitStatus` over what failed: 1 for other failures,
+/// else 0x60 | 0x04 (a build failed) | 0x01 (timed out) | 0x02 (hash
+/// mismatch) | 0x08 (not deterministic).
+pub fn exit_status(outcomes: &[Arc<Outcome>]) -> u64 {
+    let mut mask = 0;
+    for o in outcomes {
+        match o.status {
+            // CppNix counts over the whole worker; a failed dependency is
+            // nearly always a failed build.
+            BuildStatus::PermanentFailure | BuildStatus::OutputRejected | BuildStatus::DependencyFailed => mask |= 0x04,
+            BuildStatus::TimedOut => mask |= 0x04 | 0x01,
+            BuildStatus::NotDeterministic => mask |= 0x08,
+            _ => {}
+        }
+        if o.error.as_deref().is_some_and(|e| e.starts_with("hash mismatch in fixed-output derivation")) {
+            mask |= 0x04 | 0x02;
+        }
+    }
+    if mask == 0 { 1 } else { mask | 0x60 }
+}
