@@ -301,6 +301,9 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
             return Ok(o);
         }
     };
+    if p.initial.values().any(Option::is_none) {
+        register_realisations(store, &p.drv, &outputs)?;
+    }
     locks.set_deletion(true);
     drop(locks);
     drop(cleanup);
@@ -318,6 +321,26 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
     o.start_time = start_time;
     o.stop_time = stop_time;
     Ok(o)
+}
+
+/// Floating content-addressed outputs: records which path each output
+/// became, keyed by the derivation's hash modulo and the output name, so
+/// that later requests find it (CppNix `registerOutputs` with
+/// ca-derivations).
+fn register_realisations(store: &LocalStore, drv: &Derivation, outputs: &BTreeMap<String, StorePath>) -> Result<(), Failure> {
+    let mut hasher = store::derivation::DrvHasher::new(store.store_dir().clone(), |q: &StorePath| store.read_derivation(q));
+    let hashes = hasher.hash_modulo(drv, true).map_err(|e| Failure(BuildStatus::MiscFailure, e.to_string()))?.hashes;
+    for (name, path) in outputs {
+        let Some(hash) = hashes.get(name) else { continue };
+        let r = store::realisation::Realisation {
+            id: store::realisation::DrvOutput { drv_hash: *hash, output: name.clone() },
+            out_path: path.clone(),
+            signatures: BTreeSet::new(),
+            dependent_realisations: BTreeMap::new(),
+        };
+        store.register_realisation(&r)?;
+    }
+    Ok(())
 }
 
 /// The right platform and the required system features (CppNix
