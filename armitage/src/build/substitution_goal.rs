@@ -39,15 +39,34 @@ pub(super) async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: Stor
     }
     let Some(subs) = Builder::job_substituters(&job).cloned() else { return no_substituters() };
     let (s, p) = (subs.clone(), path.clone());
-    let found = match tokio::task::spawn_blocking(move || s.query(&p)).await {
-        Ok(Ok(Some(found))) => found,
-        Ok(Ok(None)) => return no_substituters(),
-        Ok(Err(e)) => return Outcome::failed(BuildStatus::TransientFailure, e.to_string()),
-        Err(e) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),
-    };
+    let queried = tokio::task::spawn_blocking(move || {
+        let mut notes = Vec::new();
+        let found = s.query_noting(&p, &mut notes);
+        (found, notes)
+    })
+    .await;
+    // The warnings go to this goal's requesters whatever the answer, before
+    // the goal ends: CppNix warns of a substitute it passes over (unsigned,
+    // for another path) on each attempt. (Taken from the shared queue only
+    // after an answer, they were lost when no cache had the path, or shown
+    // to whichever client asked next.)
     for w in subs.take_warnings() {
         ctx.emit(Event::Warning(w));
     }
+    let found = match queried {
+        Ok((found, notes)) => {
+            for n in notes {
+                ctx.emit(Event::Warning(n.to_string()));
+            }
+            found
+        }
+        Err(e) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),
+    };
+    let found = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return no_substituters(),
+        Err(e) => return Outcome::failed(BuildStatus::TransientFailure, e.to_string()),
+    };
 
     // References first.
     let refs: Vec<StorePath> = found.info.references.iter().filter(|r| **r != path).cloned().collect();

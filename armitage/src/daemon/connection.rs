@@ -93,6 +93,24 @@ pub struct Connection<R, W> {
     pub(super) socket_fd: Option<std::os::fd::RawFd>,
 }
 
+/// The options of a client that never sends SetOptions (ssh-ng, `nix
+/// copy --to ssh-ng://`): the daemon's own settings, as CppNix's daemon
+/// keeps its global settings until a client overrides them.
+fn default_options(daemon: &DaemonState) -> ClientOptions {
+    let s = daemon.builder.settings();
+    ClientOptions {
+        verbosity: 3,
+        use_substitutes: s.substitute,
+        max_build_jobs: u64::from(s.max_jobs),
+        build_cores: u64::from(s.cores),
+        max_silent_time: u64::try_from(s.max_silent_time).unwrap_or(0),
+        keep_failed: s.keep_failed,
+        keep_going: s.keep_going,
+        try_fallback: s.fallback,
+        ..Default::default()
+    }
+}
+
 impl<R, W> Connection<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -106,8 +124,8 @@ where
             trust,
             peer,
             store: Arc::new(daemon.store.session().reuse_staging()),
+            options: default_options(&daemon),
             daemon,
-            options: ClientOptions { verbosity: 3, use_substitutes: true, ..Default::default() },
             in_work: false,
             next_activity: (1u64 << 63) | (u64::from(std::process::id()) << 32),
             socket_fd: None,

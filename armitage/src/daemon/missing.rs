@@ -6,6 +6,7 @@
 
 use crate::substitute::Substituters;
 use std::collections::HashSet;
+use store::derivation::Derivation;
 use store::local::LocalStore;
 use store::store_path::StorePath;
 use store::worker_protocol::{DerivedPath, Missing};
@@ -14,7 +15,9 @@ pub fn query_missing(store: &LocalStore, subs: Option<&Substituters>, targets: &
     let mut missing = Missing::default();
     let mut done: HashSet<String> = HashSet::new();
     let mut todo: Vec<DerivedPath> = targets.to_vec();
-    let offered = |p: &StorePath| subs.and_then(|s| s.query(p).ok().flatten());
+    // Silent, as CppNix's `queryMissing`: the substitution warns if it
+    // passes a substitute over (queued warnings would reach another client).
+    let offered = |p: &StorePath| subs.and_then(|s| s.query_noting(p, &mut Vec::new()).ok().flatten());
     while let Some(target) = todo.pop() {
         if !done.insert(format!("{target:?}")) {
             continue;
@@ -58,7 +61,10 @@ pub fn query_missing(store: &LocalStore, subs: Option<&Substituters>, targets: &
                 if known && invalid.is_empty() {
                     continue;
                 }
-                if known {
+                let parsed = store.read_derivation(&drv)?;
+                // CppNix `queryMissing` looks for substitutes only when the
+                // derivation allows them (`allowSubstitutes`).
+                if known && substitutes_allowed(&parsed) {
                     let found: Vec<_> = invalid.iter().filter_map(offered).collect();
                     if found.len() == invalid.len() {
                         for f in found {
@@ -72,7 +78,6 @@ pub fn query_missing(store: &LocalStore, subs: Option<&Substituters>, targets: &
                         continue;
                     }
                 }
-                let parsed = store.read_derivation(&drv)?;
                 missing.will_build.insert(drv);
                 for (input, wanted) in parsed.input_drvs {
                     todo.push(DerivedPath::Built { drv: input, outputs: Some(wanted.outputs) });
@@ -84,4 +89,12 @@ pub fn query_missing(store: &LocalStore, subs: Option<&Substituters>, targets: &
         }
     }
     Ok(missing)
+}
+
+/// `allowSubstitutes` (default true), as the derivation goal reads it.
+fn substitutes_allowed(drv: &Derivation) -> bool {
+    if let Ok(Some(json)) = drv.structured_attrs() {
+        return json.get("allowSubstitutes").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    }
+    drv.env_var("allowSubstitutes").is_none_or(|v| v == b"1")
 }

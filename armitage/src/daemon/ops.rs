@@ -149,7 +149,10 @@ where
         }
         Request::QuerySubstitutablePathInfo(p) => {
             let job = c.daemon.builder.job(&c.options);
-            let found = crate::build::Builder::job_substituters(&job).and_then(|s| blocking(|| s.query(&p).ok().flatten()));
+            // Silent, as CppNix's `querySubstitutablePathInfos` (queued
+            // warnings would reach another client).
+            let found = crate::build::Builder::job_substituters(&job)
+                .and_then(|s| blocking(|| s.query_noting(&p, &mut Vec::new()).ok().flatten()));
             c.last().await?;
             match found {
                 Some(f) => {
@@ -164,7 +167,7 @@ where
             let mut found = Vec::new();
             if let Some(subs) = crate::build::Builder::job_substituters(&job) {
                 for p in paths.keys() {
-                    if let Some(f) = blocking(|| subs.query(p).ok().flatten()) {
+                    if let Some(f) = blocking(|| subs.query_noting(p, &mut Vec::new()).ok().flatten()) {
                         found.push(f.info);
                     }
                 }

@@ -276,25 +276,57 @@ impl Substituters {
     /// A cache that fails to answer is an error unless a later one has the
     /// path (then it is a warning), as CppNix without `fallback`.
     pub fn query(&self, path: &StorePath) -> Result<Option<Substitutable>, SubstituteError> {
-        let mut failure = None;
-        for (cache, _) in self.usable() {
-            match self.query_one(cache, path) {
-                Ok(Some(found)) => return Ok(Some(found)),
-                Ok(None) => {}
-                Err(e) => {
-                    self.warn(&e);
-                    failure.get_or_insert(e);
-                }
-            }
+        let mut notes = Vec::new();
+        let result = self.query_noting(path, &mut notes);
+        for n in &notes {
+            self.warn(n);
         }
-        failure.map_or(Ok(None), Err)
+        result
     }
 
-    fn query_one(&self, cache: &BinaryCache, path: &StorePath) -> Result<Option<Substitutable>, SubstituteError> {
+    /// [`Self::query`], handing what it would warn about `path` (substitutes
+    /// passed over, caches that failed to answer) to the caller in `notes`
+    /// instead of queueing it for [`Self::take_warnings`]: a substitution
+    /// warns its own requester each time, as CppNix's
+    /// `PathSubstitutionGoal` does, and queries that CppNix makes silently
+    /// (`queryMissing`, `querySubstitutablePathInfos`) can drop them rather
+    /// than leave them for another client to see.
+    pub fn query_noting(
+        &self,
+        path: &StorePath,
+        notes: &mut Vec<SubstituteError>,
+    ) -> Result<Option<Substitutable>, SubstituteError> {
+        let mut failures = Vec::new();
+        for (cache, _) in self.usable() {
+            match self.query_one(cache, path, notes) {
+                Ok(Some(found)) => {
+                    notes.extend(failures);
+                    return Ok(Some(found));
+                }
+                Ok(None) => {}
+                Err(e) => failures.push(e),
+            }
+        }
+        let mut failures = failures.into_iter();
+        match failures.next() {
+            Some(first) => {
+                notes.extend(failures);
+                Err(first)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn query_one(
+        &self,
+        cache: &BinaryCache,
+        path: &StorePath,
+        notes: &mut Vec<SubstituteError>,
+    ) -> Result<Option<Substitutable>, SubstituteError> {
         let dir = &self.config.store_dir;
         let Some(info) = cache.narinfo(&self.client, dir, path, self.ttls())? else { return Ok(None) };
         if info.path != *path {
-            self.warn(&SubstituteError::WrongPath {
+            notes.push(SubstituteError::WrongPath {
                 cache: cache.url.clone(),
                 wanted: dir.display(path),
                 got: dir.display(&info.path),
@@ -302,7 +334,7 @@ impl Substituters {
             return Ok(None);
         }
         if !self.is_acceptable(cache, &info) {
-            self.warn(&SubstituteError::NotSigned { path: dir.display(path), cache: cache.url.clone() });
+            notes.push(SubstituteError::NotSigned { path: dir.display(path), cache: cache.url.clone() });
             return Ok(None);
         }
         Ok(Some(Substitutable { info: (*info).clone(), cache: cache.url.clone() }))
