@@ -199,8 +199,10 @@ async fn finish(
     ctx.emit(Event::BuildPlanned(drv_path.clone()));
     let input_mode = if mode == BuildModeKey::Repair { BuildModeKey::Repair } else { BuildModeKey::Normal };
     let mut goals = Vec::new();
-    for input in drv.input_drvs.keys() {
-        goals.push(b.derivation(job, input.clone(), input_mode));
+    for (input, wanted) in &drv.input_drvs {
+        let g = b.derivation(job, input.clone(), input_mode);
+        g.want(Some(&wanted.outputs));
+        goals.push(g);
     }
     let srcs: Vec<StorePath> = drv.input_srcs.iter().cloned().collect();
     let missing_srcs = blocking(&store, move |s| {

@@ -124,6 +124,13 @@ impl Observer {
 }
 
 /// A running (or finished) goal. Dropping the last `Arc` cancels it.
+///
+/// Its body starts only once someone watches it ([`Goal::observe`], a
+/// parent in [`wait_inputs`], or [`Goal::outcome`]): started at once, a
+/// goal could report (`BuildPlanned`, `BuildStarted`) before whoever
+/// asked for it was listening, and those events were lost (seen as builds
+/// missing from a client's progress when the machine was busy). Those
+/// joining a goal that already runs get its current state replayed.
 pub struct Goal {
     pub key: GoalKey,
     pub cancel: Arc<AtomicBool>,
@@ -131,6 +138,16 @@ pub struct Goal {
     observers: Mutex<Vec<Arc<Observer>>>,
     parents: Mutex<Vec<Weak<Goal>>>,
     abort: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Opened (once) when someone watches; the body waits for it.
+    gate: Arc<tokio::sync::Notify>,
+    opened: AtomicBool,
+    /// The goal's own build as last reported (`BuildPlanned` or
+    /// `BuildStarted`, none once abandoned or finished), for replay. Its
+    /// lock also orders reports against watchers joining.
+    state: Mutex<Option<Event>>,
+    /// The outputs its first requester wanted (`None`: all), which CppNix
+    /// names the goal by (`building of '<drv>!out' from .drv file`).
+    wanted: Mutex<Option<Option<std::collections::BTreeSet<String>>>>,
 }
 
 impl Drop for Goal {
@@ -145,6 +162,7 @@ impl Drop for Goal {
 impl Goal {
     /// Waits for the outcome.
     pub async fn outcome(&self) -> Arc<Outcome> {
+        self.open();
         let mut rx = self.result.clone();
         loop {
             if let Some(o) = rx.borrow().clone() {
@@ -157,16 +175,72 @@ impl Goal {
         }
     }
 
-    pub fn observe(&self, o: &Arc<Observer>) {
-        let mut obs = self.observers.lock().unwrap_or_else(|e| e.into_inner());
-        if !obs.iter().any(|x| x.id == o.id) {
-            obs.push(o.clone());
+    /// Records the outputs wanted of a derivation goal, unless its first
+    /// requester already did (CppNix names a goal once, when it is made).
+    pub fn want(&self, outputs: Option<&std::collections::BTreeSet<String>>) {
+        let mut w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if w.is_none() {
+            *w = Some(outputs.cloned());
         }
+    }
+
+    /// The wanted outputs as CppNix's `DerivedPath::Built` prints them
+    /// (`out`, `dev,out`, `*` for all); `None` when never recorded.
+    pub fn wanted_text(&self) -> Option<String> {
+        let w = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        w.as_ref().map(|o| match o {
+            Some(names) if !names.is_empty() => names.iter().cloned().collect::<Vec<_>>().join(","),
+            _ => "*".to_owned(),
+        })
+    }
+
+    fn open(&self) {
+        if !self.opened.swap(true, Ordering::SeqCst) {
+            // Stores a permit if the body is not waiting yet.
+            self.gate.notify_one();
+        }
+    }
+
+    pub fn observe(&self, o: &Arc<Observer>) {
+        {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut obs = self.observers.lock().unwrap_or_else(|e| e.into_inner());
+            if !obs.iter().any(|x| x.id == o.id) {
+                obs.push(o.clone());
+                if let Some(ev) = state.as_ref() {
+                    let _ = o.tx.send(ev.clone());
+                }
+            }
+        }
+        self.open();
+    }
+
+    /// Makes `parent` wait for this goal: this goal's events reach the
+    /// parent's watchers from now on (its current state at once).
+    fn add_parent(&self, parent: &Weak<Goal>) {
+        {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            self.parents.lock().unwrap_or_else(|e| e.into_inner()).push(parent.clone());
+            if let (Some(ev), Some(p)) = (state.as_ref(), parent.upgrade()) {
+                p.send_up(ev.clone());
+            }
+        }
+        self.open();
     }
 
     /// Sends `event` to this goal's observers and, through its parents, to
     /// everyone waiting on it indirectly (each observer once).
     pub fn emit(&self, event: Event) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &event {
+            Event::BuildPlanned(_) | Event::BuildStarted(_) => *state = Some(event.clone()),
+            Event::BuildAbandoned(_) | Event::BuildFinished { .. } => *state = None,
+            _ => {}
+        }
+        self.send_up(event);
+    }
+
+    fn send_up(&self, event: Event) {
         let mut seen_obs: HashSet<u64> = HashSet::new();
         let mut send = |obs: &Mutex<Vec<Arc<Observer>>>| {
             let mut list = obs.lock().unwrap_or_else(|e| e.into_inner());
@@ -232,16 +306,27 @@ impl Goals {
             observers: Mutex::new(Vec::new()),
             parents: Mutex::new(Vec::new()),
             abort: Mutex::new(None),
+            gate: Arc::new(tokio::sync::Notify::new()),
+            opened: AtomicBool::new(false),
+            state: Mutex::new(None),
+            wanted: Mutex::new(None),
         });
+        let is_substitution = matches!(key, GoalKey::Substitution(..));
         let me = Arc::downgrade(&goal);
         let ctx = GoalCtx { me: me.clone(), cancel: goal.cancel.clone() };
         let fut = body(ctx);
+        let gate = goal.gate.clone();
         let handle = tokio::spawn(async move {
+            gate.notified().await;
             let outcome = fut.await;
             // CppNix logs the error of a failed goal that other goals wait
             // for (the requester of a top-level goal gets it as the result).
+            // A path no cache has is not an error of its own (CppNix logs
+            // it at debug level): whoever needed it reports the failure.
+            let unavailable = is_substitution && matches!(outcome.status, BuildStatus::NoSubstituters | BuildStatus::DependencyFailed);
             if let (Some(e), Some(g)) = (&outcome.error, me.upgrade())
                 && !outcome.success()
+                && !unavailable
             {
                 let waited_for = g.parents.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|p| p.strong_count() > 0);
                 if waited_for {
@@ -260,7 +345,7 @@ impl Goals {
 /// (dropping the rest). Returns the number that failed and the first error.
 pub async fn wait_inputs(parent: &Weak<Goal>, inputs: Vec<Arc<Goal>>, keep_going: bool) -> (usize, Vec<(Arc<Goal>, Arc<Outcome>)>) {
     for i in &inputs {
-        i.parents.lock().unwrap_or_else(|e| e.into_inner()).push(parent.clone());
+        i.add_parent(parent);
     }
     use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut pending: FuturesUnordered<_> = inputs

@@ -229,7 +229,10 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
         kill_user(u.uid);
     }
     let stop_time = now();
-    let what = format!("building of '{full}!{}' from .drv file", p.drv.outputs.keys().cloned().collect::<Vec<_>>().join(","));
+    // CppNix names the goal by the outputs its first requester wanted.
+    let wanted = p.ctx.me.upgrade().and_then(|g| g.wanted_text());
+    let wanted = wanted.unwrap_or_else(|| p.drv.outputs.keys().cloned().collect::<Vec<_>>().join(","));
+    let what = format!("building of '{full}!{wanted}' from .drv file");
     let failure = match result {
         Err(e) => Some(Failure(BuildStatus::MiscFailure, e)),
         Ok(RunOutcome::Cancelled) => Some(Failure(BuildStatus::MiscFailure, format!("{what} was interrupted"))),
@@ -277,6 +280,7 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
         inputs: &p.inputs,
         build_uid: user.as_ref().map(|u| u.uid),
         check: p.mode == BuildModeKey::Check,
+        keep_check: settings.keep_failed,
         repair: p.mode == BuildModeKey::Repair,
         secret_keys: &p.b.secret_keys,
     });
@@ -481,6 +485,12 @@ fn prepare_sandbox(p: &LocalParams, root: &Path, tmp_dir: &Path, user: Option<&B
     let store = &*p.store;
     let settings = &p.job.settings;
     let mut binds: Vec<BindMount> = settings.sandbox_paths.iter().filter_map(|e| BindMount::parse(e)).collect();
+    // CppNix's minimal /dev has /dev/kvm when 'kvm' is a system feature
+    // (builders needing it ask for the feature; without /dev/kvm they fail).
+    let own_dev = binds.iter().any(|b| b.target.trim_end_matches('/') == "/dev");
+    if !own_dev && settings.system_features.contains("kvm") && Path::new("/dev/kvm").exists() {
+        binds.push(BindMount { target: "/dev/kvm".into(), source: PathBuf::from("/dev/kvm"), optional: true });
+    }
     binds.push(BindMount { target: sandbox::BUILD_DIR_IN_SANDBOX.into(), source: tmp_dir.to_owned(), optional: false });
     if drv_type.is_fixed() || drv_type.is_impure() {
         for f in ["/etc/resolv.conf", "/etc/services", "/etc/hosts"] {

@@ -56,6 +56,9 @@ pub struct RegisterParams<'a> {
     pub inputs: &'a BTreeSet<StorePath>,
     pub build_uid: Option<u32>,
     pub check: bool,
+    /// A check that finds a difference keeps the new output beside the
+    /// valid one as `<path>.check` (CppNix does with `keep-failed`).
+    pub keep_check: bool,
     pub repair: bool,
     pub secret_keys: &'a [SecretKey],
 }
@@ -143,9 +146,26 @@ pub fn register(p: &RegisterParams) -> Result<BTreeMap<String, StorePath>, Outpu
         if p.check {
             match store.query_path_info(&final_path)? {
                 Some(old) if old.nar_hash != info.nar_hash => {
+                    let real = store.real_path(&final_path);
+                    if p.keep_check {
+                        let mut dst = real.clone().into_os_string();
+                        dst.push(".check");
+                        let dst = PathBuf::from(dst);
+                        if std::fs::symlink_metadata(&dst).is_ok() {
+                            store.delete_tree(&dst)?;
+                        }
+                        std::fs::rename(&s.location, &dst).map_err(|e| {
+                            OutputError::Other(format!("moving '{}' to '{}': {e}", s.location.display(), dst.display()))
+                        })?;
+                        return Err(OutputError::NotDeterministic(format!(
+                            "derivation '{drv_full}' may not be deterministic: output '{}' differs from '{}'",
+                            real.display(),
+                            dst.display()
+                        )));
+                    }
                     return Err(OutputError::NotDeterministic(format!(
                         "derivation '{drv_full}' may not be deterministic: output '{}' differs",
-                        store.display(&final_path)
+                        real.display()
                     )));
                 }
                 _ => {}

@@ -94,6 +94,13 @@ where
         c.log(StderrMessage::Result { id: acts.realise, kind: ResultType::SetExpected, fields: vec![Field::Int(kind as u64), Field::Int(0)] })
             .await?;
     }
+    // CppNix's worker starts by asking `queryMissing` about the targets,
+    // whose (debug-level) activity clients see; the goals here look for
+    // substitutes themselves, so only the activity is sent, for the same
+    // sequence of activities.
+    let query = c.new_activity_id();
+    c.log(start(query, Verbosity::Debug, ActivityType::Unknown, "querying info about missing paths".into(), vec![])).await?;
+    c.log(StderrMessage::StopActivity { id: query }).await?;
 
     // Goals, or outcomes known at once.
     let mut slots: Vec<Result<Arc<Goal>, Arc<Outcome>>> = Vec::new();
@@ -111,8 +118,17 @@ where
                     Ok(builder.substitution(&job, p, mode == BuildModeKey::Repair))
                 }
             }
-            Target::Path(DerivedPath::Built { drv, .. }) => Ok(builder.derivation(&job, drv, mode)),
-            Target::Given(path, drv) => Ok(builder.derivation_given(&job, path, *drv, mode)),
+            Target::Path(DerivedPath::Built { drv, outputs }) => {
+                let g = builder.derivation(&job, drv, mode);
+                g.want(outputs.as_ref());
+                Ok(g)
+            }
+            // CppNix's BuildDerivation wants all outputs.
+            Target::Given(path, drv) => {
+                let g = builder.derivation_given(&job, path, *drv, mode);
+                g.want(None);
+                Ok(g)
+            }
         };
         if let Ok(g) = &slot {
             g.observe(&observer);
@@ -217,6 +233,9 @@ where
                 acts.builds_n.expected -= 1;
             }
         }
+        // Goals replay their state to watchers that join late, so a build
+        // may be reported started twice.
+        Event::BuildStarted(drv) if acts.build_acts.contains_key(&drv) => {}
         Event::BuildStarted(drv) => {
             if !acts.planned.contains(&drv) {
                 acts.planned.insert(drv.clone());
@@ -245,6 +264,8 @@ where
                     acts.builds_n.expected = acts.builds_n.expected.saturating_sub(1);
                 }
                 acts.planned.remove(&drv);
+                // CppNix updates the progress before the build's activity ends.
+                send_progress(c, acts).await?;
                 c.log(StderrMessage::StopActivity { id }).await?;
             }
         }
@@ -290,7 +311,7 @@ where
                 c.log(StderrMessage::StopActivity { id: sub }).await?;
             }
         }
-        Event::Error(msg) => c.log(StderrMessage::Next(format!("error: {msg}\n"))).await?,
+        Event::Error(msg) => c.log(StderrMessage::Next(format!("error: {}\n", indent_error(&msg)))).await?,
         Event::Warning(msg) => c.warn(&msg).await?,
         Event::Note(line) => c.log(StderrMessage::Next(format!("{line}\n"))).await?,
         Event::HookStarted(drv) => {
@@ -314,9 +335,18 @@ where
     send_progress(c, acts).await
 }
 
+/// A multi-line error message as CppNix logs it (`showErrorInfo`): the
+/// lines after the first indented to line up after `error: `. (Stock
+/// clients print logged errors as they come.)
+pub fn indent_error(msg: &str) -> String {
+    msg.trim_end().replace('\n', "\n       ")
+}
+
 /// CppNix `Store::buildPaths`' verdict over the outcomes: nothing when all
 /// succeeded; the one error when one target failed with an error; else
-/// "build of ... failed" (the other errors logged first).
+/// "build of ... failed" (the other errors logged first). The errors to log
+/// come indented for `error: ` ([`indent_error`]); the final one is the
+/// client's to format.
 pub fn build_paths_error(dir: &store::store_path::StoreDir, targets: &[DerivedPath], outcomes: &[Arc<Outcome>]) -> (Vec<String>, Option<String>) {
     let mut order: Vec<(usize, String, String)> = targets
         .iter()
@@ -345,7 +375,7 @@ pub fn build_paths_error(dir: &store::store_path::StoreDir, targets: &[DerivedPa
         }
         if let Some(e) = &o.error {
             if ex.is_some() {
-                logged.push(e.clone());
+                logged.push(indent_error(e));
             } else {
                 ex = Some(e.clone());
             }
@@ -360,7 +390,7 @@ pub fn build_paths_error(dir: &store::store_path::StoreDir, targets: &[DerivedPa
         return (logged, Some(e));
     }
     if let Some(e) = ex {
-        logged.push(e);
+        logged.push(indent_error(&e));
     }
     let shown: Vec<String> = failed.into_iter().map(|p| format!("'{p}'")).collect();
     (logged, Some(format!("build of {} failed", shown.join(", "))))
