@@ -26,6 +26,9 @@ pub fn run(env: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
     let url = attr("url")?;
     let unpack = get("unpack").as_deref() == Some("1");
     let executable = get("executable").as_deref() == Some("1");
+    // CppNix reads it (to try `hashed-mirrors` for flat hashes) before
+    // fetching, so a fetchurl that is not fixed-output fails here.
+    attr("outputHashMode")?;
     fetch(&url, Path::new(&out), unpack, executable)
 }
 

@@ -348,18 +348,8 @@ pub fn indent_error(msg: &str) -> String {
 /// come indented for `error: ` ([`indent_error`]); the final one is the
 /// client's to format.
 pub fn build_paths_error(dir: &store::store_path::StoreDir, targets: &[DerivedPath], outcomes: &[Arc<Outcome>]) -> (Vec<String>, Option<String>) {
-    let mut order: Vec<(usize, String, String)> = targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let p = match t {
-                DerivedPath::Opaque(p) => p,
-                DerivedPath::Built { drv, .. } => drv,
-            };
-            let kind = if matches!(t, DerivedPath::Opaque(_)) { "a" } else { "b" };
-            (i, format!("{kind}${}${}", p.name(), dir.display(p)), dir.display(p))
-        })
-        .collect();
+    let mut order: Vec<(usize, String, String)> =
+        targets.iter().enumerate().map(|(i, t)| (i, goal_order_key(dir, t), dir.display(target_path(t)))).collect();
     order.sort_by(|a, b| a.1.cmp(&b.1));
     let mut failed: BTreeSet<String> = BTreeSet::new();
     let mut ex: Option<String> = None;
@@ -445,4 +435,19 @@ pub fn exit_status(outcomes: &[Arc<Outcome>]) -> u64 {
         }
     }
     if mask == 0 { 1 } else { mask | 0x60 }
+}
+
+fn target_path(t: &DerivedPath) -> &StorePath {
+    match t {
+        DerivedPath::Opaque(p) => p,
+        DerivedPath::Built { drv, .. } => drv,
+    }
+}
+
+/// Where CppNix's worker keeps a target's goal in its ordered goal set
+/// (`Goal::key`: substitutions `a$name$path`, derivations `b$name$path`).
+pub fn goal_order_key(dir: &store::store_path::StoreDir, t: &DerivedPath) -> String {
+    let p = target_path(t);
+    let kind = if matches!(t, DerivedPath::Opaque(_)) { "a" } else { "b" };
+    format!("{kind}${}${}", p.name(), dir.display(p))
 }
