@@ -29,16 +29,17 @@ pub(super) async fn run(
     }
 }
 
-/// Runs `f` on a blocking thread with the goal's store.
+/// Runs `f` with the goal's store, on the worker thread itself: these are
+/// lookups of a few rows on a pooled read connection (WAL readers do not
+/// wait for the writer) and small file reads. A blocking thread each cost
+/// more than the work, and with every goal of a large graph starting at
+/// once, hundreds of threads (bench/build.sh). Builds themselves run on
+/// blocking threads.
 async fn blocking<T: Send + 'static>(
     store: &Arc<LocalStore>,
     f: impl FnOnce(&LocalStore) -> store::local::Result<T> + Send + 'static,
 ) -> Result<T, String> {
-    let store = store.clone();
-    match tokio::task::spawn_blocking(move || f(&store)).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("internal error: {e}")),
-    }
+    f(store).map_err(|e| e.to_string())
 }
 
 /// Output name → path, when every output has a valid path.
@@ -56,7 +57,7 @@ fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> s
 }
 
 /// `allowSubstitutes` (default true; CppNix `substitutesAllowed`).
-fn substitutes_allowed(drv: &Derivation) -> bool {
+pub(crate) fn substitutes_allowed(drv: &Derivation) -> bool {
     if let Ok(Some(json)) = drv.structured_attrs() {
         return json.get("allowSubstitutes").and_then(serde_json::Value::as_bool).unwrap_or(true);
     }

@@ -24,6 +24,7 @@ mod local;
 mod post_build_hook;
 mod substitution_goal;
 
+pub(crate) use derivation_goal::substitutes_allowed;
 pub use goal::{BuildModeKey, Event, Goal, GoalKey, Observer, Outcome};
 
 use crate::substitute::{SubstituterConfig, Substituters};
@@ -47,6 +48,8 @@ pub struct Builder {
     goals: goal::Goals,
     /// `max-jobs` slots for local builds, over all clients.
     slots: Arc<Semaphore>,
+    /// Narinfo queries and downloads in progress (`http-connections`).
+    fetch_slots: Arc<Semaphore>,
     /// This executable, started as `__build-child` for each build.
     exe: PathBuf,
     secret_keys: Vec<SecretKey>,
@@ -91,6 +94,10 @@ impl Builder {
             settings: settings.clone(),
             goals: goal::Goals::default(),
             slots: Arc::new(Semaphore::new(settings.max_jobs as usize)),
+            fetch_slots: Arc::new(Semaphore::new(match settings.http_connections {
+                0 => 25,
+                n => usize::try_from(n).unwrap_or(25),
+            })),
             exe,
             secret_keys,
             public_keys,

@@ -12,17 +12,14 @@ use store::worker_protocol::BuildStatus;
 pub(super) async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: StorePath, repair: bool) -> Outcome {
     let store = Arc::new(b.store.session());
     let full = store.display(&path);
-    let st = store.clone();
-    let p = path.clone();
-    let valid = tokio::task::spawn_blocking(move || st.add_temp_root(&p).and_then(|()| st.is_valid(&p))).await;
-    match valid {
-        Ok(Ok(true)) if !repair => {
+    // A quick lookup: on the worker thread (see derivation_goal's `blocking`).
+    match store.add_temp_root(&path).and_then(|()| store.is_valid(&path)) {
+        Ok(true) if !repair => {
             let mut o = Outcome::new(BuildStatus::AlreadyValid);
             o.outputs.insert("out".into(), path);
             return o;
         }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),
+        Ok(_) => {}
         Err(e) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),
     }
     let no_substituters = || {
@@ -39,7 +36,13 @@ pub(super) async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: Stor
     }
     let Some(subs) = Builder::job_substituters(&job).cloned() else { return no_substituters() };
     let (s, p) = (subs.clone(), path.clone());
+    // HTTP work holds a blocking thread: at most `http-connections` goals
+    // do it at once, the others wait here without a thread.
+    let Ok(slot) = b.fetch_slots.clone().acquire_owned().await else {
+        return Outcome::failed(BuildStatus::MiscFailure, "the daemon is shutting down");
+    };
     let queried = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut notes = Vec::new();
         let found = s.query_noting(&p, &mut notes);
         (found, notes)
@@ -85,7 +88,11 @@ pub(super) async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: Stor
     ctx.emit(Event::SubstituteStarted { path: path.clone(), cache: found.cache.clone() });
     let (st, ctx2, p) = (store.clone(), ctx.clone(), path.clone());
     let cancel = ctx.cancel.clone();
+    let Ok(slot) = b.fetch_slots.clone().acquire_owned().await else {
+        return Outcome::failed(BuildStatus::MiscFailure, "the daemon is shutting down");
+    };
     let fetched = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut progress = |done: u64, expected: u64| {
             if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 return;

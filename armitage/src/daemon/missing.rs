@@ -3,98 +3,127 @@
 //! "will substitute" (with their download and unpacked sizes and their own
 //! missing references), derivations whose outputs no cache has to "will
 //! build" (and their inputs are looked at in turn), the rest to "unknown".
+//!
+//! The walk goes level by level and asks the caches about a whole level at
+//! once (`http-connections` in parallel): one narinfo round trip after
+//! another made a 300-path closure cost 300 round trips (bench/build.sh).
 
-use crate::substitute::Substituters;
-use std::collections::HashSet;
+use crate::substitute::{Substitutable, Substituters, parallel_map};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use store::derivation::Derivation;
 use store::local::LocalStore;
 use store::store_path::StorePath;
 use store::worker_protocol::{DerivedPath, Missing};
 
+/// A derivation whose outputs might all be substituted.
+struct Candidate {
+    drv: StorePath,
+    parsed: Derivation,
+    invalid: Vec<StorePath>,
+}
+
 pub fn query_missing(store: &LocalStore, subs: Option<&Substituters>, targets: &[DerivedPath]) -> store::local::Result<Missing> {
     let mut missing = Missing::default();
     let mut done: HashSet<String> = HashSet::new();
     let mut todo: Vec<DerivedPath> = targets.to_vec();
-    // Silent, as CppNix's `queryMissing`: the substitution warns if it
-    // passes a substitute over (queued warnings would reach another client).
-    let offered = |p: &StorePath| subs.and_then(|s| s.query_noting(p, &mut Vec::new()).ok().flatten());
-    while let Some(target) = todo.pop() {
-        if !done.insert(format!("{target:?}")) {
-            continue;
-        }
-        match target {
-            DerivedPath::Opaque(p) => {
-                if store.is_valid(&p)? {
-                    continue;
-                }
-                match offered(&p) {
-                    Some(found) => {
-                        missing.download_size += found.info.file_size.unwrap_or(0);
-                        missing.nar_size += found.info.nar_size;
-                        for r in found.info.references.iter().filter(|r| **r != p) {
-                            todo.push(DerivedPath::Opaque(r.clone()));
-                        }
-                        missing.will_substitute.insert(p);
+    while !todo.is_empty() {
+        let mut opaque: Vec<StorePath> = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for target in std::mem::take(&mut todo) {
+            if !done.insert(format!("{target:?}")) {
+                continue;
+            }
+            match target {
+                DerivedPath::Opaque(p) => {
+                    if !store.is_valid(&p)? {
+                        opaque.push(p);
                     }
-                    None => {
-                        missing.unknown.insert(p);
+                }
+                DerivedPath::Built { drv, outputs } => {
+                    if !store.is_valid(&drv)? {
+                        missing.unknown.insert(drv);
+                        continue;
+                    }
+                    let mut known = true;
+                    let mut invalid = Vec::new();
+                    for (name, path) in store.derivation_output_map(&drv)? {
+                        if outputs.as_ref().is_some_and(|o| !o.contains(&name)) {
+                            continue;
+                        }
+                        match path {
+                            Some(path) if store.is_valid(&path)? => {}
+                            Some(path) => invalid.push(path),
+                            None => known = false,
+                        }
+                    }
+                    if known && invalid.is_empty() {
+                        continue;
+                    }
+                    let parsed = store.read_derivation(&drv)?;
+                    // CppNix `queryMissing` looks for substitutes only when the
+                    // derivation allows them (`allowSubstitutes`).
+                    if known && subs.is_some() && crate::build::substitutes_allowed(&parsed) {
+                        candidates.push(Candidate { drv, parsed, invalid });
+                    } else {
+                        will_build(&mut missing, &mut todo, drv, parsed);
                     }
                 }
             }
-            DerivedPath::Built { drv, outputs } => {
-                if !store.is_valid(&drv)? {
-                    missing.unknown.insert(drv);
-                    continue;
+        }
+
+        // One round of questions for the whole level.
+        let mut asked: Vec<StorePath> = opaque.clone();
+        asked.extend(candidates.iter().flat_map(|c| c.invalid.iter().cloned()));
+        let asked: Vec<StorePath> = asked.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let answers: HashMap<StorePath, Substitutable> = match subs {
+            Some(s) if !asked.is_empty() => {
+                // Silent, as CppNix's `queryMissing`: the substitution warns
+                // if it passes a substitute over.
+                let found = parallel_map(&asked, s.jobs(), |p| s.query_noting(p, &mut Vec::new()).ok().flatten());
+                asked.iter().cloned().zip(found).filter_map(|(p, f)| f.map(|f| (p, f))).collect()
+            }
+            _ => HashMap::new(),
+        };
+
+        for p in opaque {
+            match answers.get(&p) {
+                Some(found) => will_substitute(&mut missing, &mut todo, found),
+                None => {
+                    missing.unknown.insert(p);
                 }
-                let mut known = true;
-                let mut invalid = Vec::new();
-                for (name, path) in store.derivation_output_map(&drv)? {
-                    if outputs.as_ref().is_some_and(|o| !o.contains(&name)) {
-                        continue;
-                    }
-                    match path {
-                        Some(path) if store.is_valid(&path)? => {}
-                        Some(path) => invalid.push(path),
-                        None => known = false,
-                    }
+            }
+        }
+        for c in candidates {
+            if c.invalid.iter().all(|p| answers.contains_key(p)) {
+                for p in &c.invalid {
+                    will_substitute(&mut missing, &mut todo, &answers[p]);
                 }
-                if known && invalid.is_empty() {
-                    continue;
-                }
-                let parsed = store.read_derivation(&drv)?;
-                // CppNix `queryMissing` looks for substitutes only when the
-                // derivation allows them (`allowSubstitutes`).
-                if known && substitutes_allowed(&parsed) {
-                    let found: Vec<_> = invalid.iter().filter_map(offered).collect();
-                    if found.len() == invalid.len() {
-                        for f in found {
-                            missing.download_size += f.info.file_size.unwrap_or(0);
-                            missing.nar_size += f.info.nar_size;
-                            for r in f.info.references.iter().filter(|r| **r != f.info.path) {
-                                todo.push(DerivedPath::Opaque(r.clone()));
-                            }
-                            missing.will_substitute.insert(f.info.path);
-                        }
-                        continue;
-                    }
-                }
-                missing.will_build.insert(drv);
-                for (input, wanted) in parsed.input_drvs {
-                    todo.push(DerivedPath::Built { drv: input, outputs: Some(wanted.outputs) });
-                }
-                for src in parsed.input_srcs {
-                    todo.push(DerivedPath::Opaque(src));
-                }
+            } else {
+                will_build(&mut missing, &mut todo, c.drv, c.parsed);
             }
         }
     }
     Ok(missing)
 }
 
-/// `allowSubstitutes` (default true), as the derivation goal reads it.
-fn substitutes_allowed(drv: &Derivation) -> bool {
-    if let Ok(Some(json)) = drv.structured_attrs() {
-        return json.get("allowSubstitutes").and_then(serde_json::Value::as_bool).unwrap_or(true);
+fn will_substitute(missing: &mut Missing, todo: &mut Vec<DerivedPath>, found: &Substitutable) {
+    let info = &found.info;
+    if !missing.will_substitute.insert(info.path.clone()) {
+        return;
     }
-    drv.env_var("allowSubstitutes").is_none_or(|v| v == b"1")
+    missing.download_size += info.file_size.unwrap_or(0);
+    missing.nar_size += info.nar_size;
+    for r in info.references.iter().filter(|r| **r != info.path) {
+        todo.push(DerivedPath::Opaque(r.clone()));
+    }
+}
+
+fn will_build(missing: &mut Missing, todo: &mut Vec<DerivedPath>, drv: StorePath, parsed: Derivation) {
+    missing.will_build.insert(drv);
+    for (input, wanted) in parsed.input_drvs {
+        todo.push(DerivedPath::Built { drv: input, outputs: Some(wanted.outputs) });
+    }
+    for src in parsed.input_srcs {
+        todo.push(DerivedPath::Opaque(src));
+    }
 }

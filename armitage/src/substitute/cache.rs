@@ -46,7 +46,8 @@ pub struct BinaryCache {
 }
 
 enum Location {
-    Http(String),
+    /// Files are fetched by URL (the cache's `url`).
+    Http,
     File(PathBuf),
 }
 
@@ -95,7 +96,7 @@ impl BinaryCache {
         let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
         let base = base.trim_end_matches('/');
         let location = if base.starts_with("http://") || base.starts_with("https://") {
-            Location::Http(base.to_owned())
+            Location::Http
         } else if let Some(dir) = file::url_to_path(base) {
             if !dir.is_absolute() {
                 return Err(SubstituteError::UnsupportedStore {
@@ -180,7 +181,7 @@ impl BinaryCache {
         let file = match self.read_small(client, "nix-cache-info")? {
             Some(text) => self.parse_info_file(&text)?,
             None => match &self.location {
-                Location::Http(_) => return Err(SubstituteError::NotACache(self.url.clone())),
+                Location::Http => return Err(SubstituteError::NotACache(self.url.clone())),
                 // CppNix would create it with our store dir; reading only, we take
                 // an existing directory without one as meant for our store.
                 Location::File(dir) if dir.is_dir() => InfoFile::default(),
@@ -240,14 +241,6 @@ impl BinaryCache {
         Ok(info)
     }
 
-    /// Forgets every lookup remembered for this cache.
-    pub fn forget(&self) {
-        let mut memory = memory();
-        memory.info_files.remove(&self.url);
-        memory.narinfos.retain(|(url, _, _), _| *url != self.url);
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Unknown;
-    }
-
     /// Where a file of the cache is: `rel` relative to the cache, or (for
     /// HTTP caches) an absolute `http(s)://` URL, as CppNix's `makeRequest`.
     pub fn file_url(&self, rel: &str) -> String {
@@ -260,7 +253,7 @@ impl BinaryCache {
     /// Opens a file of the cache for streaming; `None` if it is not there.
     pub fn open(&self, client: &Client, rel: &str) -> Result<Option<Box<dyn Read + Send>>, SubstituteError> {
         match &self.location {
-            Location::Http(_) => {
+            Location::Http => {
                 let url = self.file_url(rel);
                 if !url.starts_with("http://") && !url.starts_with("https://") {
                     return Err(SubstituteError::BadFileName { url: self.url.clone(), name: rel.to_owned() });

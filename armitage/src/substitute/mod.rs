@@ -420,7 +420,7 @@ impl Substituters {
     }
 
     /// Threads for parallel lookups and fetches.
-    fn jobs(&self) -> usize {
+    pub(crate) fn jobs(&self) -> usize {
         match self.config.http_connections {
             0 => 25,
             n => n,
@@ -429,7 +429,7 @@ impl Substituters {
 }
 
 /// `f` over `items` on up to `jobs` threads; results in `items`' order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     if items.len() <= 1 || jobs <= 1 {
         return items.iter().map(f).collect();
     }
