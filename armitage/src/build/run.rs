@@ -197,6 +197,14 @@ fn start_direct(p: &RunParams) -> Result<Running, String> {
         .stdout(Stdio::from(slave))
         .stderr(Stdio::from(slave2));
     let (uid, gid) = (spec.uid, spec.gid);
+    if uid.is_none() && gid.is_none() {
+        // Nobody to become: a process group of its own is all (the daemon
+        // kills the build by it), which lets std use posix_spawn instead of
+        // forking the whole multi-threaded daemon.
+        cmd.process_group(0);
+        let child = cmd.spawn().map_err(|e| format!("executing '{}': {e}", spec.builder))?;
+        return Ok(Running { stdin: None, master: std::fs::File::from(master), child, killed: false });
+    }
     let groups: Vec<libc::gid_t> = spec.groups.clone();
     // SAFETY: the closure runs in the forked child before exec and makes
     // only async-signal-safe system calls on data prepared before the fork.
