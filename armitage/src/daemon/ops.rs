@@ -559,15 +559,11 @@ where
                 {
                     r.built_outputs = blocking(|| super::realise::built_outputs(&c.store, drv, outputs.as_ref(), outcome));
                 }
-                results.push((super::realise::goal_order_key(&dir, target), raw.clone(), r));
+                // In request order, as nix-daemon 2.26 answers at every
+                // minor (2.8 answered in its goal order; clients match the
+                // results by their paths).
+                results.push((raw.clone(), r));
             }
-            if c.minor <= 34 {
-                // CppNix up to 2.18 (protocol 1.34) answers in the order of
-                // its goal set (by name, then path); clients show the first
-                // failure, so keep theirs. Later ones answer in request order.
-                results.sort_by(|a, b| a.0.cmp(&b.0));
-            }
-            let results: Vec<(String, BuildResult)> = results.into_iter().map(|(_, raw, r)| (raw, r)).collect();
             c.last().await?;
             c.writer.write_u64_wire(results.len() as u64).await?;
             for (raw, result) in &results {
