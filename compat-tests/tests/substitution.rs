@@ -628,8 +628,13 @@ fn tampered_substitutes_are_refused() {
             );
             // (CppNix leaves the unpacked, invalid path behind for the GC.)
             assert!(cppnix || !Path::new(&top).exists(), "{name}: nothing is left at {top}");
-            for p in src.infos.keys().filter(|p| **p != top) {
-                assert!(is_valid(&daemon, &target, &src.nix, p), "{name} with {}: {p} is fetched", daemon.name);
+            // armitage fetches every other path; CppNix without keep-going
+            // stops its other goals at the first failure, so what it fetched
+            // by then depends on timing.
+            if !cppnix {
+                for p in src.infos.keys().filter(|p| **p != top) {
+                    assert!(is_valid(&daemon, &target, &src.nix, p), "{name} with {}: {p} is fetched", daemon.name);
+                }
             }
             let out = output(client(&daemon, &target, &src.nix, "nix-store").args(["--verify", "--check-contents"]));
             assert!(out.status.success(), "{name} with {}: verify:\n{}", daemon.name, text(&out.stderr));
