@@ -321,11 +321,20 @@ fn most_at_once(events: &str) -> BTreeMap<String, i32> {
 }
 
 #[test]
-fn graph_of_200_derivations() {
-    let shared = Shared::new("graph");
+fn graph_of_200_derivations_with_nix_2_8() {
+    graph_of_200_derivations(NixVersion::V2_8);
+}
+
+#[test]
+fn graph_of_200_derivations_with_nix_2_26() {
+    graph_of_200_derivations(NixVersion::V2_26);
+}
+
+fn graph_of_200_derivations(version: NixVersion) {
+    let shared = Shared::new(&format!("graph-{version:?}"));
     shared.set("events", "");
     let extra = format!("extra-sandbox-paths = /shared={}", shared.path().display());
-    let Some(tw) = Twins::with_conf(NixVersion::V2_8, &conf(true, false, &extra)) else { return };
+    let Some(tw) = Twins::with_conf(version, &conf(true, false, &extra)) else { return };
     let file = nix_file(&tw, "graph", &graph_nix());
     let drvs = instantiate(&tw, &file, "all");
     assert_eq!(drvs.len(), 200);
