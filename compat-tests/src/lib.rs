@@ -5,6 +5,7 @@
 //! [`PathMap`] that translates one store's paths into the other's.
 
 pub mod proto_client;
+pub mod users;
 
 use serde_json::{Map, Value};
 use std::path::Path;

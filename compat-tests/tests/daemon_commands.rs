@@ -5,6 +5,7 @@
 //! ([`compat_tests::PathMap`]; registration times are never compared, and
 //! anything else left out is named where it is).
 
+use compat_tests::users::{as_user, untrusted_user};
 use compat_tests::{Side, Twins, export_record, export_stream, make_tree};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1273,86 +1274,6 @@ fn gc_max_freed_with_nix_2_8() {
 #[test]
 fn gc_max_freed_with_nix_2_26() {
     gc_max_freed(NixVersion::V2_26);
-}
-
-/// Who untrusted clients run as: the unprivileged user `armitage-test`,
-/// created with `useradd` if missing, as (uid, gid); `None` when the tests
-/// do not run as root (the trusted clients must be root, and only root can
-/// run a client as another user).
-fn untrusted_user() -> Option<(u32, u32)> {
-    const NAME: &str = "armitage-test";
-    let id = |args: &[&str]| -> Option<u32> {
-        let out = Command::new("id").args(args).output().ok()?;
-        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-    };
-    if id(&["-u"]) != Some(0) {
-        return None;
-    }
-    let ids = || Some((id(&["-u", NAME])?, id(&["-g", NAME])?));
-    if let Some(ids) = ids() {
-        return Some(ids);
-    }
-    // Another test process may be creating it at the same time.
-    let _ = Command::new("useradd")
-        .args(["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", NAME])
-        .status();
-    Some(ids().expect("create the armitage-test user with useradd"))
-}
-
-/// A folder the user can reach holding the Nix installation `bin` is in:
-/// the installation itself if every folder above it is searchable by
-/// others, else a hard-linked (or copied) mirror in the scratch folder,
-/// made once. Returns the mirror's `bin`.
-fn reachable_bin(bin: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let reachable = bin.ancestors().all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
-    if reachable {
-        return bin.to_owned();
-    }
-    let install = bin.parent().expect("bin has a parent");
-    let mirror = testkit::scratch_dir().join(format!("nix-mirror-{}", install.file_name().unwrap().to_string_lossy()));
-    if !mirror.exists() {
-        let tmp = testkit::scratch_dir().join(format!("nix-mirror-tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let linked = Command::new("cp").arg("-al").arg(install).arg(&tmp).status().is_ok_and(|s| s.success());
-        if !linked {
-            let _ = std::fs::remove_dir_all(&tmp);
-            assert!(
-                Command::new("cp").arg("-a").arg(install).arg(&tmp).status().unwrap().success(),
-                "copy {}",
-                install.display()
-            );
-        }
-        if std::fs::rename(&tmp, &mirror).is_err() {
-            // Someone else made it first.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-    }
-    mirror.join(bin.file_name().unwrap())
-}
-
-/// `cmd` run as `uid`/`gid` (no supplementary groups) through `setpriv`,
-/// with its environment, `HOME` and XDG folders moved to `home`, and its
-/// program taken from a folder the user can reach.
-fn as_user(cmd: &Command, (uid, gid): (u32, u32), home: &Path) -> Command {
-    let program = PathBuf::from(cmd.get_program());
-    let program = reachable_bin(program.parent().unwrap()).join(program.file_name().unwrap());
-    let mut user = Command::new("setpriv");
-    user.env_clear();
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            user.env(k, v);
-        }
-    }
-    user.env("HOME", home)
-        .env("XDG_CACHE_HOME", home.join(".cache"))
-        .env("XDG_STATE_HOME", home.join(".local/state"))
-        .env("XDG_DATA_HOME", home.join(".local/share"))
-        .env("XDG_CONFIG_HOME", home.join(".config"));
-    user.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string(), "--clear-groups", "--"])
-        .arg(program)
-        .args(cmd.get_args());
-    user
 }
 
 /// A client that is not a trusted user: `nix copy` of unsigned
