@@ -353,6 +353,10 @@ fn full_store_filesystem_with_nix_2_8() {
         err.contains("No space left on device"),
         "the builder's own dd error is not in the log tail:\n{err}"
     );
+    assert!(
+        err.contains("note: build failure may have been caused by lack of free disk space"),
+        "CppNix's disk-full note is missing:\n{err}"
+    );
     env.after_failure("the failed build", &build_out, true);
 
     // 4. Free the space; the same three now succeed.

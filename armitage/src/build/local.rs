@@ -257,6 +257,11 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
                 }
                 msg.push_str(&format!("For full logs, run 'nix log {full}'."));
             }
+            // CppNix's heuristic: under 8 MiB free in the store.
+            let free = rustix::fs::statvfs(store.store_dir().as_str()).map(|st| st.f_bavail.saturating_mul(st.f_frsize));
+            if free.is_ok_and(|f| f < 8 << 20) {
+                msg.push_str("\nnote: build failure may have been caused by lack of free disk space");
+            }
             let status = if drv_type.is_fixed() { BuildStatus::TransientFailure } else { BuildStatus::PermanentFailure };
             Some(Failure(status, msg))
         }
