@@ -10,7 +10,6 @@ needed; bench/README.md says what is measured and how to read it. The
 daemons, cgroups and helpers come from bench/daemon.py.
 """
 
-import argparse
 import json
 import os
 import random
@@ -21,11 +20,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon import NIX32, Cgroup, Closure, Daemon, Interrupted, on_signal, run_output  # noqa: E402
+from daemon import (NIX32, Cgroup, Closure, Daemon, Interrupted, argparser, reps_and_workloads,  # noqa: E402
+                    run_output, start_work)
 
 FULL = {"noop": 20, "leaves": 100, "sandbox": 100, "subst": 300}
 QUICK = {"noop": 5, "leaves": 20, "sandbox": 8, "subst": 60}
@@ -472,27 +471,13 @@ def report(results, sizes, reps):
 # --- main ---------------------------------------------------------------------------
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one rep, smaller sizes (a smoke run)")
-    ap.add_argument("--reps", type=int, help="reps of noop/graph/subst (default 5; 1 with --quick)")
+    ap = argparser(__doc__, WORKLOADS, "reps of noop/graph/subst (default 5; 1 with --quick)")
     ap.add_argument("--sandbox-builds", type=int, help="trivial builds per daemon for the sandbox's cost")
-    ap.add_argument("--only", help="comma-separated workloads: " + ",".join(WORKLOADS))
-    ap.add_argument("--json", help="also write the results to this file")
-    ap.add_argument("--armitage", required=True, help="the armitage binary")
-    ap.add_argument("--scratch", required=True, help="a 0755 folder to make the stores in")
-    ap.add_argument("--owner", type=int, default=os.getpid(), help="the PID that names the cgroups and work dir")
     args = ap.parse_args()
-
     sizes = dict(QUICK if args.quick else FULL)
     if args.sandbox_builds:
         sizes["sandbox"] = args.sandbox_builds
-    reps = args.reps or (1 if args.quick else 5)
-    chosen = WORKLOADS
-    if args.only:
-        chosen = [w for w in args.only.split(",") if w]
-        unknown = set(chosen) - set(WORKLOADS)
-        if unknown:
-            ap.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    reps, chosen = reps_and_workloads(ap, args, WORKLOADS)
 
     if "sandbox" in chosen and (os.path.realpath(args.scratch) + "/").startswith("/dev/"):
         # Both daemons mount a fresh /dev (and /dev/shm) in the sandbox,
@@ -500,14 +485,7 @@ def main():
         ap.error("the sandbox workload cannot run with the stores under /dev (BENCH_DIR): "
                  "leave it out (--only noop,graph,subst) or use a tmpfs mounted elsewhere")
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-
-    tag = f"armitage-bench-{args.owner}"
-    work = tempfile.mkdtemp(prefix="build-", dir=args.scratch)
-    os.chmod(work, 0o755)
-    with open(os.path.join(work, "owner"), "w") as f:
-        f.write(f"{args.owner}\n")
+    tag, work = start_work(args, "build")
     pids_file = os.path.join(work, "pids")
     daemons = []
     server_cgroup = None

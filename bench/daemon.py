@@ -429,34 +429,50 @@ def measure(d, fn, rep):
     return {"wall": wall, "cpu": d.cgroup.cpu_seconds(), "peak": d.cgroup.peak_bytes(), "ops": ops, **extra}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def argparser(doc, workloads, reps_help):
+    """The options every benchmark script takes (bench/harness.sh passes
+    --armitage, --scratch and --owner)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one rep, smaller sizes (a smoke run)")
-    ap.add_argument("--reps", type=int, help="reps per workload and daemon (default 5; 1 with --quick)")
-    ap.add_argument("--only", help="comma-separated workloads: " + ",".join(WORKLOADS))
+    ap.add_argument("--reps", type=int, help=reps_help)
+    ap.add_argument("--only", help="comma-separated workloads: " + ",".join(workloads))
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--armitage", required=True, help="the armitage binary")
     ap.add_argument("--scratch", required=True, help="a 0755 folder to make the stores in")
     ap.add_argument("--owner", type=int, default=os.getpid(), help="the PID that names the cgroups and work dir")
-    args = ap.parse_args()
+    return ap
 
-    sizes = dict(QUICK if args.quick else FULL)
+
+def reps_and_workloads(ap, args, workloads):
+    """The reps (5, or 1 with --quick) and the workloads chosen by --only."""
     reps = args.reps or (1 if args.quick else 5)
-    chosen = WORKLOADS
+    chosen = workloads
     if args.only:
         chosen = [w for w in args.only.split(",") if w]
-        unknown = set(chosen) - set(WORKLOADS)
+        unknown = set(chosen) - set(workloads)
         if unknown:
             ap.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    return reps, chosen
 
+
+def start_work(args, prefix):
+    """Signals turned into a clean stop, and the run's work dir (named for
+    bench/harness.sh's clean-up); returns the cgroup tag and the dir."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
-
-    tag = f"armitage-bench-{args.owner}"
-    work = tempfile.mkdtemp(prefix="daemon-", dir=args.scratch)
+    work = tempfile.mkdtemp(prefix=f"{prefix}-", dir=args.scratch)
     os.chmod(work, 0o755)
     with open(os.path.join(work, "owner"), "w") as f:
         f.write(f"{args.owner}\n")
+    return f"armitage-bench-{args.owner}", work
+
+
+def main():
+    ap = argparser(__doc__, WORKLOADS, "reps per workload and daemon (default 5; 1 with --quick)")
+    args = ap.parse_args()
+    sizes = dict(QUICK if args.quick else FULL)
+    reps, chosen = reps_and_workloads(ap, args, WORKLOADS)
+    tag, work = start_work(args, "daemon")
     daemons = []
     try:
         bin_dir = os.path.join(work, "bin")
