@@ -1,15 +1,14 @@
 //! Derivations as the store knows them: reading `.drv` files, their output
-//! map (`DerivationOutputs` rows, realisations for floating outputs), and
-//! what a set of build targets is missing (CppNix `queryMissing`, without
-//! substituters for now).
+//! map (`DerivationOutputs` rows, realisations for floating outputs).
+//! What a set of build targets is missing needs the substituters: the
+//! daemon's `missing` module.
 
 use super::LocalStore;
 use super::error::{Error, IoContext, Result};
 use crate::derivation::{Derivation, DrvHasher};
 use crate::realisation::DrvOutput;
 use crate::store_path::StorePath;
-use crate::worker_protocol::{DerivedPath, Missing};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 
 impl LocalStore {
     /// Parses a `.drv` file in the store (it need not be valid).
@@ -84,54 +83,5 @@ impl LocalStore {
             map.insert(output, path);
         }
         Ok(map)
-    }
-
-    /// What building or fetching `targets` would involve (CppNix
-    /// `queryMissing`). With no substituters configured, an invalid path is
-    /// either built (a derivation output whose `.drv` is valid) or unknown.
-    pub fn query_missing(&self, targets: &[DerivedPath]) -> Result<Missing> {
-        let mut missing = Missing::default();
-        let mut done: HashSet<String> = HashSet::new();
-        let mut todo: Vec<DerivedPath> = targets.to_vec();
-        while let Some(target) = todo.pop() {
-            if !done.insert(format!("{target:?}")) {
-                continue;
-            }
-            match target {
-                DerivedPath::Opaque(p) => {
-                    if !self.is_valid(&p)? {
-                        missing.unknown.insert(p);
-                    }
-                }
-                DerivedPath::Built { drv, outputs } => {
-                    if !self.is_valid(&drv)? {
-                        missing.unknown.insert(drv);
-                        continue;
-                    }
-                    let mut known = true;
-                    let mut invalid = BTreeSet::new();
-                    for (name, path) in self.derivation_output_map(&drv)? {
-                        let Some(path) = path else {
-                            known = false;
-                            break;
-                        };
-                        let wanted = outputs.as_ref().is_none_or(|o| o.contains(&name));
-                        if wanted && !self.is_valid(&path)? {
-                            invalid.insert(path);
-                        }
-                    }
-                    if known && invalid.is_empty() {
-                        continue;
-                    }
-                    // Nothing can be substituted yet: it must be built.
-                    let parsed = self.read_derivation(&drv)?;
-                    missing.will_build.insert(drv);
-                    for (input, wanted) in parsed.input_drvs {
-                        todo.push(DerivedPath::Built { drv: input, outputs: Some(wanted.outputs) });
-                    }
-                }
-            }
-        }
-        Ok(missing)
     }
 }
