@@ -29,21 +29,18 @@ pub(super) async fn run(
     }
 }
 
-/// Runs `f` with the goal's store, on the worker thread itself: these are
-/// lookups of a few rows on a pooled read connection (WAL readers do not
-/// wait for the writer) and small file reads. A blocking thread each cost
-/// more than the work, and with every goal of a large graph starting at
-/// once, hundreds of threads (bench/build.sh). Builds themselves run on
-/// blocking threads.
-async fn blocking<T: Send + 'static>(
-    store: &Arc<LocalStore>,
-    f: impl FnOnce(&LocalStore) -> store::local::Result<T> + Send + 'static,
-) -> Result<T, String> {
-    f(store).map_err(|e| e.to_string())
+// The store lookups below run on the worker thread itself: a few rows on
+// a pooled read connection (WAL readers do not wait for the writer) and
+// small file reads. A blocking thread each cost more than the work, and
+// with every goal of a large graph starting at once, hundreds of threads
+// (bench/build.sh). Builds themselves run on blocking threads.
+
+fn text(e: store::local::Error) -> String {
+    e.to_string()
 }
 
 /// Output name → path, when every output has a valid path.
-fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> store::local::Result<Option<BTreeMap<String, StorePath>>> {
+pub(super) fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> store::local::Result<Option<BTreeMap<String, StorePath>>> {
     let mut outs = BTreeMap::new();
     for (name, path) in map {
         match path {
@@ -58,10 +55,7 @@ fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> s
 
 /// `allowSubstitutes` (default true; CppNix `substitutesAllowed`).
 pub(crate) fn substitutes_allowed(drv: &Derivation) -> bool {
-    if let Ok(Some(json)) = drv.structured_attrs() {
-        return json.get("allowSubstitutes").and_then(serde_json::Value::as_bool).unwrap_or(true);
-    }
-    drv.env_var("allowSubstitutes").is_none_or(|v| v == b"1")
+    super::bool_attr(drv, "allowSubstitutes", true)
 }
 
 async fn body(
@@ -77,8 +71,7 @@ async fn body(
     let (drv, initial) = match given {
         Some(drv) => {
             let map = drv.output_paths(store.store_dir()).map_err(|e| format!("derivation '{full}': {e}"))?;
-            let roots: Vec<StorePath> = map.values().flatten().cloned().collect();
-            blocking(&store, move |s| roots.iter().try_for_each(|p| s.add_temp_root(p))).await?;
+            map.values().flatten().try_for_each(|p| store.add_temp_root(p)).map_err(text)?;
             (drv, map)
         }
         None => match load(b, job, ctx, &store, drv_path, &full).await? {
@@ -86,8 +79,6 @@ async fn body(
             Err(outcome) => return Ok(outcome),
         },
     };
-    let initial: BTreeMap<String, Option<StorePath>> = initial;
-
     finish(b, job, ctx, &store, drv_path, &full, mode, drv, initial).await
 }
 
@@ -100,12 +91,8 @@ async fn load(
     drv_path: &StorePath,
     full: &str,
 ) -> Result<Result<(Arc<Derivation>, BTreeMap<String, Option<StorePath>>), Outcome>, String> {
-    let d = drv_path.clone();
-    let valid = blocking(store, move |s| {
-        s.add_temp_root(&d)?;
-        s.is_valid(&d)
-    })
-    .await?;
+    store.add_temp_root(drv_path).map_err(text)?;
+    let valid = store.is_valid(drv_path).map_err(text)?;
     if !valid {
         let g = b.substitution(job, drv_path.clone(), false);
         let (failed, _) = wait_inputs(&ctx.me, vec![g], true).await;
@@ -113,17 +100,10 @@ async fn load(
             return Ok(Err(Outcome::failed(BuildStatus::MiscFailure, format!("cannot build missing derivation '{full}'"))));
         }
     }
-    let d = drv_path.clone();
-    let (drv, initial) = blocking(store, move |s| {
-        let drv = s.read_derivation(&d)?;
-        let map = s.derivation_output_map(&d)?;
-        for p in map.values().flatten() {
-            s.add_temp_root(p)?;
-        }
-        Ok((drv, map))
-    })
-    .await?;
-    Ok(Ok((Arc::new(drv), initial)))
+    let drv = store.read_derivation(drv_path).map_err(text)?;
+    let map = store.derivation_output_map(drv_path).map_err(text)?;
+    map.values().flatten().try_for_each(|p| store.add_temp_root(p)).map_err(text)?;
+    Ok(Ok((Arc::new(drv), map)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -138,11 +118,7 @@ async fn finish(
     drv: Arc<Derivation>,
     initial: BTreeMap<String, Option<StorePath>>,
 ) -> Result<Outcome, String> {
-    let store = store.clone();
-
-    let map = initial.clone();
-    let valid_now = blocking(&store, move |s| all_valid(s, &map)).await?;
-    match (mode, valid_now) {
+    match (mode, all_valid(store, &initial).map_err(text)?) {
         (BuildModeKey::Normal, Some(outputs)) => {
             let mut o = Outcome::new(BuildStatus::AlreadyValid);
             o.outputs = outputs;
@@ -160,18 +136,13 @@ async fn finish(
     // Substitutes for the outputs.
     let all_known = initial.values().all(Option::is_some);
     if mode != BuildModeKey::Check && job.settings.substitute && substitutes_allowed(&drv) && job.substituters.is_some() && all_known {
-        let map = initial.clone();
         let repair = mode == BuildModeKey::Repair;
-        let wanted = blocking(&store, move |s| {
-            let mut v = Vec::new();
-            for p in map.values().flatten() {
-                if repair || !s.is_valid(p)? {
-                    v.push(p.clone());
-                }
+        let mut wanted = Vec::new();
+        for p in initial.values().flatten() {
+            if repair || !store.is_valid(p).map_err(text)? {
+                wanted.push(p.clone());
             }
-            Ok(v)
-        })
-        .await?;
+        }
         let goals = wanted.into_iter().map(|p| b.substitution(job, p, repair)).collect();
         let (failed, results) = wait_inputs(&ctx.me, goals, true).await;
         let unavailable = results
@@ -187,8 +158,7 @@ async fn finish(
             ));
         }
         if failed == 0 && mode == BuildModeKey::Normal {
-            let map = initial.clone();
-            if let Some(outputs) = blocking(&store, move |s| all_valid(s, &map)).await? {
+            if let Some(outputs) = all_valid(store, &initial).map_err(text)? {
                 let mut o = Outcome::new(BuildStatus::Substituted);
                 o.outputs = outputs;
                 return Ok(o);
@@ -205,20 +175,11 @@ async fn finish(
         g.want(Some(&wanted.outputs));
         goals.push(g);
     }
-    let srcs: Vec<StorePath> = drv.input_srcs.iter().cloned().collect();
-    let missing_srcs = blocking(&store, move |s| {
-        let mut v = Vec::new();
-        for p in srcs {
-            s.add_temp_root(&p)?;
-            if !s.is_valid(&p)? {
-                v.push(p);
-            }
+    for src in &drv.input_srcs {
+        store.add_temp_root(src).map_err(text)?;
+        if !store.is_valid(src).map_err(text)? {
+            goals.push(b.substitution(job, src.clone(), false));
         }
-        Ok(v)
-    })
-    .await?;
-    for src in missing_srcs {
-        goals.push(b.substitution(job, src, false));
     }
     let (failed, results) = wait_inputs(&ctx.me, goals, job.settings.keep_going).await;
     if failed > 0 {
@@ -248,7 +209,7 @@ async fn finish(
             }
         }
     }
-    let inputs = blocking(&store, move |s| s.closure(input_roots)).await?;
+    let inputs = store.closure(input_roots).map_err(text)?;
 
     // A build slot: the global pool and this client's share.
     if job.settings.max_jobs == 0 || b.settings.max_jobs == 0 {

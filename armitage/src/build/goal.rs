@@ -53,7 +53,6 @@ pub enum Event {
     BuildStarted(StorePath),
     Log(StorePath, String),
     BuildFinished { drv: StorePath, ok: bool },
-    SubstitutePlanned(StorePath),
     SubstituteStarted { path: StorePath, cache: String },
     SubstituteProgress { path: StorePath, done: u64, expected: u64 },
     SubstituteFinished { path: StorePath, ok: bool },

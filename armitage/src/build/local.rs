@@ -83,21 +83,12 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
     // then the validity check again: someone may have built them meanwhile.
     let lock_paths: Vec<PathBuf> = p.initial.values().flatten().map(|o| store.real_path(o)).collect();
     let mut locks = PathLocks::lock(lock_paths).map_err(|e| format!("locking the outputs of '{full}': {e}"))?;
-    if p.mode == BuildModeKey::Normal {
-        let mut outs = BTreeMap::new();
-        for (name, path) in &p.initial {
-            match path {
-                Some(o) if store.is_valid(o)? => {
-                    outs.insert(name.clone(), o.clone());
-                }
-                _ => break,
-            }
-        }
-        if outs.len() == p.initial.len() {
-            let mut o = Outcome::new(BuildStatus::AlreadyValid);
-            o.outputs = outs;
-            return Ok(o);
-        }
+    if p.mode == BuildModeKey::Normal
+        && let Some(outs) = super::derivation_goal::all_valid(store, &p.initial)?
+    {
+        let mut o = Outcome::new(BuildStatus::AlreadyValid);
+        o.outputs = outs;
+        return Ok(o);
     }
 
     let settings = &p.job.settings;
@@ -391,10 +382,7 @@ fn required_features(drv: &Derivation) -> BTreeSet<String> {
 /// `__noChroot`; `relaxed` leaves out fixed-output and impure derivations
 /// and those with `__noChroot`; `false` sandboxes nothing.
 fn use_sandbox(mode: SandboxMode, drv_type: DerivationType, drv: &Derivation, full: &str) -> Result<bool, Failure> {
-    let no_chroot = match drv.structured_attrs() {
-        Ok(Some(json)) => json.get("__noChroot").and_then(serde_json::Value::as_bool).unwrap_or(false),
-        _ => drv.env_var("__noChroot").is_some_and(|v| v == b"1"),
-    };
+    let no_chroot = super::bool_attr(drv, "__noChroot", false);
     match mode {
         SandboxMode::Enabled => {
             if no_chroot {
@@ -578,25 +566,8 @@ impl Drop for Cleanup {
 }
 
 fn remove_tree(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        // Read-only directories a builder left: make them writable, retry.
-        let _ = make_writable(dir);
-        if let Err(e) = std::fs::remove_dir_all(dir) {
-            tracing::warn!("cannot remove '{}': {e}", dir.display());
-        }
+    // Read-only directories a builder left are made writable first.
+    if let Err(e) = store::local::delete_path(dir) {
+        tracing::warn!("cannot remove '{}': {e}", dir.display());
     }
-}
-
-fn make_writable(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(dir)?;
-    if meta.is_dir() {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.permissions().mode() | 0o700))?;
-        for e in std::fs::read_dir(dir)? {
-            let _ = make_writable(&e?.path());
-        }
-    }
-    Ok(())
 }

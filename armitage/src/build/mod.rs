@@ -61,6 +61,16 @@ pub struct Builder {
     auto_gc: auto_gc::AutoGc,
 }
 
+/// A boolean attribute of a derivation (CppNix
+/// `ParsedDerivation::getBoolAttr`): from its structured attributes, else
+/// from its environment, where "1" is true.
+pub(crate) fn bool_attr(drv: &store::derivation::Derivation, name: &str, default: bool) -> bool {
+    match drv.structured_attrs() {
+        Ok(Some(json)) => json.get(name).and_then(serde_json::Value::as_bool).unwrap_or(default),
+        _ => drv.env_var(name).map_or(default, |v| v == b"1"),
+    }
+}
+
 /// Whether `builders` names any machine: CppNix's default is
 /// `@<conf dir>/machines`, which names none while that file is missing or
 /// has no machines in it.

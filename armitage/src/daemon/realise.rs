@@ -31,6 +31,20 @@ struct Counts {
     failed: u64,
 }
 
+impl Counts {
+    /// One that ran ended. Shown as expected are those pending plus those
+    /// done (CppNix's `expectedBuilds + doneBuilds`), so a failure drops out.
+    fn finish(&mut self, ok: bool) {
+        self.running = self.running.saturating_sub(1);
+        if ok {
+            self.done += 1;
+        } else {
+            self.failed += 1;
+            self.expected = self.expected.saturating_sub(1);
+        }
+    }
+}
+
 struct Activities {
     realise: u64,
     builds: u64,
@@ -255,21 +269,13 @@ where
         }
         Event::BuildFinished { drv, ok } => {
             if let Some(id) = acts.build_acts.remove(&drv) {
-                acts.builds_n.running = acts.builds_n.running.saturating_sub(1);
-                // Shown as expected: those pending plus those done (CppNix).
-                if ok {
-                    acts.builds_n.done += 1;
-                } else {
-                    acts.builds_n.failed += 1;
-                    acts.builds_n.expected = acts.builds_n.expected.saturating_sub(1);
-                }
+                acts.builds_n.finish(ok);
                 acts.planned.remove(&drv);
                 // CppNix updates the progress before the build's activity ends.
                 send_progress(c, acts).await?;
                 c.log(StderrMessage::StopActivity { id }).await?;
             }
         }
-        Event::SubstitutePlanned(_) => {}
         Event::SubstituteStarted { path, cache } => {
             let full = dir.display(&path);
             let sub = c.new_activity_id();
@@ -290,23 +296,12 @@ where
         }
         Event::SubstituteProgress { path, done, expected } => {
             if let Some(&(_, copy)) = acts.copy_acts.get(&path) {
-                c.log(StderrMessage::Result {
-                    id: copy,
-                    kind: ResultType::Progress,
-                    fields: vec![Field::Int(done), Field::Int(expected), Field::Int(0), Field::Int(0)],
-                })
-                .await?;
+                c.log(progress(copy, Counts { done, expected, running: 0, failed: 0 })).await?;
             }
         }
         Event::SubstituteFinished { path, ok } => {
             if let Some((sub, copy)) = acts.copy_acts.remove(&path) {
-                acts.copies_n.running = acts.copies_n.running.saturating_sub(1);
-                if ok {
-                    acts.copies_n.done += 1;
-                } else {
-                    acts.copies_n.failed += 1;
-                    acts.copies_n.expected = acts.copies_n.expected.saturating_sub(1);
-                }
+                acts.copies_n.finish(ok);
                 c.log(StderrMessage::StopActivity { id: copy }).await?;
                 c.log(StderrMessage::StopActivity { id: sub }).await?;
             }

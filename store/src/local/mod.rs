@@ -29,6 +29,7 @@ mod verify;
 pub use add::AddOptions;
 pub use canonicalise::DEFAULT_IGNORED_XATTRS;
 pub use error::{Error, Result};
+pub use fs_util::delete_path;
 pub use gc::{GcAction, GcOptions, GcResults, Roots};
 pub use optimise::{OptimiseEvent, OptimiseStats};
 pub use verify::{VerifyLine, VerifyReport};
