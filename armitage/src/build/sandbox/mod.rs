@@ -104,8 +104,10 @@ pub struct SandboxSpec {
 
 /// Whether the kernel lets us create user namespaces (CppNix's check:
 /// `/proc/sys/user/max_user_namespaces` exists and is not 0).
+/// Read once per daemon, as CppNix does.
 pub fn user_namespaces_supported() -> bool {
-    std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|s| s.trim() != "0")
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|s| s.trim() != "0"))
 }
 
 /// Parent side, before the child starts: creates the chroot directory
