@@ -53,7 +53,7 @@ fn gc_during_a_build_spares_what_the_build_needs() {
     let drv = line(run(client("nix-instantiate").arg(&nix_file)));
     let out_path = line(run(client("nix-store").args(["-q", "--outputs", &drv])));
 
-    let mut build = client("nix-store").args(["--realise", &drv]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let build = client("nix-store").args(["--realise", &drv]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for("the builder to start", 60, || signals.join("started").exists());
 
     // Collect everything collectable while the builder runs.
