@@ -227,18 +227,7 @@ impl Source {
                 c
             }
         };
-        let out = output(cmd.args(extra));
-        // Once in a full parallel run, nix-daemon 2.8 reset a connection
-        // before its handshake (the client failed at "cannot open connection
-        // to remote store 'daemon'", before any operation): the reference
-        // side is retried once then. armitage never is.
-        let reference = daemon.name.starts_with("nix-daemon");
-        if reference && !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot open connection to remote store") {
-            eprintln!("{}: the connection was reset before the handshake; retrying once", daemon.name);
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            return output(&mut cmd);
-        }
-        out
+        output(cmd.args(extra))
     }
 
     /// The derivations whose builders ran since the target was made.

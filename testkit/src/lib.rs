@@ -294,7 +294,16 @@ impl Daemon {
 
     /// CppNix's `nix-daemon` of `nix` on `store` (`NIX_REMOTE=local`, or it
     /// would connect to itself).
+    ///
+    /// A fresh store is initialised first, as any installed store is:
+    /// CppNix 2.8 opens the store in each connection's process, and two
+    /// first connections racing to create it fail one of them ("'…/db/schema'
+    /// is corrupt": one reads the schema file while the other writes it), so
+    /// its client sees the connection reset before the handshake.
     pub fn nix(store: &TestStore, nix: &Nix) -> Daemon {
+        if !store.state_dir.join("db/schema").exists() {
+            run(store.nix(nix, "nix-store").arg("--init"));
+        }
         let socket = store.root().join("nix-daemon.sock");
         let log = store.root().join("nix-daemon.log");
         let mut cmd = store.nix(nix, "nix-daemon");
