@@ -1,7 +1,8 @@
 //! Bad input against the armitage daemon: garbage, truncated requests and
 //! uploads, an unknown operation, 2^60 lengths and counts, a NAR nested
-//! 100,000 directories deep, a NAR declaring a 2^50-byte file, and 1000
-//! half-open connections. Each bad client gets an error or is closed; the
+//! 100,000 directories deep, a NAR declaring a 2^50-byte file, 1000
+//! half-open connections, slow-loris clients trickling a byte a second and
+//! clients hanging up mid-NAR. Each bad client gets an error or is closed; the
 //! daemon's memory stays within [`MEMORY_BOUND`]; well-behaved clients (stock
 //! Nix 2.8 and a scripted one) running at the same time see no failure; an
 //! upload that dies half way leaves nothing that blocks a later add of the
@@ -959,6 +960,57 @@ fn open_half(socket: &Path, kind: HalfOpen, dir: &StoreDir, i: usize) -> Client 
     }
 }
 
+/// Slow-loris clients: `n` connections, each sending one byte per second of
+/// a handshake and an add (a valid byte stream, so the daemon has no reason
+/// to hang up), until `stop` is set; returns the bytes each one sent.
+fn slow_loris(socket: &Path, dir: &StoreDir, n: usize, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut clients: Vec<(UnixStream, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let p = some_path(dir, "loris", &format!("loris-{i}"));
+            let nar = nar_file(format!("slow loris {i}").as_bytes());
+            let bytes = Msg::new()
+                .u64(WORKER_MAGIC_1)
+                .u64(V1_38)
+                .u64(0)
+                .u64(0)
+                .u64(0)
+                .raw(&add_to_store_nar_header(&p, &nar).0)
+                .u64(nar.len() as u64)
+                .raw(&nar)
+                .u64(0)
+                .0;
+            (Client::connect(socket).s, bytes)
+        })
+        .collect();
+    let mut sent = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        for (s, bytes) in &mut clients {
+            if let Some(&b) = bytes.get(sent) {
+                s.write_all(&[b]).expect("the daemon keeps a slow-loris connection open");
+            }
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    sent
+}
+
+/// Uploads whose clients hang up mid-NAR (framed and unframed), while other
+/// clients work: each is dropped without a trace (checked at the end of the
+/// test, once every held connection is gone).
+fn disconnects_mid_nar(socket: &Path, dir: &StoreDir) {
+    let nar = nar_file(&vec![b'd'; 100_000]);
+    for (i, cut) in [16, 300, 4096, 50_000, nar.len() - 8].into_iter().enumerate() {
+        let p = some_path(dir, "gone", &format!("gone-{i}"));
+        let mut c = Client::handshake(socket, V1_38);
+        c.send(&add_to_store_nar_header(&p, &nar).u64(nar.len() as u64).raw(&nar[..cut]));
+        drop(c);
+        let mut c = Client::handshake(socket, V1_21);
+        c.send(&Msg::new().u64(OP_ADD_TO_STORE).str(&format!("gone-{i}")).u64(1).u64(1).str("sha256").raw(&nar[..cut]));
+        drop(c);
+    }
+}
+
 /// Opens `n` half-open connections of each kind; the i-th connection is
 /// numbered i.
 fn hold(socket: &Path, dir: &StoreDir, kinds: &[(HalfOpen, usize)]) -> Vec<Client> {
@@ -1017,11 +1069,26 @@ fn a_thousand_half_open_connections_and_hostile_clients_leave_good_clients_unhar
     let before = mem(pid);
     let fds_before = open_fds(pid);
     let threads_before = threads(pid);
+    let loris_stop = std::sync::atomic::AtomicBool::new(false);
 
     std::thread::scope(|scope| {
         // Well-behaved clients, all along.
         let stock = scope.spawn(|| nix_loop(&daemon, &store, &nix, 15, "during"));
         let scripted = scope.spawn(|| (0..4).map(|k| scripted_loop(&daemon.socket, 50, &format!("during-{k}"))).sum::<usize>());
+        // And one more for 12 s at least, so that the slow-loris clients get
+        // past the handshake into a request while good clients work.
+        let steady = scope.spawn(|| {
+            let until = Instant::now() + Duration::from_secs(12);
+            let mut rounds = 0;
+            for k in 0.. {
+                if Instant::now() >= until {
+                    break;
+                }
+                rounds += scripted_loop(&daemon.socket, 10, &format!("steady-{k}"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            rounds
+        });
         // Hostile clients, all along.
         let hostile = scope.spawn(|| {
             garbage_before_the_handshake(&daemon.socket);
@@ -1029,7 +1096,10 @@ fn a_thousand_half_open_connections_and_hostile_clients_leave_good_clients_unhar
             huge_lengths(&daemon.socket, &dir);
             deep_nar(&daemon.socket, &dir);
             huge_declared_file(&daemon.socket, &dir);
+            disconnects_mid_nar(&daemon.socket, &dir);
         });
+        // Slow-loris clients, until the good clients are done.
+        let loris = scope.spawn(|| slow_loris(&daemon.socket, &dir, 16, &loris_stop));
 
         // 1000 half-open connections, held.
         let kinds = [
@@ -1052,13 +1122,17 @@ fn a_thousand_half_open_connections_and_hostile_clients_leave_good_clients_unhar
         assert_serving(&daemon, "1000 half-open connections");
         hostile.join().expect("hostile clients were answered as expected");
         let stock_rounds = stock.join().expect("the stock Nix 2.8 client saw no failure");
-        let scripted_rounds = scripted.join().expect("the scripted client saw no failure");
+        let scripted_rounds = scripted.join().expect("the scripted client saw no failure")
+            + steady.join().expect("the steady scripted client saw no failure");
+        loris_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let loris_bytes = loris.join().expect("the slow-loris clients were not cut off");
 
         let during = mem(pid);
         eprintln!(
             "daemon memory: before {} RSS; with 1000 half-open connections and hostile clients {} RSS, \
              peak {}, VmSize {} -> {}; {} threads -> {}; fds {fds_before} -> {fds_held}; \
-             good clients: {stock_rounds} stock rounds, {scripted_rounds} scripted rounds",
+             good clients: {stock_rounds} stock rounds, {scripted_rounds} scripted rounds; \
+             16 slow-loris clients sent {loris_bytes} bytes each, one a second",
             mib(before.rss),
             mib(during.rss),
             mib(during.hwm),

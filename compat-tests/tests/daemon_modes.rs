@@ -109,7 +109,7 @@ fn allowed_users_keeps_others_out() {
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
         home
     };
-    for (allowed, expect_ok) in [("root", false), ("*", true)] {
+    for (allowed, expect_ok) in [("root", false), ("*", true), ("nobody", true), ("root @wheel", false), ("@nogroup", true)] {
         let store = TestStore::with_conf(&format!("allowed-users = {allowed}\ntrusted-users = root\n"));
         let daemon = Daemon::armitage(&store);
         let f = store.work_dir("in").join("f");

@@ -1,7 +1,8 @@
 //! What an untrusted user (a non-root uid not in `trusted-users`, through
 //! `setpriv`) cannot do to armitage's daemon with a stock client: turn the
-//! sandbox off, bring its own substituters, delete a live path. (Importing
-//! unsigned paths is in daemon_commands.rs, `allowed-users` in
+//! sandbox off, bring its own substituters, delete a live path, import an
+//! unsigned path with `nix-store --import`. (`nix copy` of unsigned paths,
+//! beside nix-daemon, is in daemon_commands.rs; `allowed-users` in
 //! daemon_modes.rs.)
 
 use compat_tests::users::{as_user, untrusted_user};
@@ -125,4 +126,36 @@ fn untrusted_users_cannot_delete_live_paths() {
     let valid = s.as_root("nix-store", &["--check-validity", &path]);
     assert!(valid.status.success(), "{path} is still valid");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "alive");
+}
+
+#[test]
+fn untrusted_users_cannot_import_unsigned_paths() {
+    let Some(s) = setup("sandbox = false\nrequire-sigs = true\n") else { return };
+    let f = s.store.work_dir("in").join("exported");
+    write_file(&f, "exported by root");
+    let path = line(run(s.daemon.client(&s.store, &s.nix, "nix-store").arg("--add").arg(&f)));
+    let export = s.store.work_dir("in").join("export.nar");
+    let bytes = output(s.daemon.client(&s.store, &s.nix, "nix-store").args(["--export", &path]));
+    assert!(bytes.status.success(), "export: {}", text(&bytes.stderr));
+    std::fs::write(&export, &bytes.stdout).unwrap();
+    run(s.daemon.client(&s.store, &s.nix, "nix-store").args(["--delete", &path]));
+    let import = |as_root: bool| {
+        let mut c = s.daemon.client(&s.store, &s.nix, "nix-store");
+        c.arg("--import");
+        let mut c = if as_root { c } else { as_user(&c, s.user, &s.home) };
+        c.stdin(std::fs::File::open(&export).unwrap());
+        output(&mut c)
+    };
+    // An export carries no signature (and no content address): the user's
+    // import is refused with CppNix's reason, and nothing is registered.
+    let out = import(false);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "an untrusted user imported an unsigned path");
+    assert!(err.contains("lacks a signature by a trusted key"), "CppNix's reason:\n{err}");
+    assert!(!s.as_root("nix-store", &["--check-validity", &path]).status.success(), "{path} was registered");
+    // Root (trusted) may.
+    let out = import(true);
+    assert!(out.status.success(), "root's import: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), path);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "exported by root");
 }
