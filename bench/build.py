@@ -7,7 +7,8 @@ counted with it), alternately rep by rep.
 
 Run it through bench/build.sh, which builds armitage and checks what is
 needed; bench/README.md says what is measured and how to read it. The
-daemons, cgroups and helpers come from bench/daemon.py.
+daemons, cgroups and helpers come from bench/daemon.py; bench/compare.py
+runs the same workloads (`Bench`'s per-rep functions) in its rounds.
 """
 
 import json
@@ -221,68 +222,96 @@ class Bench:
 
     # --- workloads ---
 
-    def noop(self, daemons, results):
-        """`nix-store --realise` of a built .drv, `noop` times per rep each."""
+    # Each workload is a function run once per rep (or per batch of builds)
+    # that appends to `runs`, keyed by daemon label, and a loop over the
+    # reps; bench/compare.py calls the former in its own rounds.
+
+    def noop_check(self, daemons):
+        """Builds the no-op derivation (untimed) and checks its output."""
         for d in daemons:
             r = run_output(["nix-store", "--realise", self.drv(d, "noop")], d.client_env()).decode()
             if not os.path.exists(r.strip()):
                 raise RuntimeError(f"{d.label}: the no-op derivation's output is missing")
+
+    def noop_rep(self, daemons, rep, runs):
+        """`nix-store --realise` of the built .drv, `noop` times each."""
+        for k in range(self.sizes["noop"]):
+            for d in (daemons if (rep + k) % 2 == 0 else daemons[::-1]):
+                m, _ = timed(d, ["nix-store", "--realise", self.drv(d, "noop")])
+                runs.setdefault(d.label, []).append(m)
+
+    def noop(self, daemons, results):
+        self.noop_check(daemons)
         runs = {d.label: [] for d in daemons}
         for rep in range(self.reps):
-            for k in range(self.sizes["noop"]):
-                for d in (daemons if (rep + k) % 2 == 0 else daemons[::-1]):
-                    m, _ = timed(d, ["nix-store", "--realise", self.drv(d, "noop")])
-                    runs[d.label].append(m)
+            self.noop_rep(daemons, rep, runs)
             progress(f"noop: rep {rep + 1}/{self.reps} done")
         results["noop"] = runs
 
-    def graph(self, daemons, results):
+    def graph_rep(self, daemons, rep, runs, order=None):
+        """The rep's fresh graph, realised by each daemon (`order`: who goes
+        first; by default they alternate with the rep)."""
         n = 2 * self.sizes["leaves"]
+        for d in order or (daemons if rep % 2 == 0 else daemons[::-1]):
+            m, out = timed(d, ["nix-store", "--realise", self.drv(d, f"graph{rep}")])
+            with open(out.strip()) as f:
+                lines = f.read().splitlines()
+            if len(lines) != self.sizes["leaves"] + 1:
+                raise RuntimeError(f"{d.label}: the graph's top has {len(lines)} lines, not {self.sizes['leaves'] + 1}")
+            m["ops"] = n
+            m["builds/s"] = n / m["wall"]
+            runs.setdefault(d.label, []).append(m)
+
+    def graph(self, daemons, results):
         runs = {d.label: [] for d in daemons}
         for rep in range(self.reps):
-            for d in (daemons if rep % 2 == 0 else daemons[::-1]):
-                m, out = timed(d, ["nix-store", "--realise", self.drv(d, f"graph{rep}")])
-                with open(out.strip()) as f:
-                    lines = f.read().splitlines()
-                if len(lines) != self.sizes["leaves"] + 1:
-                    raise RuntimeError(f"{d.label}: the graph's top has {len(lines)} lines, not {self.sizes['leaves'] + 1}")
-                m["ops"] = n
-                runs[d.label].append(m)
+            self.graph_rep(daemons, rep, runs)
             progress(f"graph: rep {rep + 1}/{self.reps} done")
         results["graph"] = runs
+
+    def sandbox_builds(self, daemons, indices, runs):
+        """Trivial derivation number i (salted: a new one each time) for each
+        i in indices, built by every daemon, who goes first alternating."""
+        for i in indices:
+            for d in (daemons if i % 2 == 0 else daemons[::-1]):
+                m, out = timed(d, ["nix-store", "--realise", self.drv(d, f"trivial{i}")])
+                with open(out.strip()) as f:
+                    if f.read().strip() != f"sb{self.seed}x{i}":
+                        raise RuntimeError(f"{d.label}: the trivial build wrote the wrong output")
+                runs.setdefault(f"{d.name} sandbox {d.mode}", []).append(m)
 
     def sandbox(self, daemons, results):
         """The same trivial derivation (salted per iteration) built by the
         sandboxed and the unsandboxed daemon of each kind, interleaved."""
         runs = {f"{d.name} sandbox {d.mode}": [] for d in daemons}
         iters = self.sizes["sandbox"]
-        for i in range(iters):
-            order = daemons if i % 2 == 0 else daemons[::-1]
-            for d in order:
-                m, out = timed(d, ["nix-store", "--realise", self.drv(d, f"trivial{i}")])
-                with open(out.strip()) as f:
-                    if f.read().strip() != f"sb{self.seed}x{i}":
-                        raise RuntimeError(f"{d.label}: the trivial build wrote the wrong output")
-                runs[f"{d.name} sandbox {d.mode}"].append(m)
-            if (i + 1) % max(1, iters // 5) == 0 or i + 1 == iters:
-                progress(f"sandbox: {i + 1}/{iters} builds on each daemon done")
+        batch = max(1, iters // 5)
+        for start in range(0, iters, batch):
+            self.sandbox_builds(daemons, range(start, min(iters, start + batch)), runs)
+            progress(f"sandbox: {min(iters, start + batch)}/{iters} builds on each daemon done")
         results["sandbox"] = runs
 
-    def subst(self, daemons, results, server_cgroup):
-        n = self.sizes["subst"]
-        runs = {d.label: [] for d in daemons}
-        # A warm-up (not counted): the caches' nix-cache-info, the daemons'
-        # narinfo caches and the server's first answers.
+    def subst_warm(self, daemons):
+        """A warm-up (not counted): the caches' nix-cache-info, the daemons'
+        narinfo caches and the server's first answers."""
         for d in daemons:
             self.substitute(d, "warm", 10)
+
+    def subst_rep(self, daemons, rep, runs, server_cgroup, order=None):
+        n = self.sizes["subst"]
+        for d in order or (daemons if rep % 2 == 0 else daemons[::-1]):
+            server_cgroup.reset()
+            m = self.substitute(d, rep, n)
+            m["server_cpu"] = server_cgroup.cpu_seconds()
+            m["ops"] = n
+            m["paths/s"] = n / m["wall"]
+            runs.setdefault(d.label, []).append(m)
+
+    def subst(self, daemons, results, server_cgroup):
+        runs = {d.label: [] for d in daemons}
+        self.subst_warm(daemons)
         for rep in range(self.reps):
-            for d in (daemons if rep % 2 == 0 else daemons[::-1]):
-                server_cgroup.reset()
-                m = self.substitute(d, rep, n)
-                m["server_cpu"] = server_cgroup.cpu_seconds()
-                m["ops"] = n
-                m["paths/s"] = n / m["wall"]
-                runs[d.label].append(m)
+            self.subst_rep(daemons, rep, runs, server_cgroup)
             progress(f"subst: rep {rep + 1}/{self.reps} done")
         results["subst"] = runs
 
@@ -468,6 +497,87 @@ def report(results, sizes, reps):
     return summary
 
 
+# --- setting up and tearing down (shared with bench/compare.py) -------------------
+
+def refuse_dev_scratch(ap, scratch):
+    """Both daemons mount a fresh /dev (and /dev/shm) in the sandbox, which
+    hides a store kept below it: builds cannot write their outputs."""
+    if (os.path.realpath(scratch) + "/").startswith("/dev/"):
+        ap.error("the sandbox workload cannot run with the stores under /dev (BENCH_DIR): "
+                 "leave it out (--only noop,graph,subst) or use a tmpfs mounted elsewhere")
+
+
+def signing_key(work):
+    """A binary cache signing key: (secret key file, public key)."""
+    key_dir = os.path.join(work, "key")
+    os.makedirs(key_dir)
+    secret_key, public_key = os.path.join(key_dir, "secret"), os.path.join(key_dir, "public")
+    subprocess.run(["nix-store", "--generate-binary-cache-key", "armitage-bench-1", secret_key, public_key], check=True)
+    with open(public_key) as f:
+        return secret_key, f.read().strip()
+
+
+def make_daemons(work, tag, armitage, sandbox, public, ssh_dir=""):
+    """armitage and CppNix with the sandbox off, and with `sandbox` also
+    both with it on (four daemons then), configured, not started."""
+    sandbox_paths = shell_closure()
+    daemons = []
+    for mode in ["off"] + (["on"] if sandbox else []):
+        for kind, label in (("armitage", "armitage"), ("cppnix", "CppNix")):
+            d = BuildDaemon(kind, label if mode == "off" else f"{label} sandbox on",
+                            os.path.join(work, f"{kind}-{mode}"), f"{tag}-{kind}-{mode}", armitage, ssh_dir)
+            d.name, d.mode = label, mode
+            with open(os.path.join(d.conf_dir, "nix.conf"), "w") as f:
+                f.write(nix_conf(mode == "on", sandbox_paths, public))
+            daemons.append(d)
+    return daemons
+
+
+def serve_caches(bench, off, secret_key, tag, pids_file):
+    """The binary caches for the substitution and their HTTP server, in a
+    cgroup of its own (returned)."""
+    progress(f"making the binary caches under {bench.work} ...")
+    bench.make_caches(off, secret_key)
+    server_cgroup = Cgroup(f"{tag}-httpd")
+    bench.start_server(server_cgroup, pids_file)
+    return server_cgroup
+
+
+def start_daemons(daemons, pids_file):
+    for d in daemons:
+        d.start()
+        with open(pids_file, "a") as f:
+            f.write(f"{d.proc.pid}\n")
+
+
+def instantiate_all(bench, daemons, chosen):
+    """All the derivations the chosen workloads build, instantiated through
+    each daemon (untimed)."""
+    progress("instantiating ...")
+    leaves, seed = bench.sizes["leaves"], bench.seed
+    for d in daemons:
+        wanted = []
+        if d.mode == "off":
+            if "noop" in chosen:
+                wanted.append(("noop", 'b.trivial "noop"'))
+            if "graph" in chosen:
+                wanted += [(f"graph{r}", f'b.graph "g{seed}x{r}" {leaves}') for r in range(bench.reps)]
+        if "sandbox" in chosen:
+            wanted += [(f"trivial{i}", f'b.trivial "sb{seed}x{i}"') for i in range(bench.sizes["sandbox"])]
+        if wanted:
+            bench.instantiate(d, wanted)
+
+
+def stop_all(bench, daemons, server_cgroup):
+    """The HTTP server and the daemons, by PID; their cgroups removed."""
+    if bench is not None:
+        bench.stop_server()
+    for d in daemons:
+        d.stop()
+    if server_cgroup is not None:
+        server_cgroup.remove()
+
+
 # --- main ---------------------------------------------------------------------------
 
 def main():
@@ -478,12 +588,8 @@ def main():
     if args.sandbox_builds:
         sizes["sandbox"] = args.sandbox_builds
     reps, chosen = reps_and_workloads(ap, args, WORKLOADS)
-
-    if "sandbox" in chosen and (os.path.realpath(args.scratch) + "/").startswith("/dev/"):
-        # Both daemons mount a fresh /dev (and /dev/shm) in the sandbox,
-        # which hides a store kept below it: builds cannot write their outputs.
-        ap.error("the sandbox workload cannot run with the stores under /dev (BENCH_DIR): "
-                 "leave it out (--only noop,graph,subst) or use a tmpfs mounted elsewhere")
+    if "sandbox" in chosen:
+        refuse_dev_scratch(ap, args.scratch)
 
     tag, work = start_work(args, "build")
     pids_file = os.path.join(work, "pids")
@@ -491,52 +597,14 @@ def main():
     server_cgroup = None
     bench = None
     try:
-        seed = random.randrange(1 << 30)
-        bench = Bench(sizes, reps, work, seed)
-        key_dir = os.path.join(work, "key")
-        os.makedirs(key_dir)
-        secret_key, public_key = os.path.join(key_dir, "secret"), os.path.join(key_dir, "public")
-        subprocess.run(["nix-store", "--generate-binary-cache-key", "armitage-bench-1", secret_key, public_key], check=True)
-        with open(public_key) as f:
-            public = f.read().strip()
-        sandbox_paths = shell_closure()
-
-        modes = ["off"] + (["on"] if "sandbox" in chosen else [])
-        for mode in modes:
-            for kind, label in (("armitage", "armitage"), ("cppnix", "CppNix")):
-                d = BuildDaemon(kind, label if mode == "off" else f"{label} sandbox on",
-                           os.path.join(work, f"{kind}-{mode}"), f"{tag}-{kind}-{mode}", args.armitage, "")
-                d.name, d.mode = label, mode
-                with open(os.path.join(d.conf_dir, "nix.conf"), "w") as f:
-                    f.write(nix_conf(mode == "on", sandbox_paths, public))
-                daemons.append(d)
+        bench = Bench(sizes, reps, work, random.randrange(1 << 30))
+        secret_key, public = signing_key(work)
+        daemons = make_daemons(work, tag, args.armitage, "sandbox" in chosen, public)
         off = [d for d in daemons if d.mode == "off"]
-
         if "subst" in chosen:
-            progress(f"making the binary caches under {work} ...")
-            bench.make_caches(off, secret_key)
-            server_cgroup = Cgroup(f"{tag}-httpd")
-            bench.start_server(server_cgroup, pids_file)
-
-        for d in daemons:
-            d.start()
-            with open(pids_file, "a") as f:
-                f.write(f"{d.proc.pid}\n")
-
-        # All the derivations, instantiated through each daemon (untimed).
-        progress("instantiating ...")
-        leaves = sizes["leaves"]
-        for d in daemons:
-            wanted = []
-            if d.mode == "off":
-                if "noop" in chosen:
-                    wanted.append(("noop", 'b.trivial "noop"'))
-                if "graph" in chosen:
-                    wanted += [(f"graph{r}", f'b.graph "g{seed}x{r}" {leaves}') for r in range(reps)]
-            if "sandbox" in chosen:
-                wanted += [(f"trivial{i}", f'b.trivial "sb{seed}x{i}"') for i in range(sizes["sandbox"])]
-            if wanted:
-                bench.instantiate(d, wanted)
+            server_cgroup = serve_caches(bench, off, secret_key, tag, pids_file)
+        start_daemons(daemons, pids_file)
+        instantiate_all(bench, daemons, chosen)
 
         results = {}
         for key in chosen:
@@ -556,12 +624,7 @@ def main():
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        if bench is not None:
-            bench.stop_server()
-        for d in daemons:
-            d.stop()
-        if server_cgroup is not None:
-            server_cgroup.remove()
+        stop_all(bench, daemons, server_cgroup)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -7,6 +7,7 @@ counted with every process it forks.
 
 Run it through bench/daemon.sh, which builds armitage and checks what is
 needed; bench/README.md says what is measured and how to read it.
+bench/compare.py runs the same workloads (`Workloads`) in its rounds.
 """
 
 import argparse
@@ -21,14 +22,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 EXPORT_MAGIC = 0x4558494E
 CGROUP_ROOT = "/sys/fs/cgroup"
 
-FULL = {"closure": 2000, "clients": 16, "queries": 200, "dump_mib": 200, "imports": 500, "adds": 500}
-QUICK = {"closure": 500, "clients": 16, "queries": 50, "dump_mib": 32, "imports": 100, "adds": 50}
+FULL = {"closure": 2000, "clients": 16, "queries": 200, "dump_mib": 200, "imports": 500, "adds": 500,
+        "idle": 200, "half_open": 100, "loris": 8}
+QUICK = {"closure": 500, "clients": 16, "queries": 50, "dump_mib": 32, "imports": 100, "adds": 50,
+         "idle": 50, "half_open": 25, "loris": 3}
 
 
 class Interrupted(Exception):
@@ -81,6 +85,22 @@ class Closure:
         out += u64(0)
         return bytes(out)
 
+    def register(self, d):
+        """Puts the paths straight into d's store directory and registers
+        them with `nix-store --register-validity --hash-given` (CppNix, no
+        daemon, one transaction): for tens of thousands of paths much faster
+        than importing them, and the store ends up the same."""
+        os.makedirs(d.store_dir, exist_ok=True)
+        lines = []
+        for name, refs, body in zip(self.names, self.refs, self.bodies):
+            path = f"{d.store_dir}/{name}"
+            with open(path, "wb") as f:
+                f.write(body)
+            nar = nar_of_file(body)
+            lines += [path, "sha256:" + hashlib.sha256(nar).hexdigest(), str(len(nar)), "", str(len(refs))]
+            lines += [f"{d.store_dir}/{r}" for r in refs]
+        d.local("nix-store", "--register-validity", "--hash-given", input=("\n".join(lines) + "\n").encode())
+
 
 # --- cgroups ---------------------------------------------------------------------
 
@@ -98,7 +118,7 @@ class Cgroup:
     """One child group in the cpuacct and memory hierarchies."""
 
     def __init__(self, name):
-        self.cache_at_reset = 0
+        self.left_at_reset = 0
         self.dirs = {}
         for c in ("cpuacct", "memory"):
             d = os.path.join(CGROUP_ROOT, c) + own_cgroup(c).rstrip("/") + "/" + name
@@ -129,21 +149,29 @@ class Cgroup:
                 return int(value)
         return 0
 
+    def kmem(self):
+        try:
+            return int(self.read("memory", "memory.kmem.usage_in_bytes"))
+        except OSError:
+            return 0
+
     def reset(self):
         """Zeroes the CPU counter and restarts the memory peak from now."""
         self.write("cpuacct", "cpuacct.usage", "0")
         self.write("memory", "memory.max_usage_in_bytes", "0")
         # Page cache charged to the group by earlier reps (files the daemon
-        # wrote) stays charged; it is subtracted from the peak rather than
-        # dropped, which would also evict the daemon's code and database.
-        self.cache_at_reset = self.stat("total_cache")
+        # wrote) stays charged, and so does kernel memory (those files'
+        # inodes and dentries): both are subtracted from the peak rather
+        # than dropped, which would also evict the daemon's code and database.
+        self.left_at_reset = self.stat("total_cache") + self.kmem()
 
     def cpu_seconds(self):
         return int(self.read("cpuacct", "cpuacct.usage")) / 1e9
 
     def peak_bytes(self):
-        """The peak since `reset`: RSS, kernel memory, new page cache."""
-        return int(self.read("memory", "memory.max_usage_in_bytes")) - self.cache_at_reset
+        """The peak since `reset`: resident memory of every process in the
+        group (shared pages once), new kernel memory, new page cache."""
+        return int(self.read("memory", "memory.max_usage_in_bytes")) - self.left_at_reset
 
     def remove(self):
         for d in self.dirs.values():
@@ -274,6 +302,103 @@ class Daemon:
             pass
         self.cgroup.remove()
 
+    def sockets(self):
+        """How many sockets the daemon's processes hold open (each distinct
+        socket once): the listening one, and one per accepted connection."""
+        inodes = set()
+        for pid in self.cgroup.pids():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:"):
+                    inodes.add(target)
+        return len(inodes)
+
+
+# --- hostile clients ---------------------------------------------------------------
+
+WORKER_MAGIC_1 = 0x6E697863
+
+
+class Hostile:
+    """Clients that tie a daemon up without asking anything of it: `idle`
+    connections that never send a byte, `half_open` ones that send half of
+    the handshake's first word and stop, and `loris` slow-loris clients that
+    send a well-formed handshake and request one byte a second (and connect
+    again should the daemon hang up). They are sockets of this process:
+    nothing of theirs is counted in the daemon's cgroup."""
+
+    # The handshake (magic, protocol 1.34, no CPU affinity, no reserved
+    # space) and an IsValidPath request.
+    LORIS_BYTES = (u64(WORKER_MAGIC_1) + u64(0x122) + u64(0) + u64(0) + u64(1)
+                   + wire_bytes(b"/nix/store/00000000000000000000000000000000-slow"))
+
+    def __init__(self, socket_path, idle, half_open, loris):
+        self.path = socket_path
+        self.counts = (idle, half_open, loris)
+        self.count = idle + half_open + loris
+        self.socks = []
+        self.loris = []  # [socket, bytes sent]
+        self.reconnects = 0
+        self.stopping = threading.Event()
+        self.thread = None
+
+    def connect(self):
+        """A connection; while the daemon's listen backlog is full (CppNix
+        2.8 listens with a backlog of 5), tries again for up to 30 s."""
+        deadline = time.monotonic() + 30
+        while True:
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            try:
+                s.connect(self.path)
+                return s
+            except (BlockingIOError, InterruptedError):
+                s.close()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.path}: the daemon accepts no more connections")
+                time.sleep(0.001)
+
+    def start(self):
+        idle, half_open, loris = self.counts
+        for i in range(idle + half_open):
+            s = self.connect()
+            if i >= idle:
+                s.sendall(self.LORIS_BYTES[:4])
+            self.socks.append(s)
+        self.loris = [[self.connect(), 0] for _ in range(loris)]
+        self.thread = threading.Thread(target=self.trickle, daemon=True)
+        self.thread.start()
+
+    def trickle(self):
+        while not self.stopping.wait(1.0):
+            for entry in self.loris:
+                s, sent = entry
+                try:
+                    s.send(self.LORIS_BYTES[sent % len(self.LORIS_BYTES):][:1])
+                    entry[1] = sent + 1
+                except OSError:
+                    s.close()
+                    self.reconnects += 1
+                    try:
+                        entry[0], entry[1] = self.connect(), 0
+                    except OSError:
+                        pass
+
+    def stop(self):
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join()
+        for s in self.socks + [entry[0] for entry in self.loris]:
+            s.close()
+        self.socks, self.loris = [], []
+
 
 # --- workloads -----------------------------------------------------------------
 #
@@ -294,37 +419,59 @@ def run_output(cmd, env):
 
 
 class Workloads:
-    def __init__(self, sizes, work_dir, seed):
+    """The daemon workloads. `fixture` (default: the closure size) is how
+    many paths the store's closure has: path i's closure is paths 0..i, so
+    one fixture serves path-info over any closure size up to it."""
+
+    def __init__(self, sizes, work_dir, seed, fixture=None):
         self.sizes = sizes
         self.work_dir = work_dir
         self.seed = seed
-        self.closure = Closure(sizes["closure"], "closure", seed, 256)
+        self.closure = Closure(max(sizes["closure"], fixture or 0), "closure", seed, 256)
         self.big = {}  # daemon kind -> (path, NAR size)
 
-    def setup(self, d, big_src):
+    def setup(self, d, big_src, register=False):
         """Fills a store before its daemon starts, with CppNix and no daemon
         (so that neither daemon is charged for it): the closure that
-        path-info and the queries read, and the big path for the dumps."""
-        d.local("nix-store", "--import", input=self.closure.export(d.store_dir), stdout=subprocess.DEVNULL)
+        path-info and the queries read (imported from an export stream, or
+        with `register` written and registered directly, which is faster),
+        and the big path for the dumps."""
+        if register:
+            self.closure.register(d)
+        else:
+            d.local("nix-store", "--import", input=self.closure.export(d.store_dir), stdout=subprocess.DEVNULL)
         out = d.local("nix-store", "--add", big_src, stdout=subprocess.PIPE).stdout.decode().strip()
         size = int(d.local("nix-store", "-q", "--size", out, stdout=subprocess.PIPE).stdout.decode().strip())
         self.big[d.kind] = (out, size)
 
-    def query_batches(self, d):
-        paths = self.closure.paths(d.store_dir)
-        n, per = self.sizes["clients"], self.sizes["queries"]
+    def top(self, d, n=None):
+        """The path whose closure is the first n paths (default: `closure`)."""
+        return self.closure.paths(d.store_dir)[(n or self.sizes["closure"]) - 1]
+
+    def query_batches(self, d, clients=None, per=None):
+        """`clients` batches of `per` paths, spread over the closure."""
+        paths = self.closure.paths(d.store_dir)[:self.sizes["closure"]]
+        n, per = clients or self.sizes["clients"], per or self.sizes["queries"]
         step = max(1, (len(paths) - per) // max(1, n - 1))
         return [paths[min(i * step, len(paths) - per):][:per] for i in range(n)]
 
-    def path_info(self, d, rep):
-        top = self.closure.paths(d.store_dir)[-1]
+    def path_info(self, d, rep, n=None):
+        """`nix path-info -r` of a closure of n paths (default: `closure`):
+        n x QueryPathInfo on one connection. Checks the count it lists."""
+        n = n or self.sizes["closure"]
         t = time.perf_counter()
-        run_quiet(["nix", "path-info", "-r", top], d.client_env())
-        return time.perf_counter() - t, self.sizes["closure"], {}
+        out = run_output(["nix", "path-info", "-r", self.top(d, n)], d.client_env())
+        wall = time.perf_counter() - t
+        listed = len(out.splitlines())
+        if listed != n:
+            raise RuntimeError(f"{d.label}: path-info -r listed {listed} paths, not {n}")
+        return wall, n, {}
 
-    def queries(self, d, rep):
+    def queries(self, d, rep, clients=None, per=None):
+        """`clients` processes at once, each `nix-store -q --references` of
+        `per` paths."""
         env = d.client_env()
-        batches = self.query_batches(d)
+        batches = self.query_batches(d, clients, per)
         t = time.perf_counter()
         procs = [subprocess.Popen(["nix-store", "-q", "--references", *b], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for b in batches]
@@ -335,6 +482,67 @@ class Workloads:
                 raise RuntimeError(f"nix-store -q --references failed:\n{e.decode(errors='replace')}")
         total = sum(len(b) for b in batches)
         return wall, total, {"queries/s": total / wall}
+
+    def client_latencies(self, d):
+        """The queries workload, timing each client from its start to its
+        exit: the latencies, in seconds."""
+        env = d.client_env()
+        batches = self.query_batches(d)
+        starts, ends, errors = [0.0] * len(batches), [0.0] * len(batches), [None] * len(batches)
+
+        def run(i, p):
+            _, err = p.communicate()
+            ends[i] = time.perf_counter()
+            if p.returncode != 0:
+                errors[i] = err.decode(errors="replace")
+
+        threads = []
+        for i, b in enumerate(batches):
+            starts[i] = time.perf_counter()
+            p = subprocess.Popen(["nix-store", "-q", "--references", *b], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            threads.append(threading.Thread(target=run, args=(i, p)))
+            threads[-1].start()
+        for th in threads:
+            th.join()
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise RuntimeError(f"{d.label}: nix-store -q --references failed:\n{failed[0]}")
+        return [e - s for s, e in zip(starts, ends)]
+
+    def attack(self, d, rep):
+        """The queries workload's clients, each one's latency, first on a
+        quiet daemon, then with hostile clients connected (`Hostile`). The
+        daemon's CPU and peak memory are those of the attack: accepting the
+        hostile connections (CppNix: a process each) and the second run."""
+        quiet = self.client_latencies(d)
+        hostile = Hostile(d.socket, self.sizes["idle"], self.sizes["half_open"], self.sizes["loris"])
+        try:
+            # The quiet clients' connections must be gone from the count.
+            d.settle()
+            baseline = d.sockets()
+            while True:
+                time.sleep(0.1)
+                now = d.sockets()
+                if now == baseline:
+                    break
+                baseline = now
+            d.cgroup.reset()
+            hostile.start()
+            deadline = time.monotonic() + 15
+            while d.sockets() - baseline < hostile.count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            accepted = d.sockets() - baseline
+            time.sleep(0.5)  # idle a moment with all of them in
+            attacked = self.client_latencies(d)
+            cpu, peak = d.cgroup.cpu_seconds(), d.cgroup.peak_bytes()
+        finally:
+            hostile.stop()
+        q, a = statistics.median(quiet), statistics.median(attacked)
+        return a, len(attacked), {"cpu": cpu, "peak": peak, "latency quiet": q, "latency under attack": a,
+                                  "attack/quiet": a / q, "latency max quiet": max(quiet),
+                                  "latency max under attack": max(attacked), "hostile accepted": accepted,
+                                  "loris reconnects": hostile.reconnects}
 
     def dump(self, d, rep):
         path, size = self.big[d.kind]
@@ -388,7 +596,7 @@ class Workloads:
             return out.decode().replace(d.store_dir + "/", "/STORE/")
         answers = {}
         for d in daemons:
-            top = self.closure.paths(d.store_dir)[-1]
+            top = self.top(d)
             info = sorted(norm(d, run_output(["nix", "path-info", "-r", top], d.client_env())).split())
             refs = norm(d, run_output(["nix-store", "-q", "--references", *self.query_batches(d)[0]], d.client_env()))
             path, size = self.big[d.kind]
@@ -405,7 +613,7 @@ class Workloads:
             raise RuntimeError("armitage and CppNix answer path-info or --references differently")
 
 
-WORKLOADS = ["path-info", "queries", "dump", "nar", "import", "add"]
+WORKLOADS = ["path-info", "queries", "dump", "nar", "import", "add", "attack"]
 
 
 def titles(n):
@@ -416,6 +624,7 @@ def titles(n):
         "nar": f"same over ssh-ng (NarFromPath)",
         "import": f"nix-store --import ({n['imports']} paths)",
         "add": f"{n['adds']} x nix-store --add",
+        "attack": f"queries under attack ({n['idle'] + n['half_open'] + n['loris']} hostile)",
     }
 
 
@@ -499,7 +708,7 @@ def main():
         wl.check(daemons)  # also warms both up
 
         functions = {"path-info": wl.path_info, "queries": wl.queries, "dump": wl.dump, "nar": wl.nar,
-                     "import": wl.imports, "add": wl.adds}
+                     "import": wl.imports, "add": wl.adds, "attack": wl.attack}
         results = {}
         for key in chosen:
             runs = {d.kind: [] for d in daemons}
@@ -547,7 +756,8 @@ def report(results, sizes, reps):
         if unit:
             rows.append((f"daemon CPU per {unit}", lambda x: x["cpu"] / x["ops"], us))
         rows.append(("peak memory", lambda x: x["peak"], lambda b: f"{b / 1048576:.1f} MiB"))
-        for extra, f in (("queries/s", lambda v: f"{v:.0f}"), ("GB/s", lambda v: f"{v:.2f}")):
+        for extra, f in (("queries/s", lambda v: f"{v:.0f}"), ("GB/s", lambda v: f"{v:.2f}"),
+                         ("latency quiet", ms), ("latency under attack", ms), ("attack/quiet", lambda v: f"{v:.2f}")):
             if extra in a[0]:
                 rows.append((extra, lambda x, e=extra: x[e], f))
         for i, (name, get, f) in enumerate(rows):
@@ -555,9 +765,9 @@ def report(results, sizes, reps):
             ratio = f"{va / vc:.2f}" if vc else "-"
             print(f"{titles(sizes)[key] if i == 0 else '':<36} {name:<20} {f(va):>11} {f(vc):>11} {ratio:>6}")
     print("\nratio: armitage / CppNix. Daemon CPU and peak memory are each daemon's cgroup: it and every")
-    print("process it forks. Peak memory: memory.max_usage_in_bytes over the rep, less the page cache")
-    print("charged to the group before it (what is left: RSS, kernel memory, the page cache of what")
-    print("the daemon wrote during the rep).")
+    print("process it forks. Peak memory: memory.max_usage_in_bytes over the rep, less the page cache and")
+    print("kernel memory charged to the group before it (what is left: RSS, and the kernel memory and page")
+    print("cache added during the rep).")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@
 #   - nix store dump-path of a 200 MiB path (over the socket, where a 2.8
 #     client reads the files itself), and the same over ssh-ng (NarFromPath),
 #   - nix-store --import of a 500-path closure,
-#   - 500 x nix-store --add, one process each.
+#   - 500 x nix-store --add, one process each,
+#   - the 16 query clients' latency with 308 hostile connections (idle,
+#     half-open, slow-loris) against their latency on a quiet daemon.
 # The workloads run in bench/daemon.py; this script builds armitage, checks
 # what is needed and cleans up after it whatever happens. See bench/README.md.
 #
-# Usage: bench/daemon.sh [--quick] [--reps N] [--only path-info,queries,dump,nar,import,add] [--json FILE]
+# Usage: bench/daemon.sh [--quick] [--reps N] [--only path-info,queries,dump,nar,import,add,attack] [--json FILE]
 #   --quick: one rep, smaller sizes (a smoke run); --reps: default 5.
 #   BENCH_DIR: where the stores go (default /var/tmp/armitage-bench).
 # Needs root (cgroups; and the nix-daemon runs as root) and Nix 2.8

@@ -1,10 +1,12 @@
-# Shared by bench/daemon.sh and bench/build.sh (sourced, from the
-# repository's root): checks what the benchmarks need, builds armitage,
-# runs `bench/$bench.py` and cleans up after it whatever happens. The caller
-# sets `bench` (the workload script's name, which also prefixes its work
-# dirs) and `tools` (the commands it needs on PATH).
+# Shared by bench/daemon.sh, bench/build.sh and bench/compare (sourced,
+# from the repository's root): checks what the benchmarks need, builds
+# armitage, runs `bench/$bench.py` and cleans up after it whatever happens.
+# The caller sets `bench` (the workload script's name, which also prefixes
+# its work dirs), `tools` (the commands it needs on PATH) and optionally
+# `entry` (its own name, for messages).
 
-[ "$(id -u)" = 0 ] || { echo "bench/$bench.sh needs root: it puts each daemon in a cgroup of its own" >&2; exit 1; }
+entry=${entry:-bench/$bench.sh}
+[ "$(id -u)" = 0 ] || { echo "$entry needs root: it puts each daemon in a cgroup of its own" >&2; exit 1; }
 for tool in $tools; do
   command -v "$tool" >/dev/null || { echo "$tool not found: run scripts/install-test-deps first" >&2; exit 1; }
 done
