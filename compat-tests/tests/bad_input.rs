@@ -1163,6 +1163,9 @@ fn a_thousand_half_open_connections_and_hostile_clients_leave_good_clients_unhar
         assert!(Instant::now() < deadline, "the daemon still holds {} fds (had {fds_before})", open_fds(pid));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Idle, the daemon hands freed heap back (daemon::memory).
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("daemon memory after the connections closed and 2 s idle: {} RSS", mib(mem(pid).rss));
     assert_serving(&daemon, "the half-open connections closed");
     nix_loop(&daemon, &store, &nix, 2, "after");
     assert_no_debris(&store);

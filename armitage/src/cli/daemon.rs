@@ -33,6 +33,7 @@ pub struct DaemonArgs {
 
 impl DaemonArgs {
     pub fn run(self, g: &GlobalOpts) -> Result<ExitCode> {
+        daemon::memory::limit_arenas();
         let home = g.home_dir()?;
         let settings = self.settings(home.is_some())?;
         let store_dir = g.store_dir()?;

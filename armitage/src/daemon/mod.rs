@@ -4,6 +4,7 @@
 
 mod connection;
 mod io;
+pub mod memory;
 mod ops;
 mod options;
 mod realise;
@@ -159,6 +160,7 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>, shutdown: im
 }
 
 async fn handle_unix(stream: tokio::net::UnixStream, state: Arc<DaemonState>) {
+    let _open = memory::Open::new();
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
