@@ -104,9 +104,23 @@ impl StoreTempDir {
             let path = store_dir.join(format!("tmp-{}-{n}", std::process::id()));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
-                    let lock = std::fs::File::open(&path).map(|f| LockFile::from_file(f, &path)).at("opening", &path)?;
+                    // A collector may delete the directory before we lock it
+                    // (it takes unlocked `tmp-*` dirs for debris; it holds the
+                    // lock until they are gone): then take another, as
+                    // CppNix's `createTempDirInStore` does. Nobody else makes
+                    // this name, so if it is there, it is ours.
+                    let file = match std::fs::File::open(&path) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e).at("opening", &path),
+                    };
+                    let lock = LockFile::from_file(file, &path);
                     lock.lock(LockKind::Exclusive).at("locking", &path)?;
-                    return Ok(StoreTempDir { path, _lock: lock });
+                    match std::fs::symlink_metadata(&path) {
+                        Ok(_) => return Ok(StoreTempDir { path, _lock: lock }),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e).at("getting attributes of", &path),
+                    }
                 }
                 // Left behind by a killed process with our pid: pick another number.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -379,15 +379,17 @@ impl Collection<'_> {
     /// Deletes a store entry's files (a `tmp-*` dir only if nobody holds it).
     fn delete_from_store(&mut self, base_name: &str) -> Result<(), Result<LimitReached, Error>> {
         let real = self.store.shared.config.store_dir.as_path().join(base_name);
+        // A `tmp-*` dir stays locked by us until it is gone: an add that
+        // created it but has not locked it yet waits, then finds it deleted
+        // and makes another (`StoreTempDir::new`).
+        let mut _tmp_dir_lock = None;
         if base_name.starts_with("tmp-") {
-            let held = match std::fs::File::open(&real) {
-                Ok(f) => !LockFile::from_file(f, &real).try_lock(LockKind::Exclusive).unwrap_or(false),
-                Err(_) => true,
-            };
-            if held {
+            let lock = std::fs::File::open(&real).ok().map(|f| LockFile::from_file(f, &real));
+            if !lock.as_ref().is_some_and(|l| l.try_lock(LockKind::Exclusive).unwrap_or(false)) {
                 tracing::debug!("skipping locked tempdir '{}'", real.display());
                 return Ok(());
             }
+            _tmp_dir_lock = lock;
         }
         let full = format!("{}/{base_name}", self.store.shared.config.store_dir.as_str());
         (self.log)(&format!("deleting '{full}'"));
