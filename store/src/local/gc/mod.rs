@@ -100,6 +100,8 @@ impl LocalStore {
             // Frees room for SQLite on a full disk; recreated at the next open.
             let _ = std::fs::remove_file(state.join("db/reserved"));
         }
+        // Released roots may still be in our roots file (see temp_roots).
+        self.shared.temp_roots.flush();
         let gc_lock_path = state.join("gc.lock");
         let gc_lock = LockFile::open(&gc_lock_path, true).at("opening", &gc_lock_path)?;
         if !gc_lock.try_lock(LockKind::Exclusive).at("locking", &gc_lock_path)? {

@@ -23,7 +23,9 @@ impl LocalStore {
     pub fn find_roots(&self, censor: bool) -> Result<Roots> {
         let mut roots = self.find_roots_no_temp(censor)?;
         // Valid or not, as CppNix's `findTempRoots`: a temp root is often
-        // taken before its path exists.
+        // taken before its path exists. Released roots may still be in our
+        // roots file (see temp_roots).
+        self.shared.temp_roots.flush();
         for (pid, path) in super::super::temp_roots::read_all_with_owner(&self.shared.config.state_dir)? {
             if let Ok(p) = self.shared.config.store_dir.parse_path(&path) {
                 roots.entry(p).or_default().insert(if censor { CENSORED.to_owned() } else { format!("{{temp:{pid}}}") });
