@@ -11,6 +11,7 @@
 //! The clients here speak the protocol from raw sockets
 //! (/work/shared/docs/worker-protocol.md), so that they can stop anywhere.
 
+use compat_tests::process::{mem, mib, open_fds, threads};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -424,36 +425,6 @@ impl Client {
 }
 
 // --- The daemon seen from outside -------------------------------------------------
-
-/// `VmRSS`, `VmHWM` and `VmSize` of a process, in bytes.
-#[derive(Debug, Clone, Copy)]
-struct Mem {
-    rss: u64,
-    hwm: u64,
-    size: u64,
-}
-
-fn mem(pid: u32) -> Mem {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
-    let field = |name: &str| -> u64 {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in status"));
-        let kb: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().expect("a number of kB");
-        kb * 1024
-    };
-    Mem { rss: field("VmRSS:"), hwm: field("VmHWM:"), size: field("VmSize:") }
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / 1048576.0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
-}
 
 /// Staging directories left in the store.
 fn debris(store: &TestStore) -> Vec<String> {

@@ -36,6 +36,7 @@
 //! serves adds and builds.
 
 use compat_tests::Rng;
+use compat_tests::process::{mem, mib, open_fds, threads};
 use compat_tests::proto_client::{Client, Options, Wire, WirePathInfo};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -677,30 +678,6 @@ fn describe(cmd: &std::process::Command) -> String {
 
 // --- The daemon seen from outside ------------------------------------------------------
 
-#[derive(Debug, Clone, Copy)]
-struct Mem {
-    rss: u64,
-    hwm: u64,
-}
-
-fn mem(pid: u32) -> Mem {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
-    let field = |name: &str| -> u64 {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in status"));
-        let kb: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().expect("a number of kB");
-        kb * 1024
-    };
-    Mem { rss: field("VmRSS:"), hwm: field("VmHWM:") }
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / 1048576.0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
 /// What each of a process's descriptors is open on.
 fn fd_targets(pid: u32) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -720,10 +697,6 @@ fn cpu_secs(pid: u32) -> f64 {
     let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     // In USER_HZ, which Linux fixes at 100 for what it reports in /proc.
     ticks as f64 / 100.0
-}
-
-fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// Staging directories left in the store, and build directories of this
