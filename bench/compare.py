@@ -59,37 +59,29 @@ def rows_for(chosen, sizes):
     already measures (the closure's size, the queries' client count) are
     taken from it."""
     s = sizes
+    titles = {
+        "noop": f"no-op realise (median of {s['noop']} per round)",
+        "graph": f"{2 * s['leaves']}-derivation graph, max-jobs 2",
+        "sandbox": f"sandbox set-up ({s['sandbox']} trivial builds per round)",
+        "path-info": f"path-info -r, {s['closure']}-path closure",
+        "add": f"{s['adds']} x nix-store --add",
+        "import": f"nix-store --import, {s['imports']} paths",
+        "dump": f"dump-path {s['dump_mib']} MiB (client reads files)",
+        "nar": f"dump-path {s['dump_mib']} MiB over ssh-ng (NarFromPath)",
+        "queries": f"{s['clients']} clients x {s['queries']} queries",
+        "subst": f"substitute {s['subst']} paths (HTTP cache)",
+        "attack": f"queries under attack ({s['idle'] + s['half_open'] + s['loris']} hostile conns)",
+    }
     rows = []
     for key in chosen:
-        if key == "noop":
-            rows.append(("noop", f"no-op realise (median of {s['noop']} per round)"))
-        elif key == "graph":
-            rows.append(("graph", f"{2 * s['leaves']}-derivation graph, max-jobs 2"))
-        elif key == "sandbox":
-            rows.append(("sandbox", f"sandbox set-up ({s['sandbox']} trivial builds per round)"))
-        elif key == "path-info":
-            rows.append(("path-info", f"path-info -r, {s['closure']}-path closure"))
-        elif key == "add":
-            rows.append(("add", f"{s['adds']} x nix-store --add"))
-        elif key == "import":
-            rows.append(("import", f"nix-store --import, {s['imports']} paths"))
-        elif key == "dump":
-            rows.append(("dump", f"dump-path {s['dump_mib']} MiB (client reads files)"))
-        elif key == "nar":
-            rows.append(("nar", f"dump-path {s['dump_mib']} MiB over ssh-ng (NarFromPath)"))
-        elif key == "queries":
-            rows.append(("queries", f"{s['clients']} clients x {s['queries']} queries"))
-        elif key == "subst":
-            rows.append(("subst", f"substitute {s['subst']} paths (HTTP cache)"))
-        elif key == "path-info-curve":
+        if key == "path-info-curve":
             rows += [(f"path-info@{n}", f"path-info -r, {n}-path closure") for n in curve_points(chosen, s)
                      if not (n == s["closure"] and "path-info" in chosen)]
         elif key == "clients-curve":
             rows += [(f"clients@{n}", f"{n} client{'s' if n > 1 else ''} x {s['queries']} queries")
                      for n in s["client_curve"] if not (n == s["clients"] and "queries" in chosen)]
-        elif key == "attack":
-            hostile = s["idle"] + s["half_open"] + s["loris"]
-            rows.append(("attack", f"queries under attack ({hostile} hostile conns)"))
+        else:
+            rows.append((key, titles[key]))
     return rows
 
 
