@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use store::worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, run, write_file};
 
+/// Builds run unsandboxed as the daemon's user, with nothing to substitute.
+const CONF: &str = "sandbox = false\nbuild-users-group =\nsubstituters =\n";
+
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -27,7 +30,7 @@ fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 #[test]
 fn gc_during_a_build_spares_what_the_build_needs() {
     let Some(nix) = Nix::find(NixVersion::V2_8) else { return };
-    let store = TestStore::with_conf("sandbox = false\nbuild-users-group =\nsubstituters =\n");
+    let store = TestStore::with_conf(CONF);
     let daemon = Daemon::armitage(&store);
     let client = |tool: &str| daemon.client(&store, &nix, tool);
 
@@ -100,7 +103,7 @@ fn is_valid_on(c: &mut Client, path: &str) -> bool {
 #[test]
 fn collections_back_to_back_never_take_what_live_clients_hold() {
     let Some(nix) = Nix::find(NixVersion::V2_8) else { return };
-    let store = TestStore::with_conf("sandbox = false\nbuild-users-group =\nsubstituters =\n");
+    let store = TestStore::with_conf(CONF);
     let daemon = Daemon::armitage(&store);
     let client = |tool: &str| daemon.client(&store, &nix, tool);
     let stop = AtomicBool::new(false);

@@ -50,6 +50,13 @@ impl Setup {
         output(&mut c)
     }
 
+    /// `text` added by root (trusted) as a file named `name`: its path.
+    fn add_as_root(&self, name: &str, text: &str) -> String {
+        let f = self.store.work_dir("in").join(name);
+        write_file(&f, text);
+        line(run(self.daemon.client(&self.store, &self.nix, "nix-store").arg("--add").arg(&f)))
+    }
+
     fn nix_file(&self, name: &str, text: &str) -> String {
         let f = self.store.work_dir("in").join(name);
         write_file(&f, text);
@@ -110,9 +117,7 @@ fn untrusted_users_cannot_bring_their_own_substituters() {
 #[test]
 fn untrusted_users_cannot_delete_live_paths() {
     let Some(s) = setup("sandbox = false\n") else { return };
-    let f = s.store.work_dir("in").join("live");
-    write_file(&f, "alive");
-    let path = line(run(s.daemon.client(&s.store, &s.nix, "nix-store").arg("--add").arg(&f)));
+    let path = s.add_as_root("live", "alive");
     let root = s.store.work_dir("roots").join("live-root");
     run(s
         .daemon
@@ -131,9 +136,7 @@ fn untrusted_users_cannot_delete_live_paths() {
 #[test]
 fn untrusted_users_cannot_import_unsigned_paths() {
     let Some(s) = setup("sandbox = false\nrequire-sigs = true\n") else { return };
-    let f = s.store.work_dir("in").join("exported");
-    write_file(&f, "exported by root");
-    let path = line(run(s.daemon.client(&s.store, &s.nix, "nix-store").arg("--add").arg(&f)));
+    let path = s.add_as_root("exported", "exported by root");
     let export = s.store.work_dir("in").join("export.nar");
     let bytes = output(s.daemon.client(&s.store, &s.nix, "nix-store").args(["--export", &path]));
     assert!(bytes.status.success(), "export: {}", text(&bytes.stderr));
