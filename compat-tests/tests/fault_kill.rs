@@ -853,4 +853,11 @@ fn kill_9_of_the_daemon_during_a_mixed_workload() {
     let phases: Vec<String> = s.phases.iter().map(|(p, d)| format!("{p} {:.1} s", d.as_secs_f64())).collect();
     eprintln!("fault_kill: time by phase: {}", phases.join(", "));
     assert_eq!(s.kills, kills);
+    // Kills that all came after every client had finished would prove
+    // little: at least a quarter must have caught clients at work.
+    assert!(
+        (s.kills_early + s.kills_mid) * 4 >= kills,
+        "only {} of {kills} kills came while clients were at work",
+        s.kills_early + s.kills_mid
+    );
 }
