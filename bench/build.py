@@ -465,7 +465,7 @@ def titles(sizes):
 def report(results, sizes, reps):
     with open("/proc/cpuinfo") as f:
         cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    nix = subprocess.run(["nix-store", "--version"], stdout=subprocess.PIPE).stdout.decode().split()[-1]
+    nix = subprocess.run(["nix", "--version"], stdout=subprocess.PIPE).stdout.decode().split()[-1]
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     print(f"\nBuilds: armitage vs CppNix's nix-daemon {nix}, both driven by Nix {nix} clients; "

@@ -348,7 +348,7 @@ def main():
             "machine": {**machine(), "load_start": load_start, "load_end": load(),
                         "other_cpu_cores": round(other_cores, 2), "rounds_s": round(rounds_s, 1),
                         "machine_cpu_s": round(busy_rounds, 1), "benchmark_cpu_s": round(own_cpu, 1)},
-            "nix": subprocess.run(["nix-store", "--version"], stdout=subprocess.PIPE).stdout.decode().split()[-1],
+            "nix": subprocess.run(["nix", "--version"], stdout=subprocess.PIPE).stdout.decode().split()[-1],
             "armitage": armitage_version(),
             "rounds": rounds,
             "sizes": sizes,

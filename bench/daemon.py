@@ -737,7 +737,7 @@ PER_OP = {"path-info": "path", "queries": "query", "import": "path", "add": "add
 def report(results, sizes, reps):
     with open("/proc/cpuinfo") as f:
         cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    nix = subprocess.run(["nix-store", "--version"], stdout=subprocess.PIPE).stdout.decode().split()[-1]
+    nix = subprocess.run(["nix", "--version"], stdout=subprocess.PIPE).stdout.decode().split()[-1]
     print(f"\nDaemons: armitage vs CppNix's nix-daemon {nix}, both driven by Nix {nix} clients; "
           f"{cpu}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d', time.gmtime())}; medians of {reps} rep(s)\n")
     head = f"{'workload':<36} {'measure':<20} {'armitage':>11} {'CppNix':>11} {'ratio':>6}"

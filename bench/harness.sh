@@ -10,9 +10,9 @@ entry=${entry:-bench/$bench.sh}
 for tool in $tools; do
   command -v "$tool" >/dev/null || { echo "$tool not found: run scripts/install-test-deps first" >&2; exit 1; }
 done
-case $(nix-store --version) in
+case $(nix --version) in
   *" 2.8."*) ;;
-  *) echo "expected Nix 2.8 on PATH, found: $(nix-store --version)" >&2; exit 1 ;;
+  *) echo "expected Nix 2.8 on PATH, found: $(nix --version)" >&2; exit 1 ;;
 esac
 for c in cpuacct memory; do
   [ -w "/sys/fs/cgroup/$c/cgroup.procs" ] || { echo "no writable cgroup v1 '$c' hierarchy at /sys/fs/cgroup/$c" >&2; exit 1; }

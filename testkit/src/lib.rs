@@ -78,14 +78,22 @@ impl Nix {
             None if version == NixVersion::V2_8 => PathBuf::from("/usr/bin"),
             None => return Err(format!("{} is not set", version.env_var())),
         };
-        let out = Command::new(bin.join("nix-store"))
-            .arg("--version")
-            .output()
-            .map_err(|e| format!("{} cannot run: {e}", bin.join("nix-store").display()))?;
+        // `nix --version`, never `nix-store --version`: nix-store opens the
+        // default store before it looks at its arguments, so on a machine
+        // whose /nix/var/nix does not exist yet, the first tests to start
+        // raced each other to create it and the losers printed no version
+        // ("'/nix/var/nix/db/schema' is corrupt", "database is busy").
+        let nix = bin.join("nix");
+        let out = Command::new(&nix).arg("--version").output().map_err(|e| format!("{} cannot run: {e}", nix.display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let v = text.trim().rsplit(' ').next().unwrap_or_default();
-        if !v.starts_with(version.version_prefix()) {
-            return Err(format!("{} reports version {v:?}", bin.join("nix-store").display()));
+        if !out.status.success() || !v.starts_with(version.version_prefix()) {
+            return Err(format!(
+                "`{} --version` printed {v:?} ({}): {}",
+                nix.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         Ok(Nix { version, bin })
     }
