@@ -17,7 +17,7 @@ use std::path::PathBuf;
 /// root can read, passed by path, deleted by the child once read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildSpec {
-    /// The program to run (a path, or `builtin:fetchurl`).
+    /// The program to run (a path, or `builtin:<name>`).
     pub builder: String,
     /// `argv[0]` followed by the arguments.
     pub argv: Vec<Vec<u8>>,
@@ -32,6 +32,10 @@ pub struct ChildSpec {
     pub groups: Vec<u32>,
     /// Set up a sandbox first.
     pub sandbox: Option<super::sandbox::SandboxSpec>,
+    /// The protocol minor of the client whose request started the build
+    /// (0: unknown): builtins word some messages after its Nix version.
+    #[serde(default)]
+    pub client_minor: u64,
 }
 
 /// Runs the child side; never returns on success (the builder replaces us).
@@ -81,9 +85,12 @@ fn exec(spec: ChildSpec) -> Result<std::convert::Infallible, String> {
         }
     }
     std::env::set_current_dir(&spec.cwd).map_err(|e| format!("changing into directory '{}': {e}", spec.cwd.display()))?;
-    if spec.builder == "builtin:fetchurl" {
+    if let Some(name) = spec.builder.strip_prefix("builtin:") {
+        // As in CppNix, a builtin's failure (an unknown one's too) is the
+        // build's: its message goes to the log, after the ready line.
         signal_ready();
-        let code = match super::fetchurl::run(&spec.env) {
+        let cx = super::builtins::Context { env: &spec.env, client_minor: spec.client_minor };
+        let code = match super::builtins::run(name, &cx) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("{e}");
@@ -91,9 +98,6 @@ fn exec(spec: ChildSpec) -> Result<std::convert::Infallible, String> {
             }
         };
         std::process::exit(code);
-    }
-    if spec.builder.starts_with("builtin:") {
-        return Err(format!("unsupported builtin builder '{}'", &spec.builder[8..]));
     }
     signal_ready();
     let err = exec_builder(&spec);

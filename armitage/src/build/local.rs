@@ -173,6 +173,9 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
     argv.extend(p.drv.args.iter().map(|a| super::env::rewrite(a, &rewrites)));
 
     // The sandbox.
+    if chroot.is_some() {
+        sandbox::shell::check_builder(&builder, &settings.sandbox_paths)?;
+    }
     let sandbox_spec = match &chroot {
         Some(root) => Some(prepare_sandbox(p, root, &tmp_dir, user.as_ref(), drv_type)?),
         None => None,
@@ -187,6 +190,7 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
         gid: if use_sandbox { None } else { user.as_ref().map(|u| u.gid) },
         groups: user.as_ref().map(|u| u.groups.clone()).unwrap_or_default(),
         sandbox: sandbox_spec,
+        client_minor: p.job.client_minor,
     };
 
     let mut log = open_log(store, &p.drv_path, settings.max_build_log_size)?;
@@ -209,7 +213,14 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
         Ok(mut running) => {
             let drv = p.drv_path.clone();
             let ctx = p.ctx.clone();
-            let r = run::follow(&mut running, &run_params, &mut log, &mut |line| ctx.emit(Event::Log(drv.clone(), line)));
+            let verbosity = p.job.client_verbosity;
+            let r = run::follow(&mut running, &run_params, &mut log, &mut |line| match super::log::json_message(&line) {
+                None => ctx.emit(Event::Log(drv.clone(), line)),
+                // CppNix's daemon passes a builder's messages on as log
+                // messages, those the client's verbosity lets through.
+                Some(super::log::JsonMessage::Msg { level, text }) if level <= verbosity => ctx.emit(Event::Note(text)),
+                Some(_) => {}
+            });
             drop(running);
             Ok(r)
         }

@@ -60,7 +60,8 @@ impl BuildLog {
     fn finish_line(&mut self) -> String {
         let line = String::from_utf8_lossy(&self.partial).into_owned();
         self.partial.clear();
-        if self.tail_len > 0 {
+        // A builder's structured message is not one of its log lines.
+        if self.tail_len > 0 && json_message(&line).is_none() {
             if self.tail.len() == self.tail_len {
                 self.tail.pop_front();
             }
@@ -93,8 +94,54 @@ impl BuildLog {
     }
 }
 
+/// A builder's structured message (CppNix `handleJSONLogMessage`): a line
+/// `@nix ` followed by a JSON object with an `action`, as builtins (and
+/// Nix run inside a build) print their warnings. It stays in the log file
+/// but is no log line: a message is sent to the client, anything else
+/// (activities) is dropped. A line that does not parse is a log line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JsonMessage {
+    /// `"action": "msg"`: a message at CppNix verbosity `level`.
+    Msg { level: u64, text: String },
+    Other,
+}
+
+pub fn json_message(line: &str) -> Option<JsonMessage> {
+    let json: serde_json::Value = serde_json::from_str(line.strip_prefix("@nix ")?).ok()?;
+    match json.get("action")?.as_str()? {
+        "msg" => Some(JsonMessage::Msg { level: json.get("level")?.as_u64()?, text: json.get("msg")?.as_str()?.to_owned() }),
+        _ => Some(JsonMessage::Other),
+    }
+}
+
 impl Drop for BuildLog {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structured_messages() {
+        assert_eq!(
+            json_message(r#"@nix {"action":"msg","level":1,"msg":"warning: x"}"#),
+            Some(JsonMessage::Msg { level: 1, text: "warning: x".into() })
+        );
+        assert_eq!(json_message(r#"@nix {"action":"start","id":1}"#), Some(JsonMessage::Other));
+        assert_eq!(json_message("@nix not json"), None);
+        assert_eq!(json_message(r#"@nix {"level":1}"#), None);
+        assert_eq!(json_message("plain line"), None);
+    }
+
+    #[test]
+    fn structured_messages_stay_out_of_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = BuildLog::create(&dir.path().join("log.bz2"), 10, 0).unwrap();
+        let lines = log.feed(b"one\n@nix {\"action\":\"msg\",\"level\":1,\"msg\":\"w\"}\ntwo\n");
+        assert_eq!(lines.len(), 3);
+        assert_eq!(log.tail(), ["one", "two"]);
     }
 }

@@ -8,9 +8,9 @@
 //! are shared by everyone who asks for the same derivation, and use the
 //! job of whoever started them.
 
+pub mod builtins;
 pub mod child;
 pub mod env;
-pub mod fetchurl;
 pub mod goal;
 pub mod log;
 pub mod outputs;
@@ -89,6 +89,10 @@ pub struct Job {
     substituters: Option<Arc<Substituters>>,
     /// Warnings for the client (substituters it cannot use, ignored settings).
     pub warnings: Vec<String>,
+    /// The client's protocol minor (0: unknown) and verbosity, for what
+    /// builders send it (builtins' wording, their log messages).
+    pub client_minor: u64,
+    pub client_verbosity: u64,
 }
 
 impl Builder {
@@ -148,7 +152,14 @@ impl Builder {
             ));
         }
         let substituters = if s.substitute && !s.substituters.is_empty() { self.substituters_for(&s, &mut warnings) } else { None };
-        Job { share: Arc::new(Semaphore::new(s.max_jobs as usize)), settings: s, substituters, warnings }
+        Job {
+            share: Arc::new(Semaphore::new(s.max_jobs as usize)),
+            settings: s,
+            substituters,
+            warnings,
+            client_minor: client.protocol_minor,
+            client_verbosity: client.verbosity,
+        }
     }
 
     fn substituters_for(&self, s: &Settings, warnings: &mut Vec<String>) -> Option<Arc<Substituters>> {

@@ -193,6 +193,7 @@ pub async fn read_request<R: AsyncRead + Unpin + ?Sized>(
                 verbosity: r.read_bounded("verbosity", u32max).await?,
                 max_build_jobs: r.read_bounded("maxBuildJobs", u32max).await?,
                 max_silent_time: r.read_bounded("maxSilentTime", u32max).await?,
+                protocol_minor: minor,
                 ..Default::default()
             };
             r.read_bounded("useBuildHook", u32max).await?;

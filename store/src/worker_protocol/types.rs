@@ -340,6 +340,10 @@ pub struct ClientOptions {
     pub build_cores: u64,
     pub use_substitutes: bool,
     pub overrides: BTreeMap<String, String>,
+    /// The protocol minor of the connection that sent them (0: none were
+    /// sent). Not on the wire: the daemon words a few messages after the
+    /// client's Nix version.
+    pub protocol_minor: u64,
 }
 
 /// Reads a `BasicDerivation` (§6.7) for the derivation named `name`.

@@ -1,5 +1,5 @@
 //! `builtin:fetchurl`, the builder CppNix runs in-process for `<nix/fetchurl.nix>`
-//! (src/libstore/builtins/fetchurl.cc): downloads `url` to `$out`, optionally
+//! (CppNix's `builtinFetchurl`, fetchurl.cc): downloads `url` to `$out`, optionally
 //! unpacking a NAR (`unpack`, decompressing it first when the URL ends in
 //! `.xz`) or making it executable (`executable`). The output hash is checked
 //! afterwards like any fixed-output derivation's.
