@@ -66,7 +66,7 @@ async fn body(
     mode: BuildModeKey,
     given: Option<Arc<Derivation>>,
 ) -> Result<Outcome, String> {
-    let store = Arc::new(b.store.session());
+    let store = Arc::new(b.store.session().map_err(text)?);
     let full = store.display(drv_path);
     let (drv, initial) = match given {
         Some(drv) => {

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use store::local::LocalStore;
+use store::local::LiveStore;
 use store::nix_conf::Settings;
 use store::signing::{PublicKeys, SecretKey};
 use store::store_path::StorePath;
@@ -41,8 +41,9 @@ use tokio::sync::Semaphore;
 
 /// What all builds share.
 pub struct Builder {
-    /// The daemon's store; goals work on sessions of it (their own temp roots).
-    store: LocalStore,
+    /// The daemon's store; goals work on sessions of it (their own temp
+    /// roots), on the store as it is on disk when they start.
+    store: Arc<LiveStore>,
     /// The daemon's settings (nix.conf).
     settings: Settings,
     goals: goal::Goals,
@@ -96,7 +97,7 @@ pub struct Job {
 }
 
 impl Builder {
-    pub fn new(store: &LocalStore, settings: &Settings, public_keys: PublicKeys) -> Result<Builder, String> {
+    pub fn new(store: Arc<LiveStore>, settings: &Settings, public_keys: PublicKeys) -> Result<Builder, String> {
         let mut secret_keys = Vec::new();
         for file in &settings.secret_key_files {
             let text = std::fs::read_to_string(file).map_err(|e| format!("reading secret key file '{file}': {e}"))?;
@@ -104,7 +105,7 @@ impl Builder {
         }
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the armitage executable: {e}"))?;
         Ok(Builder {
-            store: store.session(),
+            store,
             settings: settings.clone(),
             goals: goal::Goals::default(),
             slots: Arc::new(Semaphore::new(settings.max_jobs as usize)),

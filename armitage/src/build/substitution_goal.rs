@@ -10,7 +10,10 @@ use store::store_path::StorePath;
 use store::worker_protocol::BuildStatus;
 
 pub(super) async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: StorePath, repair: bool) -> Outcome {
-    let store = Arc::new(b.store.session());
+    let store = match b.store.session() {
+        Ok(s) => Arc::new(s),
+        Err(e) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),
+    };
     let full = store.display(&path);
     // A quick lookup: on the worker thread (see derivation_goal's `blocking`).
     match store.add_temp_root(&path).and_then(|()| store.is_valid(&path)) {

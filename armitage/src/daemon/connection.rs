@@ -116,14 +116,16 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    pub fn new(reader: R, writer: W, trust: Trust, peer: Option<Peer>, daemon: Arc<DaemonState>) -> Self {
+    /// A connection working on `store` (a handle of its own on the store
+    /// as it is on disk now: [`DaemonState::session`]).
+    pub fn new(reader: R, writer: W, trust: Trust, peer: Option<Peer>, daemon: Arc<DaemonState>, store: LocalStore) -> Self {
         Connection {
             reader: BufReader::with_capacity(CONNECTION_BUFFER, reader),
             writer: BufWriter::with_capacity(CONNECTION_BUFFER, writer),
             minor: 0,
             trust,
             peer,
-            store: Arc::new(daemon.store.session().reuse_staging()),
+            store: Arc::new(store.reuse_staging()),
             options: default_options(&daemon),
             daemon,
             in_work: false,

@@ -16,7 +16,7 @@ pub use connection::{Connection, Trust};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use store::local::LocalStore;
+use store::local::{LiveStore, LocalStore};
 use store::nix_conf::Settings;
 use store::path_info::PathInfo;
 use store::signing::PublicKeys;
@@ -41,7 +41,9 @@ pub const BLOCKING_THREADS: usize = MAX_CONCURRENT_OPS + 64;
 
 /// What every connection shares.
 pub struct DaemonState {
-    pub store: LocalStore,
+    /// The store; each connection gets a handle on it as it is on disk
+    /// when the connection starts.
+    pub store: Arc<LiveStore>,
     pub settings: Settings,
     pub public_keys: PublicKeys,
     pub limits: Limits,
@@ -55,7 +57,8 @@ impl DaemonState {
     pub fn new(store: LocalStore, settings: Settings) -> Result<DaemonState, String> {
         let public_keys = PublicKeys::parse_all(settings.trusted_public_keys.iter().map(String::as_str))
             .map_err(|e| format!("trusted-public-keys: {e}"))?;
-        let builder = Arc::new(crate::build::Builder::new(&store, &settings, public_keys.clone())?);
+        let store = Arc::new(LiveStore::new(store));
+        let builder = Arc::new(crate::build::Builder::new(store.clone(), &settings, public_keys.clone())?);
         Ok(DaemonState {
             builder,
             store,
@@ -96,6 +99,22 @@ impl DaemonState {
     }
 
     /// Whether an untrusted client may use this substituter.
+    /// A store handle for a new connection, on the store as it is on disk
+    /// now (CppNix opens the store per connection). A few `stat`s, done
+    /// in place; opening the store again, when its database was replaced,
+    /// is rare. When it cannot be opened the connection is closed, as
+    /// CppNix's connection process exits: a client is never served a
+    /// deleted database.
+    fn session(&self) -> Option<LocalStore> {
+        match self.store.session() {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::error!("opening the store for a new connection: {e}");
+                None
+            }
+        }
+    }
+
     pub fn is_trusted_substituter(&self, url: &str) -> bool {
         let with_slash = format!("{url}/");
         let known = |u: &str| u == url || u == with_slash;
@@ -190,13 +209,15 @@ async fn handle_unix(stream: tokio::net::UnixStream, state: Arc<DaemonState>) {
         if trusted == Trust::Trusted { " (trusted)" } else { "" }
     );
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let Some(store) = state.session() else { return };
     let (r, w) = stream.into_split();
-    Connection::new(r, w, trusted, Some(peer), state).with_socket_fd(fd).serve().await;
+    Connection::new(r, w, trusted, Some(peer), state, store).with_socket_fd(fd).serve().await;
 }
 
 /// Serves one connection on stdin/stdout (`--stdio`, as ssh-ng runs it).
 pub async fn serve_stdio(state: Arc<DaemonState>, trust: Trust) {
-    Connection::new(tokio::io::stdin(), tokio::io::stdout(), trust, None, state).serve().await;
+    let Some(store) = state.session() else { return };
+    Connection::new(tokio::io::stdin(), tokio::io::stdout(), trust, None, state, store).serve().await;
 }
 
 /// Raises the soft limit on open files to the hard limit, as a daemon that

@@ -54,6 +54,8 @@ pub enum Error {
     Nar(String),
     #[error("derivation '{path}': {why}")]
     Derivation { path: String, why: String },
+    #[error("the store database '{}' was replaced or removed since this connection opened it; connect again", .0.display())]
+    DatabaseReplaced(PathBuf),
     #[error("{0}")]
     Other(String),
 }

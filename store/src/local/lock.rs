@@ -87,6 +87,12 @@ impl LockFile {
         rustix::fs::flock(self.file.as_fd(), FlockOperation::Unlock).map_err(Into::into)
     }
 
+    /// Whether the open file is still the one at its path (see
+    /// [`super::fs_util::still_at`]).
+    pub fn is_current(&self) -> bool {
+        super::fs_util::still_at(&self.file, &self.path)
+    }
+
     /// Whether the file has been marked stale (non-empty) by a deleter.
     pub fn is_stale(&self) -> io::Result<bool> {
         Ok(self.file.metadata()?.len() != 0)

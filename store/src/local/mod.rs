@@ -18,6 +18,7 @@ mod export;
 mod fs_util;
 pub mod fault;
 pub mod gc;
+mod live;
 pub mod lock;
 mod optimise;
 mod realisations;
@@ -30,6 +31,7 @@ pub use add::AddOptions;
 pub use canonicalise::DEFAULT_IGNORED_XATTRS;
 pub use error::{Error, Result};
 pub use fs_util::delete_path;
+pub use live::LiveStore;
 pub use gc::{GcAction, GcOptions, GcResults, Roots};
 pub use optimise::{OptimiseEvent, OptimiseStats};
 pub use verify::{VerifyLine, VerifyReport};
@@ -149,6 +151,12 @@ struct Shared {
     /// new derivation does not re-read its whole input closure (CppNix's
     /// `drvHashes`). Bounded by [`DRV_HASH_CACHE`].
     drv_hashes: Mutex<std::collections::HashMap<StorePath, crate::derivation::DrvHash>>,
+    /// `db/db.sqlite` as it was when opened, to notice it being replaced
+    /// or removed on disk ([`LocalStore::database_replaced`]). (SQLite
+    /// itself notices too: a connection to a moved database closes without
+    /// checkpointing or deleting the WAL files, whose names are the new
+    /// database's.)
+    db_file: std::fs::File,
 }
 
 /// Entries kept in [`Shared::drv_hashes`] before it is emptied.
@@ -229,6 +237,8 @@ impl LocalStore {
         if config.ca_derivations {
             ensure_ca_schema(&db, &db_dir)?;
         }
+        let db_path = db_dir.join("db.sqlite");
+        let db_file = std::fs::File::open(&db_path).at("opening", &db_path)?;
         Ok(LocalStore {
             shared: Arc::new(Shared {
                 temp_roots: TempRoots::for_state_dir(state),
@@ -237,6 +247,7 @@ impl LocalStore {
                 readers: Mutex::new(Vec::new()),
                 _big_lock: big_lock,
                 drv_hashes: Mutex::new(std::collections::HashMap::new()),
+                db_file,
             }),
             roots: Mutex::new(BTreeSet::new()),
             staging: None,
@@ -287,6 +298,15 @@ impl LocalStore {
         Ok(fs_util::Staged::new(dir))
     }
 
+    /// Whether `db/db.sqlite` on disk is no longer the database this handle
+    /// opened: removed, or replaced by another file (the state dir wiped and
+    /// made again, a backup restored). Two `stat`s. CppNix opens the store
+    /// in each connection's process, so each client sees the store as it is
+    /// on disk when it connects; [`LiveStore`] gives a daemon the same.
+    pub fn database_replaced(&self) -> bool {
+        !fs_util::still_at(&self.shared.db_file, &self.shared.config.state_dir.join("db/db.sqlite"))
+    }
+
     pub fn config(&self) -> &LocalStoreConfig {
         &self.shared.config
     }
@@ -307,8 +327,19 @@ impl LocalStore {
             Some(db) => db,
             None => {
                 let c = &self.shared.config;
+                let path = c.state_dir.join("db/db.sqlite");
+                // Opened by name: once the file there is another database,
+                // a handle on this one must not read from it. Checked before
+                // and after, so that the file was ours all along.
+                let replaced = || self.database_replaced().then(|| Error::DatabaseReplaced(path.clone()));
+                if let Some(e) = replaced() {
+                    return Err(e);
+                }
                 let opts = DbOptions { fsync_metadata: c.fsync_metadata, use_wal: c.use_sqlite_wal };
-                let db = Db::open(&c.state_dir.join("db/db.sqlite"), c.store_dir.clone(), false, &opts)?;
+                let db = Db::open(&path, c.store_dir.clone(), false, &opts)?;
+                if let Some(e) = replaced() {
+                    return Err(e);
+                }
                 // A small page cache: a reader's cache is dropped whenever anyone
                 // writes (WAL), and the pool keeps several readers, each of
                 // which would otherwise grow to SQLite's 2 MiB default.

@@ -75,6 +75,10 @@ impl TempRoots {
             return Ok(());
         }
         let path = self.file_path();
+        // The state dir may have been wiped and made again under us.
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).at("creating directory", dir)?;
+        }
         loop {
             // A file with our pid must be left over from a dead process.
             let _ = std::fs::remove_file(&path);
@@ -105,30 +109,66 @@ impl TempRoots {
             return Ok(());
         }
         self.ensure_file(&mut inner)?;
-        self.ensure_gc_lock(&mut inner)?;
-        let gc_lock_path = self.gc_lock_path();
-        loop {
-            let gc_lock = inner.gc_lock.as_ref().expect("opened above");
-            if gc_lock.try_lock(LockKind::Shared).at("locking", &gc_lock_path)? {
-                let result = append(&mut inner, full_path, &self.file_path());
-                if let Some(l) = inner.gc_lock.as_ref() {
-                    let _ = l.unlock();
-                }
-                result?;
-                break;
-            }
-            // A collector is running: tell it directly, then record the root.
-            match self.send_to_collector(&mut inner, full_path) {
-                Ok(true) => {
-                    append(&mut inner, full_path, &self.file_path())?;
-                    break;
-                }
-                Ok(false) => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => return Err(e),
-            }
-        }
+        self.record(&mut inner, &[full_path])?;
         inner.held.insert(full_path.to_owned(), 1);
         Ok(())
+    }
+
+    /// Writes roots into the file (which exists), so that a collector sees
+    /// each either in the file or, when one is running, on its socket.
+    fn record(&self, inner: &mut Inner, roots: &[&str]) -> Result<()> {
+        self.ensure_gc_lock(inner)?;
+        let gc_lock_path = self.gc_lock_path();
+        let gc_lock = inner.gc_lock.as_ref().expect("opened above");
+        if gc_lock.try_lock(LockKind::Shared).at("locking", &gc_lock_path)? {
+            let result = append(inner, roots, &self.file_path());
+            if let Some(l) = inner.gc_lock.as_ref() {
+                let _ = l.unlock();
+            }
+            return result;
+        }
+        // A collector is running: tell it directly, then record the root.
+        for root in roots {
+            loop {
+                match self.send_to_collector(inner, root) {
+                    Ok(true) => {
+                        append(inner, &[root], &self.file_path())?;
+                        break;
+                    }
+                    Ok(false) => std::thread::sleep(Duration::from_millis(100)),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the roots file on disk is the one this process writes:
+    /// when it was removed or replaced (the state dir wiped and made again,
+    /// tmpfiles cleaning `temproots/`), a new one is made holding every
+    /// root still held, and a `gc.lock` that is no longer the one on disk is
+    /// opened again. A couple of `stat`s when nothing changed. A daemon
+    /// calls this when a client connects and before it collects garbage.
+    pub fn revalidate(&self) -> Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.gc_lock.as_ref().is_some_and(|l| !l.is_current()) {
+            inner.gc_lock = None;
+            inner.socket = None;
+        }
+        if inner.file.as_ref().is_none_or(LockFile::is_current) {
+            return Ok(());
+        }
+        tracing::info!(
+            "the temp roots file '{}' was removed: writing the {} roots held again",
+            self.file_path().display(),
+            inner.held.len()
+        );
+        inner.file = None;
+        inner.in_file = 0;
+        inner.dirty = false;
+        self.ensure_file(&mut inner)?;
+        let held: Vec<String> = inner.held.keys().cloned().collect();
+        self.record(&mut inner, &held.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Drops one hold on each root; roots nobody holds any more leave the
@@ -243,14 +283,16 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<TempRoots>>> {
     REGISTRY.get_or_init(Default::default)
 }
 
-fn append(inner: &mut Inner, full_path: &str, file_path: &Path) -> Result<()> {
-    let mut record = Vec::with_capacity(full_path.len() + 1);
-    record.extend_from_slice(full_path.as_bytes());
-    record.push(0);
+fn append(inner: &mut Inner, roots: &[&str], file_path: &Path) -> Result<()> {
+    let mut record = Vec::with_capacity(roots.iter().map(|r| r.len() + 1).sum());
+    for root in roots {
+        record.extend_from_slice(root.as_bytes());
+        record.push(0);
+    }
     let file = inner.file.as_mut().expect("roots file exists");
     let mut f = file.file();
     f.seek(std::io::SeekFrom::End(0)).and_then(|_| f.write_all(&record)).at("writing temp roots file", file_path)?;
-    inner.in_file += 1;
+    inner.in_file += roots.len();
     Ok(())
 }
 
@@ -335,5 +377,35 @@ mod tests {
         assert_eq!(listed(&roots), held, "the 10th released root made the file be rewritten");
         roots.release(held.iter().map(String::as_str));
         assert!(!roots.file_path().exists(), "nothing held, no file");
+    }
+
+    /// A roots file (or its whole folder) removed under the process is
+    /// written again, with every root still held, when revalidated; a file
+    /// still in place is left alone.
+    #[test]
+    fn a_removed_roots_file_is_made_again_with_the_roots_held() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        std::fs::create_dir_all(state.join("temproots")).unwrap();
+        let roots = TempRoots::for_state_dir(&state);
+        roots.add("/s/a").unwrap();
+        roots.add("/s/b").unwrap();
+        roots.add("/s/gone").unwrap();
+        roots.release(["/s/gone"]);
+        roots.flush();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&roots.file_path());
+        roots.revalidate().unwrap();
+        assert_eq!(inode(&roots.file_path()), before, "an intact file is kept");
+
+        std::fs::remove_file(roots.file_path()).unwrap();
+        roots.revalidate().unwrap();
+        assert_eq!(listed(&roots), ["/s/a", "/s/b"]);
+
+        std::fs::remove_dir_all(&state).unwrap();
+        roots.revalidate().unwrap();
+        assert_eq!(listed(&roots), ["/s/a", "/s/b"], "the folder is made again too");
+        roots.add("/s/c").unwrap();
+        assert_eq!(listed(&roots), ["/s/a", "/s/b", "/s/c"], "later roots go to the new file");
     }
 }

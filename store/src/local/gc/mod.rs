@@ -96,11 +96,17 @@ impl LocalStore {
             keep_derivations = false;
         }
         let state = &self.shared.config.state_dir;
+        // A handle on a database that is no longer the one on disk would
+        // judge the new store's paths by the old one's records.
+        if self.database_replaced() {
+            return Err(Error::DatabaseReplaced(state.join("db/db.sqlite")));
+        }
         if should_delete {
             // Frees room for SQLite on a full disk; recreated at the next open.
             let _ = std::fs::remove_file(state.join("db/reserved"));
         }
-        // Released roots may still be in our roots file (see temp_roots).
+        // Our roots file must be on disk, without roots released since.
+        self.shared.temp_roots.revalidate()?;
         self.shared.temp_roots.flush();
         let gc_lock_path = state.join("gc.lock");
         let gc_lock = LockFile::open(&gc_lock_path, true).at("opening", &gc_lock_path)?;
