@@ -1,6 +1,7 @@
 //! Armitage: the Nix daemon (worker protocol server) on top of the `store`
 //! crate's local store. The `armitage` binary is the command line around it.
 
-pub mod daemon;
 pub mod build;
+pub mod config;
+pub mod daemon;
 pub mod substitute;

@@ -139,3 +139,66 @@ fn allowed_users_keeps_others_out() {
         }
     }
 }
+
+/// What `nix store ping` (2.8) or `nix store info --json` (2.26) shows as
+/// the daemon's version: stderr for 2.8, the `version` field for 2.26.
+fn reported_version(daemon: &Daemon, store: &TestStore, nix: &Nix) -> String {
+    let mut cmd = daemon.client(store, nix, "nix");
+    cmd.args(["--extra-experimental-features", "nix-command"]);
+    match nix.version {
+        NixVersion::V2_8 => {
+            let out = output(cmd.args(["store", "ping"]));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8_lossy(&out.stderr).into_owned();
+            text.lines().find_map(|l| l.strip_prefix("Version: ")).unwrap_or_else(|| panic!("no version in:\n{text}")).to_owned()
+        }
+        NixVersion::V2_26 => {
+            let json: serde_json::Value = serde_json::from_str(&run(cmd.args(["store", "info", "--json"]))).unwrap();
+            json["version"].as_str().unwrap_or_else(|| panic!("no version in {json}")).to_owned()
+        }
+    }
+}
+
+/// `builtins.compareVersions a b`, evaluated by the real Nix.
+fn compare_versions(store: &TestStore, nix: &Nix, a: &str, b: &str) -> i64 {
+    let expr = format!("builtins.compareVersions \"{a}\" \"{b}\"");
+    line(run(store.nix(nix, "nix-instantiate").args(["--eval", "-E", &expr]))).parse().unwrap()
+}
+
+/// The daemon reports a version that scripts can compare with Nix's: by
+/// default the Nix version armitage stands in for, then its own, which
+/// `builtins.compareVersions` puts after 2.26.3 and before 2.26.4; and
+/// `reported-version` in armitage.toml makes it report any other, exactly
+/// as nix-daemon of that version shows.
+#[test]
+fn reported_version_orders_among_nix_versions_and_can_be_set() {
+    for version in NixVersion::ALL {
+        let Some(nix) = Nix::find(version) else { continue };
+        let store = TestStore::new();
+        let reported = reported_version(&Daemon::armitage(&store), &store, &nix);
+        assert_eq!(reported, format!("2.26.3-armitage-{}", env!("CARGO_PKG_VERSION")), "{version}");
+        for (other, order) in [("2.26.3", 1), ("2.26.4", -1), ("2.8.0", 1), ("2.27", -1), ("2.26.3pre20250101", 1)] {
+            assert_eq!(compare_versions(&store, &nix, &reported, other), order, "{version}: compareVersions {reported} {other}");
+        }
+
+        // Set to what nix-daemon of this version reports, it reads the same.
+        let theirs_store = TestStore::new();
+        let theirs = reported_version(&Daemon::nix(&theirs_store, &nix), &theirs_store, &nix);
+        write_file(store.armitage_config(), format!("[daemon]\nreported-version = \"{theirs}\"\n"));
+        assert_eq!(reported_version(&Daemon::armitage(&store), &store, &nix), theirs, "{version}");
+    }
+}
+
+/// A mistake in armitage.toml stops the daemon with one line naming the
+/// file, the line and the key.
+#[test]
+fn a_bad_armitage_toml_stops_the_daemon_with_one_line() {
+    let store = TestStore::new();
+    write_file(store.armitage_config(), "[daemon]\nreported-versoin = \"2.8.0\"\n");
+    let out = output(store.armitage().args(["daemon", "--socket"]).arg(store.root().join("never.sock")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let path = store.armitage_config();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("error: '{}' line 2: unknown field `reported-versoin`", path.display())), "{err}");
+}

@@ -98,6 +98,11 @@ impl Nix {
         Ok(Nix { version, bin })
     }
 
+    /// The folder holding this Nix's tools.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
     /// A command for one of Nix's tools (`nix`, `nix-store`, `nix-hash`, ...)
     /// with a clean environment apart from `PATH`.
     pub fn command(&self, tool: &str) -> Command {
@@ -170,6 +175,11 @@ impl TestStore {
         self.tmp.path()
     }
 
+    /// Where armitage run by [`TestStore::armitage`] reads armitage.toml.
+    pub fn armitage_config(&self) -> PathBuf {
+        self.conf_dir.join("armitage.toml")
+    }
+
     /// A scratch folder for inputs, next to (not inside) the store.
     pub fn work_dir(&self, name: &str) -> PathBuf {
         let p = self.tmp.path().join("work").join(name);
@@ -190,10 +200,13 @@ impl TestStore {
         cmd
     }
 
-    /// The armitage CLI on this store (dirs given as flags).
+    /// The armitage CLI on this store (dirs given as flags), reading its
+    /// own configuration from [`TestStore::armitage_config`] (missing
+    /// unless a test writes it: the defaults), never the machine's.
     pub fn armitage(&self) -> Command {
         let mut cmd = Command::new(armitage_bin());
         self.set_env(&mut cmd);
+        cmd.env("ARMITAGE_CONFIG", self.armitage_config());
         cmd.arg("--store-dir").arg(&self.store_dir);
         cmd.arg("--state-dir").arg(&self.state_dir);
         cmd.arg("--log-dir").arg(&self.log_dir);

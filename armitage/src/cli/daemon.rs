@@ -4,6 +4,7 @@
 
 use super::GlobalOpts;
 use anyhow::{Context, Result};
+use armitage::config::Config;
 use armitage::daemon::{self, DaemonState, Trust};
 use clap::Args;
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ pub struct DaemonArgs {
     /// Configuration file to read instead of $NIX_CONF_DIR/nix.conf.
     #[arg(long, value_name = "FILE")]
     nix_conf: Option<PathBuf>,
+    /// Armitage's own configuration file [env: ARMITAGE_CONFIG] [default:
+    /// /etc/armitage/armitage.toml, or DIR/etc/armitage.toml with --home].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Serve one connection on standard input and output (as `nix-daemon --stdio`).
     #[arg(long)]
     stdio: bool,
@@ -35,13 +40,27 @@ impl DaemonArgs {
     pub fn run(self, g: &GlobalOpts) -> Result<ExitCode> {
         daemon::memory::limit_arenas();
         let home = g.home_dir()?;
-        let settings = self.settings(home.is_some())?;
+        if let Some(home) = &home {
+            // Written again once the daemon listens; a stale one must not
+            // tell a waiting script that it does.
+            let _ = std::fs::remove_file(home.join("env"));
+        }
+        let own = self.config(home.as_deref())?;
+        let mut host = Host::detect();
+        match armitage::build::sandbox::shell::sandbox_paths(own.daemon.sandbox_shell.as_deref()) {
+            Ok(paths) => host.sandbox_paths = paths,
+            Err(e) if own.daemon.sandbox_shell.is_some() => anyhow::bail!("sandbox-shell: {e}"),
+            Err(e) => tracing::warn!(
+                "no shell for the sandbox's /bin/sh ({e}): set 'sandbox-paths = /bin/sh=<a static shell>' in nix.conf, or install busybox-static"
+            ),
+        }
+        let settings = self.settings(home.as_deref(), &host)?;
         let store_dir = g.store_dir()?;
         let state_dir = g.state_dir()?;
         let log_dir = g.log_dir()?;
         let config = LocalStoreConfig::from_settings(store_dir.clone(), &state_dir, &log_dir, &settings);
         let store = LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))?;
-        let state = Arc::new(DaemonState::new(store, settings).map_err(anyhow::Error::msg)?);
+        let state = Arc::new(DaemonState::new(store, settings, own.daemon.reported_version).map_err(anyhow::Error::msg)?);
 
         let fd_limit = daemon::raise_fd_limit();
         tracing::debug!(fd_limit, "open files limit");
@@ -73,14 +92,18 @@ impl DaemonArgs {
                 }
                 None => daemon::bind(&socket).with_context(|| format!("binding to '{}'", socket.display()))?,
             };
-            if home.is_some() {
-                println!(
+            if let Some(home) = &home {
+                // Also kept in DIR/env, for `. DIR/env` in another shell.
+                let env = format!(
                     "export NIX_REMOTE=daemon NIX_DAEMON_SOCKET_PATH={} NIX_STORE_DIR={} NIX_STATE_DIR={} NIX_LOG_DIR={}",
                     socket.display(),
                     store_dir.as_str(),
                     state_dir.display(),
                     log_dir.display()
                 );
+                let env_file = home.join("env");
+                std::fs::write(&env_file, format!("{env}\n")).with_context(|| format!("writing '{}'", env_file.display()))?;
+                println!("{env}");
             }
             tracing::info!("daemon listening on '{}'", socket.display());
             daemon::serve(listener, state, shutdown_signal()).await;
@@ -93,13 +116,13 @@ impl DaemonArgs {
     /// nix.conf as CppNix reads it; in `--home` mode without a conf file of
     /// its own (`DIR/etc/nix.conf`), embedded defaults that need no root:
     /// the daemon's own user is trusted, no build users, no substituters.
-    fn settings(&self, home_mode: bool) -> Result<Settings> {
+    fn settings(&self, home: Option<&std::path::Path>, host: &Host) -> Result<Settings> {
         let env = ConfigEnv::from_process();
-        let host = Host::detect();
-        let loaded = match &self.nix_conf {
-            Some(file) => store::nix_conf::load_file(file, &env, &host).with_context(|| format!("reading '{}'", file.display()))?,
-            None if home_mode => {
-                let mut s = Settings::new(&host, &env);
+        let home_conf = home.map(|h| h.join("etc/nix.conf")).filter(|f| f.exists());
+        let loaded = match self.nix_conf.as_ref().or(home_conf.as_ref()) {
+            Some(file) => store::nix_conf::load_file(file, &env, host).with_context(|| format!("reading '{}'", file.display()))?,
+            None if home.is_some() => {
+                let mut s = Settings::new(host, &env);
                 let me = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
                     rustix::process::getuid().as_raw().to_string()
                 });
@@ -111,12 +134,23 @@ impl DaemonArgs {
                 }
                 store::nix_conf::Loaded { settings: s, warnings }
             }
-            None => store::nix_conf::load(&env, &host).with_context(|| format!("reading '{}'", env.conf_file().display()))?,
+            None => store::nix_conf::load(&env, host).with_context(|| format!("reading '{}'", env.conf_file().display()))?,
         };
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
         Ok(loaded.settings)
+    }
+
+    /// armitage.toml (see [`armitage::config`] for where it is looked for).
+    fn config(&self, home: Option<&std::path::Path>) -> Result<Config> {
+        let (path, must_exist) = match (&self.config, std::env::var_os("ARMITAGE_CONFIG").filter(|v| !v.is_empty()), home) {
+            (Some(file), _, _) => (file.clone(), true),
+            (None, Some(file), _) => (PathBuf::from(file), false),
+            (None, None, Some(home)) => (home.join("etc/armitage.toml"), false),
+            (None, None, None) => (PathBuf::from(armitage::config::DEFAULT_PATH), false),
+        };
+        Ok(Config::load(&path, must_exist)?)
     }
 }
 

@@ -246,7 +246,7 @@ where
             self.reader.read_u64_le_wire().await?; // obsolete reserveSpace
         }
         if self.minor >= 33 {
-            self.writer.write_str(super::NIX_VERSION).await?;
+            self.writer.write_str(&self.daemon.reported_version).await?;
         }
         if self.minor >= 35 {
             self.writer.write_u64_wire(if self.trusted() { 1 } else { 2 }).await?;

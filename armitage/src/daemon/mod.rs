@@ -23,9 +23,6 @@ use store::signing::PublicKeys;
 use store::worker_protocol::Limits;
 use tokio::net::UnixListener;
 
-/// The version reported in the handshake (minor ≥ 33). Clients only show it.
-pub const NIX_VERSION: &str = concat!("armitage ", env!("CARGO_PKG_VERSION"));
-
 /// Most operations in progress at once, over all connections. An operation
 /// may hold a thread for as long as its client lets it (an upload that stops
 /// half way, a NAR reply the client does not read, or a path lock such an
@@ -51,10 +48,13 @@ pub struct DaemonState {
     pub op_slots: tokio::sync::Semaphore,
     /// Builds and substitutions, shared by all connections.
     pub builder: Arc<crate::build::Builder>,
+    /// The version the handshake reports (minor ≥ 33; `reported-version`
+    /// in armitage.toml).
+    pub reported_version: String,
 }
 
 impl DaemonState {
-    pub fn new(store: LocalStore, settings: Settings) -> Result<DaemonState, String> {
+    pub fn new(store: LocalStore, settings: Settings, reported_version: String) -> Result<DaemonState, String> {
         let public_keys = PublicKeys::parse_all(settings.trusted_public_keys.iter().map(String::as_str))
             .map_err(|e| format!("trusted-public-keys: {e}"))?;
         let store = Arc::new(LiveStore::new(store));
@@ -66,6 +66,7 @@ impl DaemonState {
             public_keys,
             limits: Limits::DEFAULT,
             op_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_OPS),
+            reported_version,
         })
     }
 
@@ -98,7 +99,6 @@ impl DaemonState {
         self.store.store_dir().make_path_from_ca(info.path.name(), ca, &refs).is_ok_and(|p| p == info.path)
     }
 
-    /// Whether an untrusted client may use this substituter.
     /// A store handle for a new connection, on the store as it is on disk
     /// now (CppNix opens the store per connection). A few `stat`s, done
     /// in place; opening the store again, when its database was replaced,
@@ -115,6 +115,7 @@ impl DaemonState {
         }
     }
 
+    /// Whether an untrusted client may use this substituter.
     pub fn is_trusted_substituter(&self, url: &str) -> bool {
         let with_slash = format!("{url}/");
         let known = |u: &str| u == url || u == with_slash;
@@ -208,8 +209,8 @@ async fn handle_unix(stream: tokio::net::UnixStream, state: Arc<DaemonState>) {
         peer.user,
         if trusted == Trust::Trusted { " (trusted)" } else { "" }
     );
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let Some(store) = state.session() else { return };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (r, w) = stream.into_split();
     Connection::new(r, w, trusted, Some(peer), state, store).with_socket_fd(fd).serve().await;
 }

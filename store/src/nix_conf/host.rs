@@ -24,6 +24,10 @@ pub struct Host {
     /// `nixos-test benchmark big-parallel uid-range`, plus `kvm` when
     /// `/dev/kvm` is readable and writable.
     pub system_features: BTreeSet<String>,
+    /// The default of `sandbox-paths`: CppNix's is `/bin/sh=` its
+    /// build-time `SANDBOX_SHELL`; a daemon fills in the shell it found
+    /// (empty from [`Host::detect`], which looks for none).
+    pub sandbox_paths: BTreeSet<String>,
 }
 
 impl Host {
@@ -55,6 +59,7 @@ impl Host {
             wsl1,
             extra_platforms,
             system_features,
+            sandbox_paths: BTreeSet::new(),
         }
     }
 }

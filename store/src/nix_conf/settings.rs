@@ -5,8 +5,9 @@
 //! Where 2.8 and 2.26 differ we follow 2.26: `max-free` defaults to
 //! `i64::MAX`, `ignored-acls` includes `security.csm`, `system-features`
 //! includes `uid-range` on Linux, integers take `K`/`M`/`G`/`T` suffixes and
-//! `flakes` implies `fetch-tree`. `sandbox-paths` starts empty: CppNix puts
-//! its build-time `SANDBOX_SHELL` there, which we do not have.
+//! `flakes` implies `fetch-tree`. `sandbox-paths` starts as
+//! [`Host::sandbox_paths`]: CppNix puts its build-time `SANDBOX_SHELL` there;
+//! a daemon puts the shell it found.
 //!
 //! Names CppNix knows but a daemon does not use (evaluator, flake and
 //! client-side settings) are accepted without a warning and kept as text in
@@ -292,7 +293,7 @@ impl Settings {
             download_attempts: 5,
             netrc_file: format!("{conf_dir}/netrc"),
             sandbox: if cfg!(target_os = "linux") { SandboxMode::Enabled } else { SandboxMode::Disabled },
-            sandbox_paths: BTreeSet::new(),
+            sandbox_paths: host.sandbox_paths.clone(),
             sandbox_fallback: true,
             sandbox_build_dir: "/build".to_owned(),
             sandbox_dev_shm_size: "50%".to_owned(),

@@ -39,6 +39,7 @@
 mod mounts;
 mod namespaces;
 mod prepare;
+pub mod shell;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};

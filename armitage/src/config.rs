@@ -1,0 +1,137 @@
+//! Armitage's own settings, in `armitage.toml`: what CppNix has no setting
+//! for. Never in nix.conf, which stock clients read too and warn about keys
+//! they do not know. Nix's own settings stay in nix.conf, read as CppNix
+//! reads it.
+//!
+//! Where the file is: `--config FILE` (which must exist), else
+//! `$ARMITAGE_CONFIG`, else `DIR/etc/armitage.toml` with `--home DIR`, else
+//! `/etc/armitage/armitage.toml`. A missing file (other than one named with
+//! `--config`) means every default. Unknown keys are errors, so that a typo
+//! never passes for a setting.
+//!
+//! ```toml
+//! [daemon]
+//! # What `nix store ping` / `nix store info` show as the daemon's version.
+//! reported-version = "2.26.3"
+//! # The shell builds get as /bin/sh in the sandbox when nix.conf does not set
+//! # sandbox-paths (default: found on the machine, see docs/daemon.md).
+//! sandbox-shell = "/bin/busybox"
+//! ```
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Where the configuration file is by default.
+pub const DEFAULT_PATH: &str = "/etc/armitage/armitage.toml";
+
+/// The Nix release whose daemon armitage stands in for: its worker
+/// protocol (1.38) and its behaviour where Nix versions differ.
+pub const NIX_VERSION: &str = "2.26.3";
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DaemonConfig {
+    /// The version the daemon reports to clients (protocol 1.33 and later:
+    /// `nix store ping`, `nix store info`). Scripts compare it with Nix's
+    /// versions (`builtins.compareVersions`), so the default is the Nix
+    /// version armitage stands in for, followed by armitage's own:
+    /// `2.26.3-armitage-0.1.0`, which orders after 2.26.3 and before
+    /// 2.26.4.
+    pub reported_version: String,
+    /// The shell builds get as `/bin/sh` in the sandbox when nix.conf does
+    /// not set `sandbox-paths` (CppNix builds one in at compile time). None:
+    /// found on the machine (a static busybox or bash, else the host's
+    /// /bin/sh with its libraries).
+    pub sandbox_shell: Option<PathBuf>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig { reported_version: default_reported_version(), sandbox_shell: None }
+    }
+}
+
+/// See [`DaemonConfig::reported_version`].
+pub fn default_reported_version() -> String {
+    format!("{NIX_VERSION}-armitage-{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading '{}': {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("'{}' line {line}: {message}", path.display())]
+    Parse { path: PathBuf, line: usize, message: String },
+}
+
+impl Config {
+    /// Reads the file at `path`; a missing file gives the defaults unless
+    /// `must_exist`.
+    pub fn load(path: &Path, must_exist: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                tracing::debug!("no configuration file at '{}': using the defaults", path.display());
+                return Ok(Config::default());
+            }
+            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+        };
+        Self::parse(&text).map_err(|(line, message)| ConfigError::Parse { path: path.to_owned(), line, message })
+    }
+
+    /// Parses the file's text; an error is its line and a one-line message.
+    pub fn parse(text: &str) -> Result<Config, (usize, String)> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            (line, e.message().trim().replace('\n', " "))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_empty() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.daemon.reported_version, format!("2.26.3-armitage-{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(c.daemon.sandbox_shell, None);
+    }
+
+    #[test]
+    fn daemon_settings() {
+        let c = Config::parse("[daemon]\nreported-version = \"2.8.0\"\nsandbox-shell = \"/bin/busybox\"\n").unwrap();
+        assert_eq!(c.daemon.reported_version, "2.8.0");
+        assert_eq!(c.daemon.sandbox_shell.as_deref(), Some(Path::new("/bin/busybox")));
+    }
+
+    /// A misspelt key is an error on its line, never silently a default.
+    #[test]
+    fn unknown_keys_are_errors_with_their_line() {
+        let (line, message) = Config::parse("[daemon]\n\nreported-versoin = \"2.8.0\"\n").unwrap_err();
+        assert_eq!(line, 3);
+        assert!(message.contains("reported-versoin"), "{message}");
+        assert!(!message.contains('\n'));
+        let (line, message) = Config::parse("[demon]\n").unwrap_err();
+        assert_eq!(line, 1);
+        assert!(message.contains("demon"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_file_is_the_defaults_unless_named_explicitly() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("armitage.toml");
+        assert_eq!(Config::load(&missing, false).unwrap(), Config::default());
+        let e = Config::load(&missing, true).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("reading '{}'", missing.display())), "{e}");
+    }
+}
