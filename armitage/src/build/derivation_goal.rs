@@ -11,7 +11,7 @@ use store::derivation::Derivation;
 use store::derivation::DownstreamPlaceholder;
 use store::local::LocalStore;
 use store::store_path::StorePath;
-use store::worker_protocol::BuildStatus;
+use store::worker_protocol::{BuildStatus, Verbosity};
 
 /// `given`: the derivation as a client sent it (BuildDerivation), instead
 /// of the store's `.drv`.
@@ -133,6 +133,19 @@ async fn finish(
         _ => {}
     }
 
+    // A repair first checks the contents of the valid outputs (CppNix
+    // `checkPathValidity` with its hash check): it rebuilds only when one
+    // is missing or corrupted.
+    let mut outputs_good = true;
+    if mode == BuildModeKey::Repair {
+        for p in initial.values() {
+            match p {
+                Some(p) if store.is_valid(p).map_err(text)? => outputs_good &= contents_good(job, ctx, store, p).await?,
+                _ => outputs_good = false,
+            }
+        }
+    }
+
     // Substitutes for the outputs.
     let all_known = initial.values().all(Option::is_some);
     if mode != BuildModeKey::Check && job.settings.substitute && substitutes_allowed(&drv) && job.substituters.is_some() && all_known {
@@ -164,6 +177,10 @@ async fn finish(
                 return Ok(o);
             }
         }
+    }
+
+    if mode == BuildModeKey::Repair && outputs_good {
+        return repair_closure(b, job, ctx, store, drv_path, full, &initial).await;
     }
 
     // The inputs.
@@ -240,5 +257,101 @@ async fn finish(
     })
     .await
     .map_err(|e| format!("internal error: {e}"))?;
+    if mode == BuildModeKey::Repair && outcome.success() {
+        let mut checked = job.contents_good.lock().unwrap_or_else(|e| e.into_inner());
+        for p in outcome.outputs.values() {
+            checked.insert(p.clone(), true);
+        }
+    }
     Ok(outcome)
+}
+
+/// Whether a valid path's contents still have the NAR hash it was
+/// registered with (CppNix `Worker::pathContentsGood`): checked once per
+/// request, which is told `checking path '…'...` and, when they do not,
+/// `path '…' is corrupted or missing!`.
+async fn contents_good(job: &Job, ctx: &GoalCtx, store: &Arc<LocalStore>, path: &StorePath) -> Result<bool, String> {
+    if let Some(good) = job.contents_good.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return Ok(*good);
+    }
+    let full = store.display(path);
+    ctx.emit(Event::Message(Verbosity::Info, format!("checking path '{full}'...")));
+    let (s, p) = (store.clone(), path.clone());
+    let good = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+        let info = s.path_info(&p).map_err(text)?;
+        let real = s.real_path(&p);
+        if std::fs::symlink_metadata(&real).is_err() {
+            return Ok(false);
+        }
+        // A registration without a hash (all zeros) passes, as in CppNix.
+        if info.nar_hash.as_bytes().iter().all(|b| *b == 0) {
+            return Ok(true);
+        }
+        let (current, _) = store::nar::hash_path(&real, info.nar_hash.algorithm())
+            .map_err(|e| format!("hashing '{}': {e}", real.display()))?;
+        Ok(current == info.nar_hash)
+    })
+    .await
+    .map_err(|e| format!("internal error: {e}"))??;
+    job.contents_good.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone(), good);
+    if !good {
+        ctx.emit(Event::Message(Verbosity::Error, format!("path '{full}' is corrupted or missing!")));
+    }
+    Ok(good)
+}
+
+/// A repair whose outputs are good repairs the rest of their closure
+/// (CppNix `DerivationGoal::repairClosure`): each corrupted path by
+/// repairing the derivation among this one's inputs that produced it, or
+/// else from a cache; nothing is rebuilt when all is good.
+async fn repair_closure(
+    b: &Arc<Builder>,
+    job: &Arc<Job>,
+    ctx: &GoalCtx,
+    store: &Arc<LocalStore>,
+    drv_path: &StorePath,
+    full: &str,
+    initial: &BTreeMap<String, Option<StorePath>>,
+) -> Result<Outcome, String> {
+    let outputs: BTreeSet<StorePath> = initial.values().flatten().cloned().collect();
+    let mut closure = store.closure(outputs.iter().cloned()).map_err(text)?;
+    closure.retain(|p| !outputs.contains(p));
+    let mut producers: BTreeMap<StorePath, StorePath> = BTreeMap::new();
+    for d in store.closure([drv_path.clone()]).map_err(text)? {
+        if d.is_derivation() {
+            for p in store.derivation_output_map(&d).map_err(text)?.into_values().flatten() {
+                producers.insert(p, d.clone());
+            }
+        }
+    }
+    let mut goals = Vec::new();
+    for p in &closure {
+        if contents_good(job, ctx, store, p).await? {
+            continue;
+        }
+        ctx.emit(Event::Message(
+            Verbosity::Error,
+            format!("found corrupted or missing path '{}' in the output closure of '{full}'", store.display(p)),
+        ));
+        goals.push(match producers.get(p) {
+            Some(d) => {
+                let g = b.derivation(job, d.clone(), BuildModeKey::Repair);
+                g.want(None);
+                g
+            }
+            None => b.substitution(job, p.clone(), true),
+        });
+    }
+    if !goals.is_empty() {
+        let (failed, _) = wait_inputs(&ctx.me, goals, job.settings.keep_going).await;
+        if failed > 0 {
+            return Ok(Outcome::failed(
+                BuildStatus::MiscFailure,
+                format!("some paths in the output closure of derivation '{full}' could not be repaired"),
+            ));
+        }
+    }
+    let mut o = Outcome::new(BuildStatus::AlreadyValid);
+    o.outputs = all_valid(store, initial).map_err(text)?.unwrap_or_default();
+    Ok(o)
 }

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use store::store_path::StorePath;
-use store::worker_protocol::{BuildMode, BuildStatus};
+use store::worker_protocol::{BuildMode, BuildStatus, Verbosity};
 use tokio::sync::{mpsc, watch};
 
 /// What a goal is about.
@@ -50,7 +50,9 @@ pub enum Event {
     BuildPlanned(StorePath),
     /// A planned build will not run (an input failed).
     BuildAbandoned(StorePath),
-    BuildStarted(StorePath),
+    /// A build starts: of `drv`, in a mode (CppNix names the activity
+    /// after it: building, repairing or checking outputs).
+    BuildStarted(StorePath, BuildModeKey),
     Log(StorePath, String),
     BuildFinished { drv: StorePath, ok: bool },
     SubstituteStarted { path: StorePath, cache: String },
@@ -62,6 +64,9 @@ pub enum Event {
     Warning(String),
     /// A line CppNix logs as is (`note: keeping build directory ...`).
     Note(String),
+    /// A line CppNix logs at a level: clients see it when their verbosity
+    /// reaches it (`checking path '…'...`).
+    Message(Verbosity, String),
     /// The post-build hook of a derivation runs / printed a line / ended.
     HookStarted(StorePath),
     HookLine(StorePath, String),
@@ -232,7 +237,7 @@ impl Goal {
     pub fn emit(&self, event: Event) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &event {
-            Event::BuildPlanned(_) | Event::BuildStarted(_) => *state = Some(event.clone()),
+            Event::BuildPlanned(_) | Event::BuildStarted(..) => *state = Some(event.clone()),
             Event::BuildAbandoned(_) | Event::BuildFinished { .. } => *state = None,
             _ => {}
         }

@@ -208,7 +208,7 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
     };
 
     let start_time = now();
-    p.ctx.emit(Event::BuildStarted(p.drv_path.clone()));
+    p.ctx.emit(Event::BuildStarted(p.drv_path.clone(), p.mode));
     let result = match run::start(&run_params) {
         Ok(mut running) => {
             let drv = p.drv_path.clone();

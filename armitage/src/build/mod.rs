@@ -94,6 +94,10 @@ pub struct Job {
     /// builders send it (builtins' wording, their log messages).
     pub client_minor: u64,
     pub client_verbosity: u64,
+    /// Paths whose contents were checked against their NAR hash for a
+    /// repair, and the verdict (CppNix's `pathContentsGoodCache`, one per
+    /// request): each is checked, and said to be, once.
+    contents_good: Mutex<HashMap<StorePath, bool>>,
 }
 
 impl Builder {
@@ -160,6 +164,7 @@ impl Builder {
             warnings,
             client_minor: client.protocol_minor,
             client_verbosity: client.verbosity,
+            contents_good: Mutex::default(),
         }
     }
 

@@ -249,8 +249,8 @@ where
         }
         // Goals replay their state to watchers that join late, so a build
         // may be reported started twice.
-        Event::BuildStarted(drv) if acts.build_acts.contains_key(&drv) => {}
-        Event::BuildStarted(drv) => {
+        Event::BuildStarted(drv, _) if acts.build_acts.contains_key(&drv) => {}
+        Event::BuildStarted(drv, mode) => {
             if !acts.planned.contains(&drv) {
                 acts.planned.insert(drv.clone());
                 acts.builds_n.expected += 1;
@@ -258,7 +258,12 @@ where
             let id = c.new_activity_id();
             let full = dir.display(&drv);
             let fields = vec![Field::Str(full.clone()), Field::Str(String::new()), Field::Int(1), Field::Int(1)];
-            c.log(start(id, Verbosity::Info, ActivityType::Build, format!("building '{full}'"), fields)).await?;
+            let text = match mode {
+                BuildModeKey::Normal => format!("building '{full}'"),
+                BuildModeKey::Repair => format!("repairing outputs of '{full}'"),
+                BuildModeKey::Check => format!("checking outputs of '{full}'"),
+            };
+            c.log(start(id, Verbosity::Info, ActivityType::Build, text, fields)).await?;
             acts.build_acts.insert(drv, id);
             acts.builds_n.running += 1;
         }
@@ -309,6 +314,7 @@ where
         Event::Error(msg) => c.log(StderrMessage::Next(format!("error: {}\n", indent_error(&msg)))).await?,
         Event::Warning(msg) => c.warn(&msg).await?,
         Event::Note(line) => c.log(StderrMessage::Next(format!("{line}\n"))).await?,
+        Event::Message(level, line) => c.info(level, &line).await?,
         Event::HookStarted(drv) => {
             let id = c.new_activity_id();
             let hook = c.daemon.builder.settings().post_build_hook.clone();
