@@ -3,10 +3,12 @@
 //! of builds.rs, run against armitage and against CppNix's nix-daemon of the
 //! client's version side by side ([`compat_tests::Twins`]): `nix
 //! why-depends`, `nix store diff-closures`, `nix log` of an output,
-//! `nix-shell`, `nix store repair`, `nix-store --delete --ignore-liveness`,
-//! `nix copy` over the legacy `nix-store --serve` protocol and the `nix
-//! flake` commands with `nix develop` and `nix shell`. Stdout (translated),
-//! `error:` lines, exit codes and the stores' valid paths must be the same.
+//! `nix-shell`, `nix-store --delete` and `nix store delete` (what keeps a
+//! path alive, `--ignore-liveness`), `nix store repair` and builds with
+//! `--repair` and `--check`, `nix copy` over the legacy `nix-store --serve`
+//! protocol, and the `nix flake` commands with `nix develop` and `nix
+//! shell`. Stdout (translated), `error:` lines, exit codes and the stores'
+//! valid paths must be the same; where messages matter (repairs) stderr too.
 //!
 //! Every test builds as root without build users (`build-users-group =`,
 //! see .config/nextest.toml) and without a sandbox; derivations set
@@ -290,7 +292,7 @@ fn nix_shell(version: NixVersion) {
     // The shell: bash from PATH (the default looks for <nixpkgs>, which
     // is not there, and says so before falling back to bash).
     let script = r#"echo "$greeting"; read -r x < "$dep"; echo "$x from $dep"; read -r x < "$src"; echo "$x";
-        echo "out=$out in=${IN_NIX_SHELL-}"; echo $(compgen -e | grep -v '^_$')"#;
+        echo "out=$out in=${IN_NIX_SHELL-}"; for v in $(compgen -e); do [ "$v" = _ ] || printf '%s ' "$v"; done; echo"#;
     for pure in [false, true] {
         let outs = tw.both("nix-shell", |_, c| {
             c.env("NIX_BUILD_SHELL", "bash").arg(&file).args(["-A", "env", "--run", script]);
@@ -301,6 +303,7 @@ fn nix_shell(version: NixVersion) {
         let out = same_stdout(&tw, &format!("nix-shell --run (pure: {pure})"), &outs);
         assert!(out.starts_with("hello from the shell\ndependency from "), "{out}");
         assert!(out.contains(if pure { "in=pure" } else { "in=impure" }), "{out}");
+        assert!(out.contains(" greeting ") && out.contains(" dep "), "the derivation's variables are exported: {out}");
         same_valid_paths(&tw, &format!("after nix-shell (pure: {pure})"));
     }
     // The command's exit code is nix-shell's.
@@ -437,27 +440,68 @@ fn delete_and_repair(version: NixVersion) {
     for s in Side::BOTH {
         assert_eq!(std::fs::read_to_string(tw.path(s, &other)).unwrap(), "corrupted\n", "{}", tw.daemon(s).name);
     }
-    // (Nix 2.8's `nix build` has no --repair.)
-    let outs = match version {
-        NixVersion::V2_8 => tw.both("nix-build", |_, c| {
-            c.arg(&file).args(["-A", "other", "--no-out-link", "--repair"]);
-        }),
-        NixVersion::V2_26 => tw.both("nix", |_, c| {
-            c.args(["build", "--no-link", "--repair", "-f"]).arg(&file).arg("other");
-        }),
-    };
-    both_ok(&tw, "a build with --repair", &outs);
+    // A build with --repair checks the contents of the outputs and of
+    // their closure, and rebuilds only what is corrupted.
+    let out = repair_build(&tw, &file, "other");
+    assert!(out.contains("is corrupted or missing!") && out.contains("repairing outputs of '"), "{out}");
     for s in Side::BOTH {
         assert_eq!(std::fs::read_to_string(tw.path(s, &other)).unwrap(), "other\n", "{}", tw.daemon(s).name);
     }
+    // All good: nothing is rebuilt.
+    let top = line(build(&tw, &file, "top").join("\n"));
+    let out = repair_build(&tw, &file, "top");
+    assert!(out.contains("checking path '") && !out.contains("repairing"), "{out}");
+    // A corrupted dependency: repaired through the derivation that made it.
+    let lib = line(build(&tw, &file, "lib").join("\n"));
+    for s in Side::BOTH {
+        corrupt(&tw.path(s, &lib), "corrupted\n");
+    }
+    let out = repair_build(&tw, &file, "top");
+    assert!(out.contains(&format!("found corrupted or missing path '{lib}' in the output closure of '")), "{out}");
+    assert_eq!(out.matches("repairing outputs of '").count(), 1, "only the library is rebuilt: {out}");
+    for s in Side::BOTH {
+        assert_eq!(std::fs::read_to_string(tw.path(s, &lib)).unwrap(), "the library\n", "{}", tw.daemon(s).name);
+    }
+    // A check rebuilds and compares ("checking outputs of '…'").
+    let outs = match version {
+        NixVersion::V2_8 => tw.both("nix-build", |_, c| {
+            c.arg(&file).args(["-A", "lib", "--no-out-link", "--check"]);
+        }),
+        NixVersion::V2_26 => tw.both("nix", |_, c| {
+            c.args(["build", "--no-link", "--rebuild", "-f"]).arg(&file).arg("lib");
+        }),
+    };
+    same_stdout(&tw, "a build with --check", &outs);
+    let [ours, theirs] = [&outs[0], &outs[1]].map(|o| strip_ansi(&text(&o.stderr)));
+    tw.assert_same_lines("a build with --check: stderr", &ours, &theirs);
+    assert!(theirs.contains("checking outputs of '"), "{theirs}");
     let outs = tw.both("nix-store", |_, c| {
         c.args(["--verify", "--check-contents"]);
     });
-    both_ok(&tw, "nix-store --verify --check-contents after the repair", &outs);
-    tw.same_path_info("path-info after the repair", |s, c| {
-        c.arg(tw.path(s, &other));
+    both_ok(&tw, "nix-store --verify --check-contents after the repairs", &outs);
+    tw.same_path_info("path-info after the repairs", |s, c| {
+        c.args(["-r", &tw.path(s, &other), &tw.path(s, &top)]);
     });
-    same_valid_paths(&tw, "after the repair");
+    same_valid_paths(&tw, "after the repairs");
+}
+
+/// `nix-build --repair -A attr` (Nix 2.8's `nix build` has no --repair)
+/// or `nix build --repair`: both succeed, print the same output path and
+/// the same messages (as sets: the closure is checked in path order,
+/// which differs between the stores). Returns theirs' stderr.
+fn repair_build(tw: &Twins, file: &std::path::Path, attr: &str) -> String {
+    let outs = match tw.version() {
+        NixVersion::V2_8 => tw.both("nix-build", |_, c| {
+            c.arg(file).args(["-A", attr, "--no-out-link", "--repair"]);
+        }),
+        NixVersion::V2_26 => tw.both("nix", |_, c| {
+            c.args(["build", "--no-link", "--repair", "-f"]).arg(file).arg(attr);
+        }),
+    };
+    same_stdout(tw, &format!("a build of {attr} with --repair"), &outs);
+    let [ours, theirs] = [&outs[0], &outs[1]].map(|o| strip_ansi(&text(&o.stderr)));
+    tw.assert_same_lines(&format!("a build of {attr} with --repair: stderr"), &ours, &theirs);
+    theirs
 }
 
 #[test]
