@@ -220,6 +220,7 @@ impl LocalStore {
                 std::fs::set_permissions(&per_user, std::fs::Permissions::from_mode(0o755)).at("changing mode of", &per_user)?;
             }
         }
+        create_user_dirs(&profiles, &gcroots);
         set_store_dir_permissions(&config)?;
         if !config.allow_symlinked_store {
             check_not_symlinked(store)?;
@@ -476,6 +477,33 @@ impl Drop for LocalStore {
 
 fn mkdirs(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).at("creating directory", path)
+}
+
+/// `profiles/per-user/<user>` and `gcroots/per-user/<user>` for whoever
+/// opens the store (CppNix 2.8's `LocalStore::createUser`, run by its
+/// constructor): 0755, owned by the user. Nix 2.8's nix-channel puts the
+/// channels profile there without creating the folder. Best effort: a user
+/// who may not create them still opens the store.
+fn create_user_dirs(profiles: &Path, gcroots: &Path) {
+    let uid = rustix::process::geteuid().as_raw();
+    let from_passwd = std::fs::read_to_string("/etc/passwd").ok().and_then(|text| {
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_owned())
+        })
+    });
+    let Some(name) = from_passwd.or_else(|| std::env::var("USER").ok()).filter(|n| !n.is_empty() && !n.contains('/')) else {
+        return;
+    };
+    let gid = rustix::process::getegid().as_raw();
+    for dir in [profiles.join("per-user").join(&name), gcroots.join("per-user").join(&name)] {
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)))
+            .and_then(|()| std::os::unix::fs::chown(&dir, Some(uid), Some(gid)));
+        if let Err(e) = made {
+            tracing::debug!("cannot create '{}': {e}", dir.display());
+        }
+    }
 }
 
 /// Root with an existing build users group: the store dir is
