@@ -123,7 +123,7 @@ fn tree(root: &Path) -> String {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-            l|e| e.expect("a directory entry").file_name())
+            .map(|e| e.expect("a directory entry").file_name())
             .collect();
         names.sort();
         for name in names {
@@ -148,11 +148,11 @@ fn tree(root: &Path) -> String {
 /// A profile's generation links (`name`, `name-N-link`) and their targets.
 fn generations(dir: &Path, name: &str) -> Vec<(String, String)> {
     let mut links: Vec<(String, String)> = std::fs::read_dir(dir)
-        l|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .filter(|n| n == name || n.strip_prefix(name).is_some_and(|r| r.starts_with('-') && r.ends_with("-link")))
-        .filterl|n| {
+        .filter_map(|n| {
             let target = std::fs::read_link(dir.join(&n)).ok()?;
             Some((n, target.display().to_string()))
         })
@@ -166,7 +166,7 @@ fn generations(dir: &Path, name: &str) -> Vec<(String, String)> {
 /// paired: they are the same user environment), the tree of the current
 /// generation and its manifest.
 fn same_profile(tw: &Twins, what: &str, dirs: [&Path; 2], name: &str) {
-    let [ours, theirs] = dirsl|d| generations(d, name));
+    let [ours, theirs] = dirs.map(|d| generations(d, name));
     for (n, t) in &theirs {
         if let Some((_, o)) = ours.iter().find(|(m, _)| m == n)
             && n != name
@@ -176,7 +176,7 @@ fn same_profile(tw: &Twins, what: &str, dirs: [&Path; 2], name: &str) {
             tw.map.borrow_mut().pair(o, t);
         }
     }
-    let listing = |links: &[(String, String)]| links.iter()l|(n, t)| format!("{n} -> {t}\n")).collect::<String>();
+    let listing = |links: &[(String, String)]| links.iter().map(|(n, t)| format!("{n} -> {t}\n")).collect::<String>();
     tw.assert_same(&format!("{what}: the generations"), &listing(&ours), &listing(&theirs));
     let current = |side: Side| {
         let dir = dirs[if side == Side::Ours { 0 } else { 1 }];
@@ -220,7 +220,7 @@ fn same_warnings(tw: &Twins, what: &str, [o, t]: &[Output; 2]) {
     tw.map.borrow_mut().learn(oe.as_bytes(), te.as_bytes());
     let warnings = |s: &str| {
         let mut w: Vec<String> =
-            s.lines().filter(|l| l.starts_with("warning:"))l|l| without_client_temp_dirs(l)).collect();
+            s.lines().filter(|l| l.starts_with("warning:")).map(without_client_temp_dirs).collect();
         w.sort();
         w
     };
@@ -266,7 +266,7 @@ fn error_blocks(stderr: &str) -> Vec<String> {
             in_error = false;
         }
     }
-    blocks.into_iter()lnormalise_block).collect()
+    blocks.into_iter().map(normalise_block).collect()
 }
 
 fn normalise_block(mut lines: Vec<String>) -> String {
@@ -279,8 +279,8 @@ fn normalise_block(mut lines: Vec<String>) -> String {
     // 2.8: "packages 'A' and 'B' have the same priority".
     for l in &mut lines {
         if let Some(start) = l.find("packages '")
-            && let Some(mid) = l[start..].find("' and '")l|m| start + m)
-            && let Some(end) = l[mid..].find("' have the same priority")l|e| mid + e)
+            && let Some(mid) = l[start..].find("' and '").map(|m| start + m)
+            && let Some(end) = l[mid..].find("' have the same priority").map(|e| mid + e)
         {
             let (a, b) = (l[start + 10..mid].to_owned(), l[mid + 7..end].to_owned());
             let (a, b) = if a <= b { (a, b) } else { (b, a) };
@@ -321,7 +321,7 @@ fn client(tw: &Twins, side: Side, tool: &str) -> Command {
 }
 
 fn both(tw: &Twins, tool: &str, args: impl Fn(Side, &mut Command)) -> [Output; 2] {
-    Side::BOTHl|side| {
+    Side::BOTH.map(|side| {
         let mut cmd = client(tw, side, tool);
         args(side, &mut cmd);
         testkit::output(&mut cmd)
@@ -333,7 +333,7 @@ fn both(tw: &Twins, tool: &str, args: impl Fn(Side, &mut Command)) -> [Output; 2
 fn generation_numbers(listing: &str) -> String {
     listing
         .lines()
-        l|l| {
+        .map(|l| {
             let words: Vec<&str> = l.split_whitespace().collect();
             let current = if words.last() == Some(&"(current)") { " (current)" } else { "" };
             format!("{}{current}\n", words.first().copied().unwrap_or_default())
@@ -460,7 +460,7 @@ fn nix_env_profiles(version: NixVersion) {
     same_profile(&tw, "nix-collect-garbage -d: the relative profile", [&rel[0], &rel[1]], "prof");
     let kept = |side: Side| generations(&dir(side), "prof").len();
     assert_eq!(kept(Side::Theirs), 2, "the profile and its current generation");
-    let summary = |o: &Output| text(&o.stdout).lines().filter(|l| l.contains("store paths deleted"))lstr::to_owned).collect::<Vec<_>>();
+    let summary = |o: &Output| text(&o.stdout).lines().filter(|l| l.contains("store paths deleted")).map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(summary(&outs[0]), summary(&outs[1]), "nix-collect-garbage -d: what was deleted (armitage's first)");
     tw.same_lines("nix-store -qR of the profile", "nix-store", |side, c| {
         c.arg("-qR").arg(profile(side));
@@ -537,7 +537,7 @@ fn channels(version: NixVersion) {
         c.arg("--update");
     });
     both_ok(&tw, "nix-channel --update", &outs);
-    let dirs = Side::BOTHl|side| tw.store(side).state_dir.join("profiles/per-user/root"));
+    let dirs = Side::BOTH.map(|side| tw.store(side).state_dir.join("profiles/per-user/root"));
     same_profile(&tw, "nix-channel --update", [&dirs[0], &dirs[1]], "channels");
     let t = tree(&std::fs::canonicalize(dirs[1].join("channels")).expect("the channels profile"));
     for name in ["alpha", "beta", "gamma"] {
@@ -634,7 +634,7 @@ fn builtins_in_the_sandbox(version: NixVersion) {
         c.env("NIX_CONFIG", "sandbox = true").arg("--update");
     });
     both_ok(&tw, "nix-channel --update in the sandbox", &outs);
-    let dirs = Side::BOTHl|side| tw.store(side).state_dir.join("profiles/per-user/root"));
+    let dirs = Side::BOTH.map(|side| tw.store(side).state_dir.join("profiles/per-user/root"));
     same_profile(&tw, "nix-channel --update in the sandbox", [&dirs[0], &dirs[1]], "channels");
 }
 
