@@ -393,11 +393,15 @@ fn nix_env_profiles(version: NixVersion) {
         c.arg("-p").arg(profile(side)).args(["-q", "--out-path"]);
     });
 
-    // Same priority: a collision, the profile unchanged.
+    // Same priority: a collision, the profile unchanged. A builtin's build
+    // directory is never kept.
     let outs = both(&tw, "nix-env", |side, c| {
-        c.arg("-p").arg(profile(side)).arg("-f").arg(&x).args(["-iA", "clash"]);
+        c.arg("-p").arg(profile(side)).arg("-f").arg(&x).args(["-iA", "clash", "--keep-failed"]);
     });
     let errors = same_failure(&tw, "nix-env -iA clash (a collision)", &outs);
+    for (o, side) in outs.iter().zip(Side::BOTH) {
+        assert!(!text(&o.stderr).contains("keeping build directory"), "{}: {}", tw.daemon(side).name, text(&o.stderr));
+    }
     let message = match version {
         NixVersion::V2_8 => "have the same priority 5; use 'nix-env --set-flag priority NUMBER INSTALLED_PKGNAME'",
         NixVersion::V2_26 => "Unable to build profile. There is a conflict for the following files:",

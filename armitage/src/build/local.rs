@@ -270,7 +270,9 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
         Ok(RunOutcome::Exited(_)) => None,
     };
     if let Some(f) = failure {
-        cleanup.keep = settings.keep_failed && !p.ctx.cancel.load(Ordering::Relaxed);
+        // CppNix never keeps a builtin's build directory (it may hold
+        // privileged things, such as fetchurl's netrc).
+        cleanup.keep = settings.keep_failed && !p.ctx.cancel.load(Ordering::Relaxed) && !p.drv.is_builtin();
         if cleanup.keep {
             p.ctx.emit(Event::Note(format!("note: keeping build directory '{}'", tmp_dir.display())));
         }
@@ -300,7 +302,7 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
                 OutputError::NotDeterministic(m) => (BuildStatus::NotDeterministic, m),
                 OutputError::Other(m) => (BuildStatus::OutputRejected, m),
             };
-            if settings.keep_failed {
+            if settings.keep_failed && !p.drv.is_builtin() {
                 cleanup.keep = true;
                 p.ctx.emit(Event::Note(format!("note: keeping build directory '{}'", tmp_dir.display())));
             }
