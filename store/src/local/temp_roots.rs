@@ -135,7 +135,23 @@ impl TempRoots {
                         append(inner, &[root], &self.file_path())?;
                         break;
                     }
-                    Ok(false) => std::thread::sleep(Duration::from_millis(100)),
+                    Ok(false) => {
+                        // No collector listening: not yet, or it is gone. Once
+                        // none holds the lock the file will do (CppNix starts
+                        // over from the lock); a collector that ended while we
+                        // waited for its socket left us looping here for ever,
+                        // holding every other connection's temp roots.
+                        let gc_lock = inner.gc_lock.as_ref().expect("opened above");
+                        if gc_lock.try_lock(LockKind::Shared).at("locking", &gc_lock_path)? {
+                            let result = append(inner, &[root], &self.file_path());
+                            if let Some(l) = inner.gc_lock.as_ref() {
+                                let _ = l.unlock();
+                            }
+                            result?;
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     Err(e) => return Err(e),
                 }
             }
