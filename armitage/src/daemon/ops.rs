@@ -233,7 +233,12 @@ where
         }
         Request::FindRoots => {
             let censor = !c.trusted();
-            let roots = blocking(|| c.store.find_roots(censor))?;
+            let mut lines = Vec::new();
+            let roots = blocking(|| c.store.find_roots_logged(censor, &mut |l| lines.push(l.to_owned())));
+            for line in lines {
+                c.info(Verbosity::Info, &line).await?;
+            }
+            let roots = roots?;
             c.last().await?;
             let n: usize = roots.values().map(BTreeSet::len).sum();
             c.writer.write_u64_wire(n as u64).await?;

@@ -119,7 +119,7 @@ impl LocalStore {
         log("finding garbage collector roots...");
         let mut roots = HashSet::new();
         if !opts.ignore_liveness {
-            roots.extend(self.find_roots_no_temp(true)?.into_keys());
+            roots.extend(self.find_roots_no_temp(true, &mut *log)?.into_keys());
         }
         for (_, path) in super::temp_roots::read_all_with_owner(state)? {
             if let Ok((p, _)) = self.shared.config.store_dir.split_path(&path) {

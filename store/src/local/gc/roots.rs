@@ -21,7 +21,14 @@ impl LocalStore {
     /// and temp roots do not say which process holds them (as CppNix does for
     /// untrusted clients).
     pub fn find_roots(&self, censor: bool) -> Result<Roots> {
-        let mut roots = self.find_roots_no_temp(censor)?;
+        self.find_roots_logged(censor, &mut |line| tracing::info!("{line}"))
+    }
+
+    /// [`Self::find_roots`], giving `log` the lines CppNix prints at info
+    /// level while it looks ("removing stale link from '…' to '…'", ...):
+    /// its daemon sends them to the client.
+    pub fn find_roots_logged(&self, censor: bool, log: &mut dyn FnMut(&str)) -> Result<Roots> {
+        let mut roots = self.find_roots_no_temp(censor, log)?;
         // Valid or not, as CppNix's `findTempRoots`: a temp root is often
         // taken before its path exists. Released roots may still be in our
         // roots file (see temp_roots).
@@ -34,12 +41,12 @@ impl LocalStore {
         Ok(roots)
     }
 
-    /// Permanent and runtime roots.
-    pub(crate) fn find_roots_no_temp(&self, censor: bool) -> Result<Roots> {
+    /// Permanent and runtime roots; `log` as for [`Self::find_roots_logged`].
+    pub(crate) fn find_roots_no_temp(&self, censor: bool, log: &mut dyn FnMut(&str)) -> Result<Roots> {
         let mut roots = Roots::new();
         let state = &self.shared.config.state_dir;
-        self.find_permanent_roots(&state.join("gcroots"), &mut roots)?;
-        self.find_permanent_roots(&state.join("profiles"), &mut roots)?;
+        self.find_permanent_roots(&state.join("gcroots"), &mut roots, log)?;
+        self.find_permanent_roots(&state.join("profiles"), &mut roots, log)?;
         self.find_runtime_roots(&mut roots, censor)?;
         Ok(roots)
     }
@@ -59,23 +66,29 @@ impl LocalStore {
         }
     }
 
-    fn found_root(&self, link: &Path, target: &str, roots: &mut Roots) -> Result<()> {
+    fn found_root(&self, link: &Path, target: &str, roots: &mut Roots, log: &mut dyn FnMut(&str)) -> Result<()> {
         match self.valid_store_path_of(target)? {
             Some(p) => {
                 roots.entry(p).or_default().insert(link.to_string_lossy().into_owned());
             }
-            None => tracing::info!("skipping invalid root from '{}' to '{target}'", link.display()),
+            None => log(&format!("skipping invalid root from '{}' to '{target}'", link.display())),
         }
         Ok(())
     }
 
-    fn find_permanent_roots(&self, top: &Path, roots: &mut Roots) -> Result<()> {
+    fn find_permanent_roots(&self, top: &Path, roots: &mut Roots, log: &mut dyn FnMut(&str)) -> Result<()> {
         let auto_dir = self.shared.config.state_dir.join("gcroots/auto");
         let mut stack = vec![top.to_owned()];
         while let Some(path) = stack.pop() {
+            // CppNix passes over what it may not read, or what went away,
+            // and says so.
+            let unreadable = |log: &mut dyn FnMut(&str)| log(&format!("cannot read potential root '{}'", path.display()));
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
-                Err(e) if ignorable(&e) => continue,
+                Err(e) if ignorable(&e) => {
+                    unreadable(log);
+                    continue;
+                }
                 Err(e) => return Err(e).at("getting attributes of", &path),
             };
             if meta.is_dir() {
@@ -85,7 +98,7 @@ impl LocalStore {
                             stack.push(e.at("reading directory", &path)?.path());
                         }
                     }
-                    Err(e) if ignorable(&e) => {}
+                    Err(e) if ignorable(&e) => unreadable(log),
                     Err(e) => return Err(e).at("reading directory", &path),
                 }
             } else if meta.file_type().is_symlink() {
@@ -93,25 +106,26 @@ impl LocalStore {
                 let target = absolute(&raw, path.parent().unwrap_or(Path::new("/")));
                 let target_s = target.to_string_lossy().into_owned();
                 if self.is_in_store(&target_s) {
-                    self.found_root(&path, &target_s, roots)?;
+                    self.found_root(&path, &target_s, roots, log)?;
                     continue;
                 }
                 // An indirect root: a link to a link into the store.
                 match std::fs::symlink_metadata(&target) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Missing, as CppNix's `pathExists` sees it.
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
                         if path.starts_with(&auto_dir) {
-                            tracing::info!("removing stale link from '{}' to '{}'", path.display(), target.display());
+                            log(&format!("removing stale link from '{}' to '{}'", path.display(), target.display()));
                             let _ = std::fs::remove_file(&path);
                         }
                     }
-                    Err(e) if ignorable(&e) => {}
+                    Err(e) if ignorable(&e) => unreadable(log),
                     Err(e) => return Err(e).at("getting attributes of", &target),
                     Ok(m) if m.file_type().is_symlink() => {
                         let raw2 = std::fs::read_link(&target).at("reading symlink", &target)?;
                         let t2 = absolute(&raw2, target.parent().unwrap_or(Path::new("/")));
                         let t2 = t2.to_string_lossy().into_owned();
                         if self.is_in_store(&t2) {
-                            self.found_root(&target, &t2, roots)?;
+                            self.found_root(&target, &t2, roots, log)?;
                         }
                     }
                     Ok(_) => {}
