@@ -345,6 +345,22 @@ fn same_deletion(tw: &Twins, what: &str, outs: &[Output; 2]) {
     assert_eq!(ours, deleting_lines(&outs[1].stderr), "{what}: the paths deleted (armitage's first)");
 }
 
+/// `text` with the names of the links in gcroots/auto (a hash of the path
+/// they link to, which is in a different folder on each side) replaced by
+/// `LINK`.
+fn without_auto_links(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("/gcroots/auto/") {
+        let start = at + "/gcroots/auto/".len();
+        out.push_str(&rest[..start]);
+        out.push_str("LINK");
+        rest = &rest[(start + 32).min(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Overwrites the one file of a valid store path (as root).
 fn corrupt(path: &str, contents: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -378,10 +394,21 @@ fn delete_and_repair(version: NixVersion) {
         });
         same_errors(&tw, &format!("{tool} {args:?} of a rooted path"), &outs);
     }
-    // No root, but a valid referrer that is not deleted with it: alive.
+    // The roots (none left once the link is gone): the collector removes
+    // the links in gcroots/auto whose targets are gone, and says so
+    // (nix-build registers each result link, `--no-out-link` ones in a
+    // temporary folder of its own).
     for s in Side::BOTH {
         std::fs::remove_file(tw.path(s, link.to_str().unwrap())).expect("remove the root");
     }
+    let outs = tw.both("nix-store", |_, c| {
+        c.args(["--gc", "--print-roots"]);
+    });
+    same_stdout(&tw, "nix-store --gc --print-roots", &outs);
+    let [ours, theirs] = [&outs[0], &outs[1]].map(|o| without_auto_links(&without_build_dirs(&text(&o.stderr))));
+    tw.assert_same_lines("nix-store --gc --print-roots: stderr", &ours, &theirs);
+    assert_eq!(theirs.matches("removing stale link from '").count(), 3, "{theirs}");
+    // No root, but a valid referrer that is not deleted with it: alive.
     let outs = tw.both("nix-store", |s, c| {
         c.args(["--delete", &tw.path(s, &lib)]);
     });
@@ -690,7 +717,8 @@ fn without_keys(json: &str, drop: &[&str]) -> String {
 /// by `BUILD-DIR`. Legitimate difference: CppNix numbers them with a
 /// counter of the process that builds, one process per connection, so the
 /// first build of a connection is `…-0`; armitage builds for every client
-/// in one process and names them `…-<pid>-<n>`.
+/// in one process and names them `…-<pid>-<n>`. (nix-build's own
+/// temporary folders, `/tmp/nix-build-<pid>-0`, go too.)
 fn without_build_dirs(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
