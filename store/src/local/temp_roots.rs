@@ -119,41 +119,24 @@ impl TempRoots {
     fn record(&self, inner: &mut Inner, roots: &[&str]) -> Result<()> {
         self.ensure_gc_lock(inner)?;
         let gc_lock_path = self.gc_lock_path();
-        let gc_lock = inner.gc_lock.as_ref().expect("opened above");
-        if gc_lock.try_lock(LockKind::Shared).at("locking", &gc_lock_path)? {
-            let result = append(inner, roots, &self.file_path());
-            if let Some(l) = inner.gc_lock.as_ref() {
-                let _ = l.unlock();
-            }
-            return result;
-        }
-        // A collector is running: tell it directly, then record the root.
-        for root in roots {
-            loop {
-                match self.send_to_collector(inner, root) {
-                    Ok(true) => {
-                        append(inner, &[root], &self.file_path())?;
-                        break;
-                    }
-                    Ok(false) => {
-                        // No collector listening: not yet, or it is gone. Once
-                        // none holds the lock the file will do (CppNix starts
-                        // over from the lock); a collector that ended while we
-                        // waited for its socket left us looping here for ever,
-                        // holding every other connection's temp roots.
-                        let gc_lock = inner.gc_lock.as_ref().expect("opened above");
-                        if gc_lock.try_lock(LockKind::Shared).at("locking", &gc_lock_path)? {
-                            let result = append(inner, &[root], &self.file_path());
-                            if let Some(l) = inner.gc_lock.as_ref() {
-                                let _ = l.unlock();
-                            }
-                            result?;
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    Err(e) => return Err(e),
+        let mut rest = roots;
+        // As CppNix's addTempRoot: start over from the lock each time, since
+        // a collector may end (and stop listening) while we wait for it.
+        while !rest.is_empty() {
+            let gc_lock = inner.gc_lock.as_ref().expect("opened above");
+            if gc_lock.try_lock(LockKind::Shared).at("locking", &gc_lock_path)? {
+                let result = append(inner, rest, &self.file_path());
+                if let Some(l) = inner.gc_lock.as_ref() {
+                    let _ = l.unlock();
                 }
+                return result;
+            }
+            // A collector is running: tell it directly, then record the root.
+            if self.send_to_collector(inner, rest[0])? {
+                append(inner, &rest[..1], &self.file_path())?;
+                rest = &rest[1..];
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
         Ok(())
