@@ -6,8 +6,9 @@
 //! `nix-shell`, `nix-store --delete` and `nix store delete` (what keeps a
 //! path alive, `--ignore-liveness`), `nix store repair` and builds with
 //! `--repair` and `--check`, `nix copy` over the legacy `nix-store --serve`
-//! protocol, and the `nix flake` commands with `nix develop` and `nix
-//! shell`. Stdout (translated), `error:` lines, exit codes and the stores'
+//! protocol, `nix store make-content-addressed`, `nix-prefetch-url` and
+//! `nix store prefetch-file`, and the `nix flake` commands with `nix
+//! develop` and `nix shell`. Stdout (translated), `error:` lines, exit codes and the stores'
 //! valid paths must be the same; where messages matter (repairs) stderr too.
 //!
 //! Every test builds as root without build users (`build-users-group =`,
@@ -850,4 +851,108 @@ fn flakes_with_nix_2_8() {
 #[test]
 fn flakes_with_nix_2_26() {
     flakes(NixVersion::V2_26);
+}
+
+// ---------------------------------------------------------------------------
+// nix store make-content-addressed, nix-prefetch-url, nix store prefetch-file.
+
+/// The `(from, to)` pairs of the `rewriting '…' to '…'` lines of `stderr`.
+fn rewrites(stderr: &[u8]) -> Vec<(String, String)> {
+    text(stderr)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("rewriting '")?;
+            let (from, to) = rest.split_once("' to '")?;
+            Some((from.to_owned(), to.strip_suffix('\'')?.to_owned()))
+        })
+        .collect()
+}
+
+/// Paths added by clients that compute them: a closure rewritten to be
+/// content-addressed (`nix store make-content-addressed`, in 2.8 `nix
+/// make-content-addressable`: each path added with its references through
+/// the daemon), and files fetched into the store (`nix-prefetch-url`, `nix
+/// store prefetch-file`).
+fn content_addressed_and_prefetched(version: NixVersion) {
+    let Some(tw) = Twins::with_conf(version, CONF) else { return };
+    let file = nix_file(&tw, "closure", CLOSURE_NIX);
+    let top = line(build(&tw, &file, "top").join("\n"));
+    tw.same_lines("nix-store -qR", "nix-store", |s, c| {
+        c.args(["-qR", &tw.path(s, &top)]);
+    });
+    let command: &[&str] = match version {
+        NixVersion::V2_8 => &["make-content-addressable", "-r"],
+        NixVersion::V2_26 => &["store", "make-content-addressed"],
+    };
+    let outs = tw.both("nix", |s, c| {
+        c.args(command).arg(tw.path(s, &top));
+    });
+    both_ok(&tw, "nix store make-content-addressed", &outs);
+    // The new paths share their names with the old ones: paired by the
+    // rewrites each side announces (the old ones are paired already).
+    let (ours, theirs) = (rewrites(&outs[0].stderr), rewrites(&outs[1].stderr));
+    assert_eq!(theirs.len(), 3, "{}", text(&outs[1].stderr));
+    let mut new_top = String::new();
+    for (from, to) in &theirs {
+        let ours_from = tw.path(Side::Ours, from);
+        let (_, ours_to) =
+            ours.iter().find(|(f, _)| *f == ours_from).unwrap_or_else(|| panic!("armitage's side rewrote {ours_from}"));
+        tw.map.borrow_mut().pair(ours_to, to);
+        if *from == top {
+            new_top = to.clone();
+        }
+    }
+    let info = tw.same_path_info("path-info of the content-addressed closure", |s, c| {
+        c.args(["-r", &tw.path(s, &new_top)]);
+    });
+    assert!(info[&new_top]["ca"].as_str().is_some_and(|ca| ca.starts_with("fixed:r:sha256:")), "{info:?}");
+    same_stdout(
+        &tw,
+        "make-content-addressed again: nothing new",
+        &tw.both("nix", |s, c| {
+            c.args(command).args(["--json", &tw.path(s, &top)]);
+        }),
+    );
+
+    // A file fetched into the store.
+    let fetched = tw.theirs.work_dir("fetch").join("fetched.txt");
+    write_file(&fetched, "fetched content\n");
+    let url = format!("file://{}", fetched.display());
+    let hash = same_stdout(
+        &tw,
+        "nix-prefetch-url",
+        &tw.both("nix-prefetch-url", |_, c| {
+            c.arg(&url);
+        }),
+    );
+    let out = same_stdout(
+        &tw,
+        "nix-prefetch-url --print-path",
+        &tw.both("nix-prefetch-url", |_, c| {
+            c.args(["--print-path", &url]);
+        }),
+    );
+    assert!(out.starts_with(&hash), "{out} after {hash}");
+    let path = out.lines().nth(1).expect("the path").to_owned();
+    same_stdout(
+        &tw,
+        "nix store prefetch-file --json",
+        &tw.both("nix", |_, c| {
+            c.args(["store", "prefetch-file", "--json", &url]);
+        }),
+    );
+    tw.same_path_info("path-info of the fetched file", |s, c| {
+        c.arg(tw.path(s, &path));
+    });
+    same_valid_paths(&tw, "after the rewrites and fetches");
+}
+
+#[test]
+fn content_addressed_and_prefetched_with_nix_2_8() {
+    content_addressed_and_prefetched(NixVersion::V2_8);
+}
+
+#[test]
+fn content_addressed_and_prefetched_with_nix_2_26() {
+    content_addressed_and_prefetched(NixVersion::V2_26);
 }
