@@ -663,3 +663,49 @@ pub fn output_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::
     writer.join().expect("stdin writer");
     out
 }
+
+/// A command's output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Removes ANSI escape sequences (colours) from a client's output.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `error: ...` messages of a client's stderr, colours removed, each
+/// with its indented continuation lines (trimmed, one per line).
+pub fn error_blocks(stderr: &str) -> Vec<String> {
+    let mut blocks: Vec<String> = Vec::new();
+    let mut in_error = false;
+    for l in strip_ansi(stderr).lines() {
+        if l.starts_with("error:") {
+            blocks.push(l.trim_end().to_owned());
+            in_error = true;
+        } else if in_error && l.starts_with(' ') {
+            let last = blocks.last_mut().expect("a block");
+            last.push('\n');
+            last.push_str(l.trim());
+        } else {
+            in_error = false;
+        }
+    }
+    blocks
+}

@@ -7,8 +7,8 @@
 //!
 //! Legitimate differences from CppNix are asserted as armitage's behaviour
 //! and explained where they are: the order of `nix build`'s results with
-//! nix-daemon 2.8, the "For full logs" line of nix-daemon 2.26, the message
-//! of a non-fixed `builtin:fetchurl`, and how often progress is reported.
+//! nix-daemon 2.8, the message of a non-fixed `builtin:fetchurl`, and how
+//! often progress is reported.
 //!
 //! Builders are `/bin/sh` (dash here) with nothing but its builtins: the
 //! sandbox holds `sandbox-paths` (the shell and the libraries it needs) and
@@ -21,7 +21,7 @@
 //! of .config/nextest.toml, and [`BUILD_USERS`] under `cargo test`); the
 //! others set `build-users-group =` (builds run as root).
 
-use compat_tests::{Side, Twins, nix_verify};
+use compat_tests::{Side, Twins, error_blocks, nix_verify, strip_ansi, text};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -79,66 +79,6 @@ fn nix_file(tw: &Twins, name: &str, body: &str) -> PathBuf {
     let file = tw.theirs.work_dir("nix").join(format!("{name}.nix"));
     write_file(&file, format!("{PRELUDE}{body}\n"));
     file
-}
-
-/// Removes ANSI escape sequences (colours) from a client's output.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The `error: ...` messages of a client's stderr, each with its indented
-/// continuation lines (trimmed), ANSI escapes removed. Legitimate
-/// difference: nix-daemon 2.26 ends a failed builder's message with `For
-/// full logs, run:` and `nix log <drv>` on a line of its own; armitage
-/// (and nix-daemon 2.8) with `For full logs, run 'nix log <drv>'.`: the
-/// former is rewritten into the latter.
-fn error_blocks(stderr: &str) -> Vec<String> {
-    error_blocks_as_is(stderr)
-        .iter()
-        .map(|b| b.replace("For full logs, run:\nnix log ", "For full logs, run 'nix log "))
-        .map(|b| match b.rfind("For full logs, run 'nix log ") {
-            Some(at) if !b.ends_with("'.") && !b[at..].contains('\n') => format!("{b}'."),
-            _ => b,
-        })
-        .collect()
-}
-
-fn error_blocks_as_is(stderr: &str) -> Vec<String> {
-    let mut blocks: Vec<String> = Vec::new();
-    let mut in_error = false;
-    for l in strip_ansi(stderr).lines() {
-        if l.starts_with("error:") {
-            blocks.push(l.trim_end().to_owned());
-            in_error = true;
-        } else if in_error && l.starts_with(' ') {
-            let last = blocks.last_mut().expect("a block");
-            last.push('\n');
-            last.push_str(l.trim());
-        } else {
-            in_error = false;
-        }
-    }
-    blocks
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `error: build of 'a', 'b' failed` lists the paths in path order, so in

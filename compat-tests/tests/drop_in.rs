@@ -16,7 +16,7 @@
 //! `preferLocalBuild` (nix-daemon 2.26 offers other builds to its build
 //! hook, which cannot start here).
 
-use compat_tests::{Side, Twins};
+use compat_tests::{Side, Twins, strip_ansi, text};
 use std::path::PathBuf;
 use std::process::Output;
 use testkit::{NixVersion, line, write_file};
@@ -46,31 +46,6 @@ fn nix_file(tw: &Twins, name: &str, body: &str) -> PathBuf {
     let file = tw.theirs.work_dir("nix").join(format!("{name}.nix"));
     write_file(&file, format!("{PRELUDE}{body}\n"));
     file
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Removes ANSI escape sequences (colours) from a client's output.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Both must have succeeded.
@@ -104,12 +79,7 @@ fn same_errors(tw: &Twins, what: &str, [o, t]: &[Output; 2]) -> String {
         text(&o.stderr),
         text(&t.stderr)
     );
-    let (mut oe, te) = (error_lines(&o.stderr), error_lines(&t.stderr));
-    if tw.version() == NixVersion::V2_8 {
-        // Nix 2.8 stops its hint for a live path after "--roots"; armitage
-        // words it as Nix 2.26 does (one daemon for clients of both).
-        oe = oe.replace(" and nix-store --query --referrers", "");
-    }
+    let (oe, te) = (error_lines(&o.stderr), error_lines(&t.stderr));
     assert!(!te.is_empty(), "{what}: no error from {}:\n{}", tw.cppnix.name, text(&t.stderr));
     tw.assert_same(&format!("{what}: the errors"), &oe, &te)
 }

@@ -14,10 +14,8 @@
 //!
 //! Legitimate differences, asserted as armitage's behaviour where they are:
 //! the two paths of a same-priority collision come in path order, so in
-//! hash order, which differs between the stores (compared as a pair);
-//! nix-daemon 2.26 ends a failed builder's message with "For full logs,
-//! run:" and the command on a line of its own (rewritten into 2.8's form);
-//! and armitage refuses a `channelName` holding a `/` for every client,
+//! hash order, which differs between the stores (compared as a pair); and
+//! armitage refuses a `channelName` holding a `/` for every client,
 //! as Nix 2.24.7 and later do, where nix-daemon 2.8 renames the channel
 //! wherever the name leads.
 //!
@@ -26,7 +24,7 @@
 //! other builds to its build hook, which cannot start here); they build as
 //! root (`build-users-group =`, see .config/nextest.toml).
 
-use compat_tests::{Side, Twins};
+use compat_tests::{Side, Twins, error_blocks, strip_ansi, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use testkit::{NixVersion, line, write_file};
@@ -82,31 +80,6 @@ in {{
 }}
 "#
     )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Removes ANSI escape sequences (colours).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The directory holding the test profiles of a side (inside its state
@@ -249,24 +222,10 @@ fn without_client_temp_dirs(text: &str) -> String {
     out
 }
 
-/// The `error: ...` messages of a client's stderr, each with its indented
-/// continuation lines (trimmed), colours removed, with nix-daemon 2.26's
-/// "For full logs, run:" line rewritten into 2.8's form and the two files
-/// of a collision sorted.
-fn error_blocks(stderr: &str) -> Vec<String> {
-    let mut blocks: Vec<Vec<String>> = Vec::new();
-    let mut in_error = false;
-    for l in strip_ansi(stderr).lines() {
-        if l.starts_with("error:") {
-            blocks.push(vec![l.trim_end().to_owned()]);
-            in_error = true;
-        } else if in_error && l.starts_with(' ') {
-            blocks.last_mut().expect("a block").push(l.trim().to_owned());
-        } else {
-            in_error = false;
-        }
-    }
-    blocks.into_iter().map(normalise_block).collect()
+/// The `error: ...` messages of a client's stderr (see
+/// [`compat_tests::error_blocks`]), with the two files of a collision sorted.
+fn collision_blocks(stderr: &str) -> Vec<String> {
+    error_blocks(stderr).into_iter().map(|b| normalise_block(b.lines().map(str::to_owned).collect())).collect()
 }
 
 fn normalise_block(mut lines: Vec<String>) -> String {
@@ -287,11 +246,7 @@ fn normalise_block(mut lines: Vec<String>) -> String {
             *l = format!("{}packages '{a}' and '{b}'{}", &l[..start], &l[end..]);
         }
     }
-    let block = lines.join("\n").replace("For full logs, run:\nnix log ", "For full logs, run 'nix log ");
-    match block.rfind("For full logs, run 'nix log ") {
-        Some(at) if !block.ends_with("'.") && !block[at..].contains('\n') => format!("{block}'."),
-        _ => block,
-    }
+    lines.join("\n")
 }
 
 /// Both must have failed with the same exit code and the same errors.
@@ -303,8 +258,8 @@ fn same_failure(tw: &Twins, what: &str, outs: &[Output; 2]) -> Vec<String> {
     assert!(!t.status.success(), "{what}: {}'s side succeeded:\n{te}", tw.cppnix.name);
     assert_eq!(o.status.code(), t.status.code(), "{what}: the exit codes (armitage's first):\n{oe}\n---\n{te}");
     tw.map.borrow_mut().learn(strip_ansi(&oe).as_bytes(), strip_ansi(&te).as_bytes());
-    let ours = error_blocks(&tw.map.borrow().to_theirs_str(&oe));
-    let theirs = error_blocks(&te);
+    let ours = collision_blocks(&tw.map.borrow().to_theirs_str(&oe));
+    let theirs = collision_blocks(&te);
     assert!(!theirs.is_empty(), "{what}: no error from {}:\n{te}", tw.cppnix.name);
     assert_eq!(ours, theirs, "{what}: the errors differ (armitage's first; full stderr:\n{oe}\n---\n{te})");
     same_warnings(tw, what, outs);

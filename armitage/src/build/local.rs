@@ -257,7 +257,7 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
                 for line in &tail {
                     msg.push_str(&format!("> {line}\n"));
                 }
-                msg.push_str(&format!("For full logs, run 'nix log {full}'."));
+                msg.push_str(&full_logs_hint(&full, p.job.client_minor, settings));
             }
             // CppNix's heuristic: under 8 MiB free in the store.
             let free = rustix::fs::statvfs(store.store_dir().as_str()).map(|st| st.f_bavail.saturating_mul(st.f_frsize));
@@ -334,6 +334,18 @@ fn build_inner(p: &LocalParams) -> Result<Outcome, Failure> {
     o.start_time = start_time;
     o.stop_time = stop_time;
     Ok(o)
+}
+
+/// The end of a failed build's message, worded as the nix-daemon of the
+/// client's version words it: 2.26 (protocol 1.38; 2.24 and 2.25 speak it
+/// too) puts the command on a line of its own, `nix-store -l` unless the
+/// daemon has `nix-command`; earlier ones, `'nix log …'` in the sentence.
+fn full_logs_hint(full: &str, client_minor: u64, settings: &store::nix_conf::Settings) -> String {
+    if client_minor < 38 {
+        return format!("For full logs, run 'nix log {full}'.");
+    }
+    let command = if settings.is_enabled(store::nix_conf::ExperimentalFeature::NixCommand) { "nix log" } else { "nix-store -l" };
+    format!("For full logs, run:\n  {command} {full}")
 }
 
 /// Floating content-addressed outputs: records which path each output

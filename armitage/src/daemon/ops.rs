@@ -266,7 +266,16 @@ where
             for line in lines {
                 c.info(Verbosity::Info, &line).await?;
             }
-            let results = results?;
+            let results = match results {
+                // Worded as the nix-daemon of the client's version: 2.23
+                // (protocol 1.37) added the second half of the hint.
+                Err(store::local::Error::StillAlive(path)) if c.minor < 37 => {
+                    return Err(failed(format!(
+                        "Cannot delete path '{path}' since it is still alive. To find out why, use: nix-store --query --roots"
+                    )));
+                }
+                other => other?,
+            };
             c.last().await?;
             c.writer.write_strings(results.paths.iter()).await?;
             c.writer.write_u64_wire(results.bytes_freed).await?;

@@ -44,6 +44,10 @@ pub enum Error {
     MissingReference { path: String, reference: String },
     #[error("cycle detected in the references of '{0}'")]
     ReferenceCycle(String),
+    /// CppNix 2.23 and later's wording; 2.22 and earlier stop the hint
+    /// after `--roots` (a daemon words it for its client).
+    #[error("Cannot delete path '{0}' since it is still alive. To find out why, use: nix-store --query --roots and nix-store --query --referrers")]
+    StillAlive(String),
     #[error("cannot delete path '{path}' since it is still alive because of referrer '{referrer}'")]
     PathInUse { path: String, referrer: String },
     #[error("file '{}' has an unsupported type (only regular files, directories and symlinks can be in the store)", .0.display())]

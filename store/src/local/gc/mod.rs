@@ -218,11 +218,7 @@ impl Collection<'_> {
                         Err(Err(e)) => return Err(e),
                     }
                     if !self.dead.contains(&p) {
-                        return Err(Error::Other(format!(
-                            "Cannot delete path '{}' since it is still alive. To find out why, use: \
-                             nix-store --query --roots and nix-store --query --referrers",
-                            self.store.display(&p)
-                        )));
+                        return Err(Error::StillAlive(self.store.display(&p)));
                     }
                 }
                 Ok(())
