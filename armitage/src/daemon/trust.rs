@@ -4,6 +4,8 @@
 //! rules (`*` for everyone, a user name, `@group` for the primary group or a
 //! listed member). Users of the build users group are always refused.
 
+use store::local::users::{group_name, user_name};
+
 /// The peer of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -24,22 +26,6 @@ impl Peer {
             group: group_name(gid).unwrap_or_else(|| gid.to_string()),
         }
     }
-}
-
-fn passwd_field(path: &str, id: u32) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.len() > 2 && fields[2].parse::<u32>().ok() == Some(id)).then(|| fields[0].to_owned())
-    })
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    passwd_field("/etc/passwd", uid)
-}
-
-fn group_name(gid: u32) -> Option<String> {
-    passwd_field("/etc/group", gid)
 }
 
 /// The members listed for a group in `/etc/group`.

@@ -24,7 +24,7 @@ mod optimise;
 mod realisations;
 mod schema;
 mod temp_roots;
-mod users;
+pub mod users;
 mod verify;
 
 pub use add::AddOptions;
@@ -486,13 +486,7 @@ fn mkdirs(path: &Path) -> Result<()> {
 /// who may not create them still opens the store.
 fn create_user_dirs(profiles: &Path, gcroots: &Path) {
     let uid = rustix::process::geteuid().as_raw();
-    let from_passwd = std::fs::read_to_string("/etc/passwd").ok().and_then(|text| {
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_owned())
-        })
-    });
-    let Some(name) = from_passwd.or_else(|| std::env::var("USER").ok()).filter(|n| !n.is_empty() && !n.contains('/')) else {
+    let Some(name) = users::user_name(uid).or_else(|| std::env::var("USER").ok()).filter(|n| !n.is_empty() && !n.contains('/')) else {
         return;
     };
     let gid = rustix::process::getegid().as_raw();
