@@ -426,6 +426,14 @@ impl Twins {
         cmd
     }
 
+    /// Writes a Nix file `<name>.nix` in theirs' work dir (ours' is the same
+    /// path once mapped); returns its path.
+    pub fn nix_file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let file = self.theirs.work_dir("nix").join(format!("{name}.nix"));
+        testkit::write_file(&file, text);
+        file
+    }
+
     /// `side`'s version of a path given in theirs' terms (or any text
     /// holding such paths).
     pub fn path(&self, side: Side, theirs: &str) -> String {
@@ -448,8 +456,9 @@ impl Twins {
     /// Runs `tool` on both sides; both must succeed and print the same
     /// (after translation). Returns theirs' stdout.
     pub fn same(&self, what: &str, tool: &str, args: impl Fn(Side, &mut std::process::Command)) -> String {
-        let [o, t] = self.both(tool, args);
-        self.succeeded(what, &o, &t);
+        let outs = self.both(tool, args);
+        self.both_succeeded(what, &outs);
+        let [o, t] = outs;
         self.assert_same(what, &String::from_utf8_lossy(&o.stdout), &String::from_utf8_lossy(&t.stdout))
     }
 
@@ -457,8 +466,9 @@ impl Twins {
     /// path (so by hash, which differs between the stores): the sets of
     /// lines are compared.
     pub fn same_lines(&self, what: &str, tool: &str, args: impl Fn(Side, &mut std::process::Command)) -> String {
-        let [o, t] = self.both(tool, args);
-        self.succeeded(what, &o, &t);
+        let outs = self.both(tool, args);
+        self.both_succeeded(what, &outs);
+        let [o, t] = outs;
         let (o, t) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&t.stdout).into_owned());
         self.assert_same_lines(what, &o, &t);
         t
@@ -480,7 +490,9 @@ impl Twins {
         te
     }
 
-    fn succeeded(&self, what: &str, o: &std::process::Output, t: &std::process::Output) {
+    /// Both commands (ours first) must have succeeded; a failure shows its
+    /// stderr and that daemon's log.
+    pub fn both_succeeded(&self, what: &str, [o, t]: &[std::process::Output; 2]) {
         for (out, name) in [(o, &self.armitage.name), (t, &self.cppnix.name)] {
             assert!(
                 out.status.success(),
@@ -551,11 +563,12 @@ impl Twins {
     /// validity with `nix store verify --sigs-needed`). Returns theirs'
     /// result, keyed by path.
     pub fn same_path_info(&self, what: &str, args: impl Fn(Side, &mut std::process::Command)) -> Map<String, Value> {
-        let [o, t] = self.both("nix", |side, cmd| {
+        let outs = self.both("nix", |side, cmd| {
             cmd.args(["path-info", "--json"]);
             args(side, cmd);
         });
-        self.succeeded(what, &o, &t);
+        self.both_succeeded(what, &outs);
+        let [o, t] = outs;
         let (o, t) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&t.stdout).into_owned());
         self.map.borrow_mut().learn(o.as_bytes(), t.as_bytes());
         let ours = path_info_by_path(&self.map.borrow().to_theirs_str(&o));

@@ -73,12 +73,10 @@ let
 in
 "#;
 
-/// Writes `body` (an expression that may use `mk`) as `<name>.nix` in
-/// theirs' work dir (ours' is the same path once mapped); returns its path.
+/// `body` (an expression that may use `mk`) after the prelude, as
+/// `<name>.nix` ([`Twins::nix_file`]).
 fn nix_file(tw: &Twins, name: &str, body: &str) -> PathBuf {
-    let file = tw.theirs.work_dir("nix").join(format!("{name}.nix"));
-    write_file(&file, format!("{PRELUDE}{body}\n"));
-    file
+    tw.nix_file(name, &format!("{PRELUDE}{body}\n"))
 }
 
 /// `error: build of 'a', 'b' failed` lists the paths in path order, so in
@@ -133,20 +131,6 @@ fn assert_errors_eq(tw: &Twins, what: &str, [o, t]: &[std::process::Output; 2], 
         text(&t.stderr),
         tw.armitage.log()
     );
-}
-
-/// Both must have succeeded.
-fn both_ok(tw: &Twins, what: &str, outs: &[std::process::Output; 2]) {
-    for (out, side) in outs.iter().zip(Side::BOTH) {
-        assert!(
-            out.status.success(),
-            "{what} failed against {} ({}):\n{}\n--- daemon log:\n{}",
-            tw.daemon(side).name,
-            out.status,
-            text(&out.stderr),
-            tw.daemon(side).log()
-        );
-    }
 }
 
 /// `nix-instantiate <file> -A <attr>` on both sides; returns theirs' `.drv`
@@ -285,7 +269,7 @@ fn graph_of_200_derivations(version: NixVersion) {
     let built = tw.both("nix", |_, c| {
         c.args(["build", "--no-link", "-f"]).arg(&file).arg("part1");
     });
-    both_ok(&tw, "nix build part1", &built);
+    tw.both_succeeded("nix build part1", &built);
     let printed = tw.same_lines("nix-build -A part2", "nix-build", |_, c| {
         c.arg(&file).args(["-A", "part2", "--no-out-link"]);
     });
@@ -526,12 +510,12 @@ fn rebuild_checks_determinism(version: NixVersion) {
         let outs = tw.both("nix", |_, c| {
             c.args(["build", "--no-link", "-f"]).arg(&file).arg(attr);
         });
-        both_ok(&tw, &format!("nix build {attr}"), &outs);
+        tw.both_succeeded(&format!("nix build {attr}"), &outs);
     }
     let outs = tw.both("nix", |_, c| {
         c.args(["build", "--rebuild", "--no-link", "-f"]).arg(&file).arg("det");
     });
-    both_ok(&tw, "nix build --rebuild det", &outs);
+    tw.both_succeeded("nix build --rebuild det", &outs);
     let outs = tw.both("nix", |_, c| {
         c.args(["build", "--rebuild", "--no-link", "-f"]).arg(&file).arg("nondet");
     });
@@ -623,7 +607,7 @@ fn build_logs_and_activities(version: NixVersion) {
     let outs = tw.both("nix", |_, c| {
         c.args(["build", "-L", "--no-link", "-f"]).arg(&file).arg("first");
     });
-    both_ok(&tw, "nix build -L", &outs);
+    tw.both_succeeded("nix build -L", &outs);
     for (out, side) in outs.iter().zip(Side::BOTH) {
         let err = strip_ansi(&text(&out.stderr));
         for l in ["talker> hello from the builder", "talker> to stderr"] {
@@ -634,7 +618,7 @@ fn build_logs_and_activities(version: NixVersion) {
     let outs = tw.both("nix", |_, c| {
         c.args(["build", "--no-link", "--log-format", "internal-json", "-v", "-f"]).arg(&file).arg("third");
     });
-    both_ok(&tw, "nix build --log-format internal-json", &outs);
+    tw.both_succeeded("nix build --log-format internal-json", &outs);
     let [o, t] = [json_events(&text(&outs[0].stderr)), json_events(&text(&outs[1].stderr))];
     assert_eq!(
         o,
@@ -983,7 +967,7 @@ fn repair_restores_corrupted_outputs() {
     let outs = tw.both("nix-store", |side, c| {
         c.args(["--realise", "--repair", &tw.path(side, &drvs[0])]);
     });
-    both_ok(&tw, "nix-store --realise --repair", &outs);
+    tw.both_succeeded("nix-store --realise --repair", &outs);
     for side in Side::BOTH {
         assert_eq!(read_path(&tw, side, &dep), "dependency\n", "{}", tw.daemon(side).name);
         let (ok, err) = nix_verify(tw.store(side), &tw.nix);
@@ -1116,7 +1100,7 @@ fn sandbox_walls_with_build_users() {
     let outs = tw.both("nix-build", |_, c| {
         c.arg(&file).args(["-A", "probe", "--no-out-link"]);
     });
-    both_ok(&tw, "nix-build of the probes", &outs);
+    tw.both_succeeded("nix-build of the probes", &outs);
     let drv = instantiate(&tw, &file, "probe").remove(0);
     let log = tw.same("the probes' log", "nix-store", |side, c| {
         c.args(["--read-log", &tw.path(side, &drv)]);

@@ -40,26 +40,10 @@ let
 in
 "#;
 
-/// Writes `body` (an expression that may use `mk`) as `<name>.nix` in
-/// theirs' work dir (ours' is the same path once mapped); returns its path.
+/// `body` (an expression that may use `mk`) after the prelude, as
+/// `<name>.nix` ([`Twins::nix_file`]).
 fn nix_file(tw: &Twins, name: &str, body: &str) -> PathBuf {
-    let file = tw.theirs.work_dir("nix").join(format!("{name}.nix"));
-    write_file(&file, format!("{PRELUDE}{body}\n"));
-    file
-}
-
-/// Both must have succeeded.
-fn both_ok(tw: &Twins, what: &str, outs: &[Output; 2]) {
-    for (out, side) in outs.iter().zip(Side::BOTH) {
-        assert!(
-            out.status.success(),
-            "{what} failed against {} ({}):\n{}\n--- daemon log:\n{}",
-            tw.daemon(side).name,
-            out.status,
-            text(&out.stderr),
-            tw.daemon(side).log()
-        );
-    }
+    tw.nix_file(name, &format!("{PRELUDE}{body}\n"))
 }
 
 /// The `error:` lines of a client's stderr (colours removed).
@@ -87,7 +71,7 @@ fn same_errors(tw: &Twins, what: &str, [o, t]: &[Output; 2]) -> String {
 /// Both succeeded and printed the same on stdout, colours removed
 /// (translated). Returns theirs'.
 fn same_stdout(tw: &Twins, what: &str, outs: &[Output; 2]) -> String {
-    both_ok(tw, what, outs);
+    tw.both_succeeded(what, outs);
     tw.assert_same(what, &strip_ansi(&text(&outs[0].stdout)), &strip_ansi(&text(&outs[1].stdout)))
 }
 
@@ -476,7 +460,7 @@ fn delete_and_repair(version: NixVersion) {
     let outs = tw.both("nix-store", |_, c| {
         c.args(["--verify", "--check-contents"]);
     });
-    both_ok(&tw, "nix-store --verify --check-contents after the repairs", &outs);
+    tw.both_succeeded("nix-store --verify --check-contents after the repairs", &outs);
     tw.same_path_info("path-info after the repairs", |s, c| {
         c.args(["-r", &tw.path(s, &other), &tw.path(s, &top)]);
     });
@@ -552,7 +536,7 @@ fn copy_over_ssh(version: NixVersion) {
     let outs = tw.both("nix", |s, c| {
         c.args(["copy", "--to", &chroot_store(&tw, s, "source"), &tw.path(s, &top)]);
     });
-    both_ok(&tw, "nix copy --to a local store", &outs);
+    tw.both_succeeded("nix copy --to a local store", &outs);
     let outs = tw.both("nix-store", |s, c| {
         c.arg("--delete").args(closure.iter().map(|p| tw.path(s, p)));
     });
@@ -560,7 +544,7 @@ fn copy_over_ssh(version: NixVersion) {
     let outs = tw.both("nix", |s, c| {
         c.args(["copy", "--from", &chroot_store(&tw, s, "source"), "--to", &ssh_store(&tw), &tw.path(s, &top)]);
     });
-    both_ok(&tw, "nix copy --to ssh://localhost", &outs);
+    tw.both_succeeded("nix copy --to ssh://localhost", &outs);
     let after = tw.same_path_info("path-info of the closure copied in over ssh", |s, c| {
         c.args(["-r", &tw.path(s, &top)]);
     });
@@ -576,13 +560,13 @@ fn copy_over_ssh(version: NixVersion) {
     let outs = tw.both("nix", |s, c| {
         c.args(["copy", "--from", &chroot_store(&tw, s, "source"), "--to", &ssh_store(&tw), &tw.path(s, &top)]);
     });
-    both_ok(&tw, "nix copy --to ssh://localhost of valid paths", &outs);
+    tw.both_succeeded("nix copy --to ssh://localhost of valid paths", &outs);
 
     // Out of the daemon over ssh.
     let outs = tw.both("nix", |s, c| {
         c.args(["copy", "--from", &ssh_store(&tw), "--to", &chroot_store(&tw, s, "dest"), &tw.path(s, &top)]);
     });
-    both_ok(&tw, "nix copy --from ssh://localhost", &outs);
+    tw.both_succeeded("nix copy --from ssh://localhost", &outs);
     tw.same_path_info("path-info in the store copied into over ssh", |s, c| {
         c.args(["--store", &chroot_store(&tw, s, "dest"), "-r", &tw.path(s, &top)]);
     });
@@ -711,7 +695,7 @@ fn flake_source(tw: &Twins, flake: &str) -> String {
     let outs = tw.both("nix", |_, c| {
         c.args(["flake", "metadata", "--json", flake]);
     });
-    both_ok(tw, "nix flake metadata --json", &outs);
+    tw.both_succeeded("nix flake metadata --json", &outs);
     let [ours, theirs] = [&outs[0], &outs[1]].map(|o| {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("nix flake metadata --json prints JSON");
         v["path"].as_str().expect("a path").to_owned()
@@ -759,7 +743,7 @@ fn flakes(version: NixVersion) {
 
     // Builds: by path: and by `.`, a result link (a root) in the flake folder.
     let outs = run("nix", &["build", "--no-link", "--json", &format!("{flake}#hello")]);
-    both_ok(&tw, "nix build --json", &outs);
+    tw.both_succeeded("nix build --json", &outs);
     let json = |o: &Output| without_keys(&text(&o.stdout), &["startTime", "stopTime"]);
     tw.assert_same("nix build --json", &json(&outs[0]), &json(&outs[1]));
     let links = tw.theirs.work_dir("links");
@@ -772,7 +756,7 @@ fn flakes(version: NixVersion) {
                 c.arg("--version");
             }
         });
-        both_ok(&tw, "nix build -o", &outs);
+        tw.both_succeeded("nix build -o", &outs);
     }
     let roots = tw.same_lines("nix-store --gc --print-roots", "nix-store", |_, c| {
         c.args(["--gc", "--print-roots"]);
@@ -806,7 +790,7 @@ fn flakes(version: NixVersion) {
     );
     assert!(out.starts_with("hello from the dev shell\n"), "{out}");
     let outs = run("nix", &["print-dev-env", "--json", &flake]);
-    both_ok(&tw, "nix print-dev-env --json", &outs);
+    tw.both_succeeded("nix print-dev-env --json", &outs);
     let env = |o: &Output| without_build_dirs(&without_keys(&text(&o.stdout), &["EPOCHREALTIME", "EPOCHSECONDS"]));
     tw.assert_same("nix print-dev-env --json", &env(&outs[0]), &env(&outs[1]));
 
@@ -857,7 +841,7 @@ fn content_addressed_and_prefetched(version: NixVersion) {
     let outs = tw.both("nix", |s, c| {
         c.args(command).arg(tw.path(s, &top));
     });
-    both_ok(&tw, "nix store make-content-addressed", &outs);
+    tw.both_succeeded("nix store make-content-addressed", &outs);
     // The new paths share their names with the old ones: paired by the
     // rewrites each side announces (the old ones are paired already).
     let (ours, theirs) = (rewrites(&outs[0].stderr), rewrites(&outs[1].stderr));

@@ -174,16 +174,7 @@ fn same_profile(tw: &Twins, what: &str, dirs: [&Path; 2], name: &str) {
 /// Both must have succeeded; their warnings must be the same (translated,
 /// in any order). Returns theirs' stdout.
 fn both_ok(tw: &Twins, what: &str, outs: &[Output; 2]) -> String {
-    for (out, side) in outs.iter().zip(Side::BOTH) {
-        assert!(
-            out.status.success(),
-            "{what} failed against {} ({}):\n{}\n--- daemon log:\n{}",
-            tw.daemon(side).name,
-            out.status,
-            text(&out.stderr),
-            tw.daemon(side).log()
-        );
-    }
+    tw.both_succeeded(what, outs);
     same_warnings(tw, what, outs);
     text(&outs[1].stdout)
 }

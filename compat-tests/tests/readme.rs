@@ -11,7 +11,6 @@ use compat_tests::users::{reachable_bin, untrusted_user};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 use testkit::{Nix, NixVersion, armitage_bin, output};
 
 const README_DAEMON: &str = "<!-- run by compat-tests/tests/readme.rs: the daemon -->";
@@ -163,9 +162,7 @@ fn daemon_page_opening_commands_as_written() {
     let block = sh_block(&repo_file("docs/daemon.md"), None).join("\n");
     let dir = work_dir(Runner::Me);
     let bin_dir = armitage_bin().parent().unwrap().to_owned();
-    let started = Instant::now();
     let out = output(&mut shell(Runner::Me, dir.path(), &[bin_dir, nix.bin_dir().to_owned()], &format!("{block}\nkill $!\nwait")));
-    assert!(started.elapsed() < Duration::from_secs(120));
     assert!(out.status.success() || out.status.code() == Some(143), "{}", String::from_utf8_lossy(&out.stderr));
     // The daemon's export line comes first; path-info's JSON last.
     let stdout = String::from_utf8_lossy(&out.stdout);
