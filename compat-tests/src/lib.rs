@@ -10,7 +10,7 @@ pub mod users;
 
 use serde_json::{Map, Value};
 use std::path::Path;
-use store::local::{LocalStore, LocalStoreConfig};
+use local_store::{LocalStore, LocalStoreConfig};
 use store::store_path::StoreDir;
 use testkit::{Nix, NixVersion, TestStore};
 
@@ -548,7 +548,7 @@ impl Twins {
     pub fn nar(&self, side: Side, theirs_path: &str) -> Vec<u8> {
         let mut nar = Vec::new();
         let p = self.path(side, theirs_path);
-        store::nar::dump(Path::new(&p), &mut nar).unwrap_or_else(|e| panic!("dump {p}: {e}"));
+        local_store::nar_fs::dump(Path::new(&p), &mut nar).unwrap_or_else(|e| panic!("dump {p}: {e}"));
         nar
     }
 

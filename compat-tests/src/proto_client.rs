@@ -18,10 +18,10 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
-use store::worker_protocol::stderr::{
+use worker_protocol::stderr::{
     STDERR_ERROR, STDERR_LAST, STDERR_NEXT, STDERR_READ, STDERR_RESULT, STDERR_START_ACTIVITY, STDERR_STOP_ACTIVITY, STDERR_WRITE,
 };
-use store::worker_protocol::{Field, Op, WORKER_MAGIC_1, WORKER_MAGIC_2};
+use worker_protocol::{Field, Op, WORKER_MAGIC_1, WORKER_MAGIC_2};
 
 /// The version word of protocol 1.`minor`.
 pub const fn version(minor: u64) -> u64 {
@@ -901,7 +901,7 @@ impl Client {
 /// An export record as `nix-store --export` writes it for one path
 /// (worker-protocol.md §7.32), without the leading `1` marker.
 pub fn export_record(nar: &[u8], path: &str, references: &[&str], deriver: &str) -> Wire {
-    Wire::new().raw(nar).u64(store::worker_protocol::EXPORT_MAGIC).str(path).strings(references).str(deriver).u64(0)
+    Wire::new().raw(nar).u64(worker_protocol::EXPORT_MAGIC).str(path).strings(references).str(deriver).u64(0)
 }
 
 /// A `nix-store --export` stream of records (each preceded by `1`, ended by `0`).

@@ -6,7 +6,7 @@ use compat_tests::{armitage_verify, make_tree, nix_verify, open_store};
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use store::local::{GcAction, GcOptions};
+use local_store::{GcAction, GcOptions};
 use testkit::{Nix, NixVersion, TestStore, line, run, write_file};
 
 /// Writers of both kinds add files (some identical across writers, so the
@@ -199,8 +199,8 @@ fn rustix_mkfifo(path: &std::path::Path) {
 /// Whether a shared flock on `path` can be taken right now (taken and
 /// released immediately).
 fn flock_shared_free(path: &std::path::Path) -> bool {
-    let f = store::local::lock::LockFile::open(path, false).unwrap();
-    let free = f.try_lock(store::local::lock::LockKind::Shared).unwrap();
+    let f = local_store::lock::LockFile::open(path, false).unwrap();
+    let free = f.try_lock(local_store::lock::LockKind::Shared).unwrap();
     if free {
         f.unlock().unwrap();
     }

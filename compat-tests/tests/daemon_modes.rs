@@ -6,7 +6,7 @@ use compat_tests::proto_client::{Client, Wire};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use store::worker_protocol::Op;
+use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, armitage_bin, line, output, run, write_file};
 
 /// `armitage daemon --stdio` on one end of a socket pair.

@@ -47,7 +47,7 @@ use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestion
 use store::derivation::{Derivation, DrvHasher, Output};
 use store::hash::Algorithm;
 use store::store_path::{StoreDir, StorePath, StoreReferences};
-use store::worker_protocol::Op;
+use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, write_file};
 
 /// Clients in all, of which [`STOCK_CLIENTS`] are stock Nix 2.8 commands.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use store::worker_protocol::Op;
+use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, run, write_file};
 
 /// Builds run unsandboxed as the daemon's user, with nothing to substitute.

@@ -5,7 +5,7 @@
 use compat_tests::{armitage_path_info, armitage_verify, make_tree, nix_path_info, nix_verify, open_store};
 use std::collections::{BTreeMap, BTreeSet};
 use store::hash::Algorithm;
-use store::local::AddOptions;
+use local_store::AddOptions;
 use store::path_info::PathInfo;
 use testkit::{Nix, NixVersion, TestStore, line, run, write_file};
 
@@ -114,7 +114,7 @@ fn armitage_made_paths_are_accepted_by_nix(version: NixVersion) {
 
     make_tree(&work.join("imported"), 12, 10, 2000);
     let mut nar = Vec::new();
-    store::nar::dump(&work.join("imported"), &mut nar).unwrap();
+    local_store::nar_fs::dump(&work.join("imported"), &mut nar).unwrap();
     let imported_path = lib
         .store_dir()
         .make_store_path("output:out", &Algorithm::Sha256.digest(b"some output"), "imported")

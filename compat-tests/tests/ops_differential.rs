@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use store::content_address::FileIngestionMethod;
 use store::hash::Algorithm;
 use store::store_path::{StoreDir, StorePath, StoreReferences};
-use store::worker_protocol::Op;
+use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, run, write_file};
 
 /// The client minors the script runs at: 1.21 (Nix 2.3; STDERR_READ
@@ -935,7 +935,7 @@ const ACTIVITY_LABELS: &[&str] = &[
 
 /// The tokens without activity messages (START, STOP and RESULT).
 fn without_activities(tokens: &[Token]) -> Vec<Token> {
-    use store::worker_protocol::stderr::{STDERR_RESULT, STDERR_START_ACTIVITY, STDERR_STOP_ACTIVITY};
+    use worker_protocol::stderr::{STDERR_RESULT, STDERR_START_ACTIVITY, STDERR_STOP_ACTIVITY};
     let mut out = Vec::new();
     let mut skipping = false;
     for t in tokens {
@@ -1233,7 +1233,7 @@ fn every_op_at_every_minor_matches_nix_daemon_2_26() {
     let tree = ours.work_dir("tree");
     make_tree(&tree, 11, 12, 300);
     let mut tree_nar = Vec::new();
-    store::nar::dump(&tree, &mut tree_nar).expect("dump the tree");
+    local_store::nar_fs::dump(&tree, &mut tree_nar).expect("dump the tree");
     let dir = StoreDir::new(ours.store_dir.clone()).expect("a store dir");
     let missing = format!("{}/{}-missing", ours.store_dir, "0".repeat(32));
     let ctx = Ctx { dir, seeds, roots, missing, tree_nar };

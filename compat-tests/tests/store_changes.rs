@@ -9,7 +9,7 @@
 
 use compat_tests::proto_client::{Client, Options, Wire};
 use compat_tests::{Side, Twins};
-use store::worker_protocol::Op;
+use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, run, write_file};
 
 /// `nix-store --add` of a file with `text` in `side`'s work dir, through

@@ -7,7 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use store::nar::{Limits, dump, unpack};
+use local_store::nar_fs::{dump, unpack};
+use store::nar::Limits;
 
 const SMALL: Limits = Limits { max_depth: 6, max_entries: 32, max_contents_size: 1 << 16, max_name_len: 32, max_target_len: 64 };
 

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::task::{Context, Poll, Waker};
 use store::realisation::{DrvOutput, Realisation};
 use store::store_path::StoreDir;
-use store::worker_protocol::{FramedReader, Limits, Request, read_request};
+use worker_protocol::{FramedReader, Limits, Request, read_request};
 use tokio::io::AsyncReadExt;
 
 /// Polls to completion: reading from a byte slice never waits.

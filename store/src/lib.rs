@@ -1,9 +1,14 @@
-//! Nix's formats and a local store that CppNix can share.
+//! Nix's formats: bytes in, values out. Hashes, store paths, content
+//! addresses, NAR streams, derivations, narinfo, signatures, realisations,
+//! the references scanner, `nix.conf`, and the [`backend::Store`] seam every
+//! store backend implements.
 //!
-//! The format modules (`hash`, `store_path`, `content_address`, `nar`,
-//! `derivation`, `narinfo`, `signing`, `nix_conf`, `references`) are pure:
-//! bytes in, values out, no SQLite and no sockets. `local` is the on-disk
-//! store built on top of them, compatible with CppNix 2.8 and 2.26.
+//! No SQLite, no async runtime, no sockets (`cargo tree -p store` shows it).
+//! The few reads of the file system are named where they happen: loading
+//! `nix.conf` (and the files it includes) and probing the host
+//! ([`nix_conf::Host::detect`]). Backends live in crates of their own beside
+//! this one: the local store (`store/local`), the worker protocol
+//! (`store/worker-protocol`).
 
 pub mod hash;
 pub mod content_address;
@@ -15,6 +20,4 @@ pub mod nix_conf;
 pub mod path_info;
 pub mod nar;
 pub mod references;
-pub mod local;
-pub mod worker_protocol;
 pub mod realisation;

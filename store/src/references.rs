@@ -11,12 +11,8 @@
 //! binary data is scanned at a fraction of a comparison per byte.
 
 use crate::hash::nix32;
-use crate::hash::{Algorithm, Hash, HashSink};
-use crate::nar::{self, NarError};
 use crate::store_path::{HASH_PART_LEN, StorePath};
-use std::collections::BTreeSet;
 use std::io::{self, Write};
-use std::path::Path;
 
 /// Streaming search for candidate hash parts. Feed it with
 /// [`update`](Self::update) or as a [`Write`].
@@ -160,7 +156,7 @@ impl Write for RefScanner {
     }
 }
 
-/// A writer that passes everything to two writers (say, a [`HashSink`] and
+/// A writer that passes everything to two writers (say, a [`HashSink`](crate::hash::HashSink) and
 /// a [`RefScanner`]).
 pub struct Tee<A, B> {
     pub first: A,
@@ -192,26 +188,6 @@ impl<A: Write, B: Write> Write for Tee<A, B> {
         self.first.flush()?;
         self.second.flush()
     }
-}
-
-/// What [`scan_path`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanResult {
-    /// The candidates whose hash part occurs in the NAR serialisation.
-    pub references: BTreeSet<StorePath>,
-    pub nar_hash: Hash,
-    pub nar_size: u64,
-}
-
-/// Dumps `path` once, hashing the NAR with `algorithm` and scanning it for
-/// the hash parts of `candidates` (CppNix's `scanForReferences`).
-pub fn scan_path(path: &Path, candidates: &BTreeSet<StorePath>, algorithm: Algorithm) -> Result<ScanResult, NarError> {
-    let mut tee = Tee::new(HashSink::new(algorithm), RefScanner::for_paths(candidates));
-    nar::dump(path, &mut tee)?;
-    let (sink, scanner) = tee.into_inner();
-    let (nar_hash, nar_size) = sink.finish();
-    let references = candidates.iter().filter(|p| scanner.is_found(p.hash_part().as_bytes())).cloned().collect();
-    Ok(ScanResult { references, nar_hash, nar_size })
 }
 
 #[cfg(test)]

@@ -30,13 +30,13 @@ fn all_fixtures() -> Vec<PathBuf> {
 
 /// A home and XDG dirs with no config files, so only the fixture is read.
 struct Sandbox {
-    _tmp: tempfile::TempDir,
+    _tmp: testkit::TempDir,
     vars: BTreeMap<String, String>,
 }
 
 impl Sandbox {
     fn new(conf_dir: &Path) -> Sandbox {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = testkit::TempDir::new();
         let home = tmp.path().join("home");
         std::fs::create_dir_all(home.join(".config")).unwrap();
         std::fs::create_dir_all(tmp.path().join("xdg")).unwrap();
@@ -247,7 +247,7 @@ fn nix_config_is_applied_after_the_file() {
 
 #[test]
 fn user_files_are_read_after_nix_conf_the_first_one_last() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = testkit::TempDir::new();
     let write = |name: &str, text: &str| {
         let p = tmp.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -280,7 +280,7 @@ fn user_files_are_read_after_nix_conf_the_first_one_last() {
 
 #[test]
 fn an_explicit_file_and_a_missing_nix_conf() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = testkit::TempDir::new();
     let env = ConfigEnv { conf_dir: tmp.path().join("absent"), ..ConfigEnv::default() };
     let loaded = nix_conf::load(&env, &Host::detect()).unwrap();
     assert_eq!(loaded.settings, Settings::new(&Host::detect(), &env), "no nix.conf means defaults");

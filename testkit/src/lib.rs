@@ -115,11 +115,62 @@ impl Nix {
     }
 }
 
+/// The real user id, from the `Uid:` line of `/proc/self/status`.
+pub fn real_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next());
+    uid.and_then(|u| u.parse().ok()).expect("a Uid: line in /proc/self/status")
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn signal_term(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+}
+
+/// A directory removed with everything in it when dropped. testkit keeps
+/// the format crate's tests free of file system crates (`cargo tree -p
+/// store` lists dev-dependencies too).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory in the system's temp dir.
+    pub fn new() -> TempDir {
+        Self::new_in(&std::env::temp_dir(), "armitage-")
+    }
+
+    /// A new empty directory in `parent`, named `prefix` and a unique tail.
+    pub fn new_in(parent: &Path, prefix: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let path = parent.join(format!("{prefix}{}-{n}-{nanos:08x}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return TempDir(path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => panic!("create a temp dir in {}: {e}", parent.display()),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The folder tests create their stores in: world-traversable so that build
 /// users can reach a store inside it.
 pub fn scratch_dir() -> PathBuf {
     let dir = std::env::var_os("ARMITAGE_TEST_SCRATCH").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(format!("/var/tmp/armitage-tests-{}", rustix::process::getuid().as_raw()))
+        PathBuf::from(format!("/var/tmp/armitage-tests-{}", real_uid()))
     });
     std::fs::create_dir_all(&dir).expect("create the test scratch dir");
     dir
@@ -128,7 +179,7 @@ pub fn scratch_dir() -> PathBuf {
 /// A throwaway store (store, state, log and conf dirs under one temp folder),
 /// removed when dropped.
 pub struct TestStore {
-    tmp: tempfile::TempDir,
+    tmp: TempDir,
     pub store_dir: String,
     pub state_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -145,7 +196,7 @@ impl TestStore {
     /// A store whose nix.conf has `extra` appended to the defaults (no
     /// substituters, no sandbox, `nix-command` enabled).
     pub fn with_conf(extra: &str) -> TestStore {
-        let tmp = tempfile::Builder::new().prefix("store-").tempdir_in(scratch_dir()).expect("create a temp store dir");
+        let tmp = TempDir::new_in(&scratch_dir(), "store-");
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod temp store dir");
         let root = tmp.path();
         let store = TestStore {
@@ -368,9 +419,7 @@ impl Daemon {
 
     /// Stops the daemon with SIGTERM and waits for it.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
+        signal_term(self.child.id());
         let status = self.child.wait().expect("wait for the daemon");
         std::mem::forget(self);
         status

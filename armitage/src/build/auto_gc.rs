@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use store::local::{GcAction, GcOptions, LocalStore};
+use local_store::{GcAction, GcOptions, LocalStore};
 use store::nix_conf::Settings;
 
 #[derive(Default)]

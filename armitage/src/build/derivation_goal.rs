@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use store::derivation::Derivation;
 use store::derivation::DownstreamPlaceholder;
-use store::local::LocalStore;
+use local_store::LocalStore;
 use store::store_path::StorePath;
-use store::worker_protocol::{BuildStatus, Verbosity};
+use worker_protocol::{BuildStatus, Verbosity};
 
 /// `given`: the derivation as a client sent it (BuildDerivation), instead
 /// of the store's `.drv`.
@@ -35,12 +35,12 @@ pub(super) async fn run(
 // with every goal of a large graph starting at once, hundreds of threads
 // (bench/build.sh). Builds themselves run on blocking threads.
 
-fn text(e: store::local::Error) -> String {
+fn text(e: local_store::Error) -> String {
     e.to_string()
 }
 
 /// Output name → path, when every output has a valid path.
-pub(super) fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> store::local::Result<Option<BTreeMap<String, StorePath>>> {
+pub(super) fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> local_store::Result<Option<BTreeMap<String, StorePath>>> {
     let mut outs = BTreeMap::new();
     for (name, path) in map {
         match path {
@@ -287,7 +287,7 @@ async fn contents_good(job: &Job, ctx: &GoalCtx, store: &Arc<LocalStore>, path: 
         if info.nar_hash.as_bytes().iter().all(|b| *b == 0) {
             return Ok(true);
         }
-        let (current, _) = store::nar::hash_path(&real, info.nar_hash.algorithm())
+        let (current, _) = local_store::nar_fs::hash_path(&real, info.nar_hash.algorithm())
             .map_err(|e| format!("hashing '{}': {e}", real.display()))?;
         Ok(current == info.nar_hash)
     })

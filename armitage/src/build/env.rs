@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use store::derivation::Derivation;
 use store::hash::Algorithm;
-use store::local::LocalStore;
+use local_store::LocalStore;
 use store::store_path::StorePath;
 
 /// The home directory builders see (it must not exist).

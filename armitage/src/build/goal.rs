@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use store::store_path::StorePath;
-use store::worker_protocol::{BuildMode, BuildStatus, Verbosity};
+use worker_protocol::{BuildMode, BuildStatus, Verbosity};
 use tokio::sync::{mpsc, watch};
 
 /// What a goal is about.

@@ -21,11 +21,11 @@ use store::derivation::Derivation;
 use store::derivation::hash_placeholder;
 use store::derivation::DerivationType;
 use store::hash::{Algorithm, Hash};
-use store::local::LocalStore;
-use store::local::lock::PathLocks;
+use local_store::LocalStore;
+use local_store::lock::PathLocks;
 use store::nix_conf::SandboxMode;
 use store::store_path::{StorePath, output_path_name};
-use store::worker_protocol::BuildStatus;
+use worker_protocol::BuildStatus;
 
 pub(super) struct LocalParams {
     pub b: Arc<Builder>,
@@ -52,8 +52,8 @@ impl From<String> for Failure {
     }
 }
 
-impl From<store::local::Error> for Failure {
-    fn from(e: store::local::Error) -> Self {
+impl From<local_store::Error> for Failure {
+    fn from(e: local_store::Error) -> Self {
         Failure(BuildStatus::MiscFailure, e.to_string())
     }
 }
@@ -592,7 +592,7 @@ impl Drop for Cleanup {
 
 fn remove_tree(dir: &Path) {
     // Read-only directories a builder left are made writable first.
-    if let Err(e) = store::local::delete_path(dir) {
+    if let Err(e) = local_store::delete_path(dir) {
         tracing::warn!("cannot remove '{}': {e}", dir.display());
     }
 }

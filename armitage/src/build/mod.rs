@@ -32,11 +32,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use store::local::LiveStore;
+use local_store::LiveStore;
 use store::nix_conf::Settings;
 use store::signing::{PublicKeys, SecretKey};
 use store::store_path::StorePath;
-use store::worker_protocol::ClientOptions;
+use worker_protocol::ClientOptions;
 use tokio::sync::Semaphore;
 
 /// What all builds share.

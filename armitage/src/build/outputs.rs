@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
 use store::derivation::{Derivation, Output};
 use store::hash::{Algorithm, Encoding, HashModuloSink};
-use store::local::LocalStore;
+use local_store::LocalStore;
 use store::path_info::PathInfo;
 use store::signing::SecretKey;
 use store::store_path::{StorePath, StoreReferences};
@@ -41,8 +41,8 @@ pub enum OutputError {
     Other(String),
 }
 
-impl From<store::local::Error> for OutputError {
-    fn from(e: store::local::Error) -> Self {
+impl From<local_store::Error> for OutputError {
+    fn from(e: local_store::Error) -> Self {
         OutputError::Other(e.to_string())
     }
 }
@@ -93,7 +93,7 @@ pub fn register(p: &RegisterParams) -> Result<BTreeMap<String, StorePath>, Outpu
             )));
         }
         store.canonicalise_output(&s.location, p.build_uid)?;
-        let scan = store::references::scan_path(&s.location, &candidates, Algorithm::Sha256)
+        let scan = local_store::nar_fs::scan_path(&s.location, &candidates, Algorithm::Sha256)
             .map_err(|e| OutputError::Other(format!("scanning output '{name}' of '{drv_full}': {e}")))?;
         refs.insert(name.clone(), scan.references);
     }
@@ -116,7 +116,7 @@ pub fn register(p: &RegisterParams) -> Result<BTreeMap<String, StorePath>, Outpu
                     rewrites.insert(s.path.hash_part().to_owned(), path.hash_part().to_owned());
                 }
                 rewrite_in_place(store, &s.location, &rewrites)?;
-                let (nar_hash, nar_size) = store::nar::hash_path(&s.location, Algorithm::Sha256)
+                let (nar_hash, nar_size) = local_store::nar_fs::hash_path(&s.location, Algorithm::Sha256)
                     .map_err(|e| OutputError::Other(e.to_string()))?;
                 let mut info = PathInfo::new(final_path.clone(), nar_hash, nar_size);
                 info.references = final_refs(own_refs, &s.path, &final_path, &rewrites);
@@ -242,14 +242,14 @@ fn rewrite_in_place(store: &LocalStore, location: &Path, rewrites: &BTreeMap<Str
         return Ok(());
     }
     let mut nar = Vec::new();
-    store::nar::dump(location, &mut nar).map_err(|e| OutputError::Other(e.to_string()))?;
+    local_store::nar_fs::dump(location, &mut nar).map_err(|e| OutputError::Other(e.to_string()))?;
     let map: BTreeMap<String, String> = rewrites.clone();
     let rewritten = super::env::rewrite(&nar, &map);
     if rewritten == nar {
         return Ok(());
     }
     store.delete_tree(location)?;
-    store::nar::unpack(&mut &rewritten[..], location, &store::nar::Limits::default()).map_err(|e| OutputError::Other(e.to_string()))?;
+    local_store::nar_fs::unpack(&mut &rewritten[..], location, &store::nar::Limits::default()).map_err(|e| OutputError::Other(e.to_string()))?;
     Ok(())
 }
 
@@ -284,7 +284,7 @@ fn ca_output(
     let mut sink = HashModuloSink::new(algorithm, s.path.hash_part());
     match method {
         FileIngestionMethod::Recursive => {
-            store::nar::dump(&s.location, &mut sink).map_err(|e| OutputError::Other(e.to_string()))?;
+            local_store::nar_fs::dump(&s.location, &mut sink).map_err(|e| OutputError::Other(e.to_string()))?;
         }
         FileIngestionMethod::Flat => {
             let mut f = std::fs::File::open(&s.location).map_err(|e| OutputError::Other(e.to_string()))?;
@@ -308,7 +308,7 @@ fn ca_output(
         let single: BTreeMap<String, String> = [(s.path.hash_part().to_owned(), final_path.hash_part().to_owned())].into();
         rewrite_in_place(store, &s.location, &single)?;
     }
-    let (nar_hash, nar_size) = store::nar::hash_path(&s.location, Algorithm::Sha256).map_err(|e| OutputError::Other(e.to_string()))?;
+    let (nar_hash, nar_size) = local_store::nar_fs::hash_path(&s.location, Algorithm::Sha256).map_err(|e| OutputError::Other(e.to_string()))?;
     let mut info = PathInfo::new(final_path.clone(), nar_hash, nar_size);
     info.ca = Some(ca);
     info.references = others;

@@ -7,7 +7,7 @@ use super::goal::{Event, GoalCtx, Outcome, wait_inputs};
 use super::{Builder, Job};
 use std::sync::Arc;
 use store::store_path::StorePath;
-use store::worker_protocol::BuildStatus;
+use worker_protocol::BuildStatus;
 
 pub(super) async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: StorePath, repair: bool) -> Outcome {
     let store = match b.store.session() {

@@ -4,7 +4,7 @@
 //! group's; the user's other groups are added.
 
 use std::path::Path;
-use store::local::lock::{LockFile, LockKind};
+use local_store::lock::{LockFile, LockKind};
 
 /// A claimed build user.
 pub struct BuildUser {

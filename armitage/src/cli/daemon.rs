@@ -10,7 +10,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use store::local::{LocalStore, LocalStoreConfig};
+use local_store::{LocalStore, LocalStoreConfig};
 use store::nix_conf::{ConfigEnv, Host, Settings};
 
 #[derive(Args)]

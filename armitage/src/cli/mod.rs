@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use ::store::local::{LocalStore, LocalStoreConfig};
+use local_store::{LocalStore, LocalStoreConfig};
 use ::store::store_path::StoreDir;
 
 #[derive(Parser)]

@@ -41,7 +41,7 @@ impl NarCommand {
         let mut out = stdout.lock();
         match self {
             NarCommand::Dump { path } => {
-                nar::dump(&path, &mut out).with_context(|| format!("dumping '{}'", path.display()))?;
+                local_store::nar_fs::dump(&path, &mut out).with_context(|| format!("dumping '{}'", path.display()))?;
             }
             NarCommand::Cat { nar: file, path } => {
                 nar::cat(open(&file)?, &path, &mut out, &nar::Limits::default())

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use store::hash::Encoding;
-use store::local::LocalStore;
+use local_store::LocalStore;
 use store::path_info::PathInfo;
 use store::store_path::StorePath;
 

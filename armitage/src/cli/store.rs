@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use store::content_address::FileIngestionMethod;
 use store::hash::Algorithm;
-use store::local::{AddOptions, GcAction, GcOptions};
+use local_store::{AddOptions, GcAction, GcOptions};
 
 #[derive(Subcommand)]
 pub enum StoreCommand {

@@ -10,8 +10,8 @@
 use super::DaemonState;
 use super::trust::Peer;
 use std::sync::Arc;
-use store::local::LocalStore;
-use store::worker_protocol::{
+use local_store::LocalStore;
+use worker_protocol::{
     self as wp, ClientOptions, MIN_CLIENT_VERSION, PROTOCOL_VERSION, ProtoError, StderrMessage, WORKER_MAGIC_1, WORKER_MAGIC_2,
     WireRead, WireWrite,
 };
@@ -51,8 +51,8 @@ pub enum OpError {
     Fatal(String),
 }
 
-impl From<store::local::Error> for OpError {
-    fn from(e: store::local::Error) -> Self {
+impl From<local_store::Error> for OpError {
+    fn from(e: local_store::Error) -> Self {
         OpError::Failed(e.to_string())
     }
 }

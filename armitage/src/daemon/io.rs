@@ -4,7 +4,7 @@
 //! socket, without holding more than a buffer in memory.
 
 use std::io::{self, BufRead, Read, Write};
-use store::worker_protocol::{StderrMessage, WireRead};
+use worker_protocol::{StderrMessage, WireRead};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::runtime::Handle;
 use tokio_util::io::SyncIoBridge;

@@ -11,9 +11,9 @@
 use crate::substitute::{Substitutable, Substituters, parallel_map};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use store::derivation::Derivation;
-use store::local::LocalStore;
+use local_store::LocalStore;
 use store::store_path::StorePath;
-use store::worker_protocol::{DerivedPath, Missing};
+use worker_protocol::{DerivedPath, Missing};
 
 /// A derivation whose outputs might all be substituted.
 struct Candidate {
@@ -22,7 +22,7 @@ struct Candidate {
     invalid: Vec<StorePath>,
 }
 
-pub fn query_missing(store: &LocalStore, subs: Option<&Substituters>, targets: &[DerivedPath]) -> store::local::Result<Missing> {
+pub fn query_missing(store: &LocalStore, subs: Option<&Substituters>, targets: &[DerivedPath]) -> local_store::Result<Missing> {
     let mut missing = Missing::default();
     let mut done: HashSet<String> = HashSet::new();
     let mut todo: Vec<DerivedPath> = targets.to_vec();

@@ -16,11 +16,11 @@ pub use connection::{Connection, Trust};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use store::local::{LiveStore, LocalStore};
+use local_store::{LiveStore, LocalStore};
 use store::nix_conf::Settings;
 use store::path_info::PathInfo;
 use store::signing::PublicKeys;
-use store::worker_protocol::Limits;
+use worker_protocol::Limits;
 use tokio::net::UnixListener;
 
 /// Most operations in progress at once, over all connections. An operation
@@ -74,7 +74,7 @@ impl DaemonState {
     /// `require-sigs`, it must be content-addressed (its path follows from
     /// its content address) or carry a valid signature by a trusted key
     /// (CppNix `pathInfoIsUntrusted`).
-    pub fn check_signatures(&self, info: &PathInfo) -> store::local::Result<()> {
+    pub fn check_signatures(&self, info: &PathInfo) -> local_store::Result<()> {
         if !self.settings.require_sigs || self.is_content_addressed(info) {
             return Ok(());
         }
@@ -82,7 +82,7 @@ impl DaemonState {
         let fp = store::signing::fingerprint(dir, &info.path, &info.nar_hash, info.nar_size, &info.references);
         let valid = fp.map(|fp| self.public_keys.count_valid(fp.as_bytes(), info.sigs.iter().map(String::as_str))).unwrap_or(0);
         if valid == 0 {
-            return Err(store::local::Error::Other(format!(
+            return Err(local_store::Error::Other(format!(
                 "cannot add path '{}' because it lacks a signature by a trusted key",
                 dir.display(&info.path)
             )));

@@ -9,11 +9,11 @@ use crate::build::{BuildModeKey, Outcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use store::content_address::{ContentAddressMethod, FileIngestionMethod};
-use store::local::{AddOptions, GcAction, GcOptions, OptimiseEvent, VerifyLine};
+use local_store::{AddOptions, GcAction, GcOptions, OptimiseEvent, VerifyLine};
 use store::path_info::PathInfo;
 use store::realisation::{DrvOutput, Realisation};
 use store::store_path::StorePath;
-use store::worker_protocol::{
+use worker_protocol::{
     self as wp, ActivityType, BuildMode, BuildResult, DerivedPath, Field, FramedReader, Request, ResultType, StderrMessage, Verbosity,
     WireWrite, write_unkeyed_path_info,
 };
@@ -125,7 +125,7 @@ where
                 // CppNix substitutes the missing ones first, through `queryMissing`.
                 querying_missing_paths(c).await?;
             }
-            let valid = blocking(|| -> store::local::Result<BTreeSet<StorePath>> {
+            let valid = blocking(|| -> local_store::Result<BTreeSet<StorePath>> {
                 let mut v = BTreeSet::new();
                 for p in paths {
                     if c.store.is_valid(&p)? {
@@ -269,7 +269,7 @@ where
             let results = match results {
                 // Worded as the nix-daemon of the client's version: 2.23
                 // (protocol 1.37) added the second half of the hint.
-                Err(store::local::Error::StillAlive(path)) if c.minor < 37 => {
+                Err(local_store::Error::StillAlive(path)) if c.minor < 37 => {
                     return Err(failed(format!(
                         "Cannot delete path '{path}' since it is still alive. To find out why, use: nix-store --query --roots"
                     )));
@@ -336,13 +336,13 @@ where
             let sent = match c.socket_fd {
                 Some(fd) => {
                     tokio::io::AsyncWriteExt::flush(&mut c.writer).await?;
-                    blocking(|| store::nar::dump(&real, &mut super::io::SocketWriter::new(fd)))
+                    blocking(|| local_store::nar_fs::dump(&real, &mut super::io::SocketWriter::new(fd)))
                 }
                 None => {
                     let handle = tokio::runtime::Handle::current();
                     blocking(|| {
                         let mut out = SyncWriter::new(&mut c.writer, handle);
-                        store::nar::dump_parallel(&real, &mut out)
+                        local_store::nar_fs::dump_parallel(&real, &mut out)
                     })
                 }
             };
@@ -357,7 +357,7 @@ where
             blocking(|| {
                 let mut out = super::io::StderrWriteSink::new(&mut c.writer, handle, minor);
                 store.export_path(&p, &mut out)?;
-                std::io::Write::flush(&mut out).map_err(|e| store::local::Error::Other(e.to_string()))
+                std::io::Write::flush(&mut out).map_err(|e| local_store::Error::Other(e.to_string()))
             })
             .map_err(|e| OpError::Fatal(e.to_string()))?;
             c.last().await?;
@@ -396,7 +396,7 @@ where
             let store = c.store.clone();
             let reader = &mut c.reader;
             // Always a NAR; for flat hashing it holds one regular file.
-            let added = blocking(|| -> store::local::Result<PathInfo> {
+            let added = blocking(|| -> local_store::Result<PathInfo> {
                 let mut input = SyncReader::direct(reader, handle);
                 match method {
                     FileIngestionMethod::Flat => add_flat_from_nar(&store, &name, algorithm, &mut input),
@@ -456,7 +456,7 @@ where
                         Ok(()) => store.add_nar(&info, &mut input, opts),
                         Err(e) => {
                             // Read past the NAR so the stream stays in step.
-                            store::nar::NarReader::new(&mut input).skip_to_end().map_err(|n| store::local::Error::Nar(n.to_string()))?;
+                            store::nar::NarReader::new(&mut input).skip_to_end().map_err(|n| local_store::Error::Nar(n.to_string()))?;
                             Err(e)
                         }
                     }
@@ -471,7 +471,7 @@ where
             let handle = tokio::runtime::Handle::current();
             let (store, daemon, trusted) = (c.store.clone(), c.daemon.clone(), c.trusted());
             let mut framed = FramedReader::new(&mut c.reader);
-            let added = blocking(|| -> store::local::Result<()> {
+            let added = blocking(|| -> local_store::Result<()> {
                 let mut input = SyncReader::buffered(&mut framed, handle.clone());
                 let count = read_u64_sync(&mut input)?;
                 for _ in 0..count {
@@ -610,7 +610,7 @@ where
 /// The temporary roots CppNix's build goals take on what they are given,
 /// valid or not: an opaque path (`PathSubstitutionGoal`), a derivation and
 /// the known paths of all its outputs (`DerivationGoal`).
-fn root_build_targets<'t, R, W>(c: &Connection<R, W>, targets: impl IntoIterator<Item = &'t DerivedPath>) -> store::local::Result<()> {
+fn root_build_targets<'t, R, W>(c: &Connection<R, W>, targets: impl IntoIterator<Item = &'t DerivedPath>) -> local_store::Result<()> {
     for target in targets {
         match target {
             DerivedPath::Opaque(p) => c.store.add_temp_root(p)?,
@@ -752,7 +752,7 @@ fn to_build_result(o: &Outcome) -> BuildResult {
 /// builtOutputs for a BuildDerivation: the realisations recorded for the
 /// derivation's outputs if it is in the store, else none (CppNix fills them
 /// from the goal's output hashes; clients only read them for CA derivations).
-fn given_built_outputs(store: &store::local::LocalStore, drv_path: &StorePath, o: &Outcome) -> BTreeMap<String, String> {
+fn given_built_outputs(store: &local_store::LocalStore, drv_path: &StorePath, o: &Outcome) -> BTreeMap<String, String> {
     if store.is_valid(drv_path).unwrap_or(false) {
         super::realise::built_outputs(store, drv_path, None, o)
     } else {
@@ -772,13 +772,13 @@ fn absolute(p: &str) -> std::path::PathBuf {
 /// `)` is read after the add: a client that breaks off there gets an error,
 /// though the file it sent in full is in the store by then.
 fn add_flat_from_nar(
-    store: &store::local::LocalStore,
+    store: &local_store::LocalStore,
     name: &str,
     algorithm: store::hash::Algorithm,
     input: &mut dyn BufRead,
-) -> store::local::Result<PathInfo> {
-    let not_one_file = || store::local::Error::Other("flat hashing needs a NAR of a single regular file".into());
-    let bad = |e: store::nar::NarError| store::local::Error::Nar(e.to_string());
+) -> local_store::Result<PathInfo> {
+    let not_one_file = || local_store::Error::Other("flat hashing needs a NAR of a single regular file".into());
+    let bad = |e: store::nar::NarError| local_store::Error::Nar(e.to_string());
     let mut reader = store::nar::NarReader::new(input);
     let added = match reader.next().map_err(bad)? {
         Some(store::nar::Event::Regular { mut contents, .. }) => store.add_from_dump(
@@ -797,27 +797,27 @@ fn add_flat_from_nar(
     Ok(added)
 }
 
-fn read_u64_sync(input: &mut dyn BufRead) -> store::local::Result<u64> {
-    super::io::sync_u64(input).map_err(|e| store::local::Error::Other(format!("reading a path list: {e}")))
+fn read_u64_sync(input: &mut dyn BufRead) -> local_store::Result<u64> {
+    super::io::sync_u64(input).map_err(|e| local_store::Error::Other(format!("reading a path list: {e}")))
 }
 
 /// Reads a path info in the minor-16 layout (§6.1) from a synchronous reader.
 fn read_path_info_sync(
     input: &mut dyn BufRead,
-    store: &store::local::LocalStore,
+    store: &local_store::LocalStore,
     limits: &wp::Limits,
-) -> store::local::Result<PathInfo> {
+) -> local_store::Result<PathInfo> {
     use super::io::{sync_string, sync_u64};
-    let bad = |e: std::io::Error| store::local::Error::Other(format!("reading a path's metadata: {e}"));
+    let bad = |e: std::io::Error| local_store::Error::Other(format!("reading a path's metadata: {e}"));
     let max = limits.max_string;
     let path = store.parse_path(&sync_string(input, max).map_err(bad)?)?;
     let deriver = sync_string(input, max).map_err(bad)?;
     let hash = sync_string(input, max).map_err(bad)?;
     let nar_hash = store::hash::Hash::parse_any(&hash, Some(store::hash::Algorithm::Sha256))
-        .map_err(|e| store::local::Error::Other(e.to_string()))?;
+        .map_err(|e| local_store::Error::Other(e.to_string()))?;
     let nrefs = sync_u64(input).map_err(bad)?;
     if nrefs > limits.max_elements {
-        return Err(store::local::Error::Other(format!("a path lists {nrefs} references, more than {}", limits.max_elements)));
+        return Err(local_store::Error::Other(format!("a path lists {nrefs} references, more than {}", limits.max_elements)));
     }
     let mut references = BTreeSet::new();
     for _ in 0..nrefs {
@@ -828,7 +828,7 @@ fn read_path_info_sync(
     let ultimate = sync_u64(input).map_err(bad)? != 0;
     let nsigs = sync_u64(input).map_err(bad)?;
     if nsigs > limits.max_elements {
-        return Err(store::local::Error::Other(format!("a path lists {nsigs} signatures, more than {}", limits.max_elements)));
+        return Err(local_store::Error::Other(format!("a path lists {nsigs} signatures, more than {}", limits.max_elements)));
     }
     let mut sigs = BTreeSet::new();
     for _ in 0..nsigs {
@@ -844,7 +844,7 @@ fn read_path_info_sync(
     info.ca = if ca.is_empty() {
         None
     } else {
-        Some(store::content_address::ContentAddress::parse(&ca).map_err(|e| store::local::Error::Other(e.to_string()))?)
+        Some(store::content_address::ContentAddress::parse(&ca).map_err(|e| local_store::Error::Other(e.to_string()))?)
     };
     Ok(info)
 }

@@ -10,7 +10,7 @@
 //! `plugin-files` always with a warning.
 
 use super::connection::{Connection, OpResult};
-use store::worker_protocol::ClientOptions;
+use worker_protocol::ClientOptions;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// CppNix compares the names with each setting's main name only.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use store::derivation::Derivation;
 use store::store_path::StorePath;
-use store::worker_protocol::{ActivityType, BuildStatus, DerivedPath, Field, ResultType, StderrMessage, Verbosity};
+use worker_protocol::{ActivityType, BuildStatus, DerivedPath, Field, ResultType, StderrMessage, Verbosity};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -389,7 +389,7 @@ pub fn build_paths_error(dir: &store::store_path::StoreDir, targets: &[DerivedPa
 
 /// The realisations of the wanted outputs, for BuildResult's builtOutputs.
 pub fn built_outputs(
-    store: &store::local::LocalStore,
+    store: &local_store::LocalStore,
     drv: &StorePath,
     wanted: Option<&BTreeSet<String>>,
     outcome: &Outcome,

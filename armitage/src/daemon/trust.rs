@@ -4,7 +4,7 @@
 //! rules (`*` for everyone, a user name, `@group` for the primary group or a
 //! listed member). Users of the build users group are always refused.
 
-use store::local::users::{group_name, user_name};
+use local_store::users::{group_name, user_name};
 
 /// The peer of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

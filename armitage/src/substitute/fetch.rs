@@ -17,7 +17,7 @@ use super::http::Client;
 use super::SubstituteError;
 use std::io::{self, BufReader, Read};
 use store::hash::{Algorithm, Encoding, Hash, HashSink};
-use store::local::{AddOptions, LocalStore};
+use local_store::{AddOptions, LocalStore};
 use store::narinfo::NarInfo;
 use store::path_info::PathInfo;
 

@@ -42,7 +42,7 @@ use cache::BinaryCache;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::local::LocalStore;
+use local_store::LocalStore;
 use store::narinfo::{NarInfo, NarInfoError};
 use store::path_info::PathInfo;
 use store::signing::PublicKeys;
@@ -101,11 +101,11 @@ pub enum SubstituteError {
     /// The store refused the path (CppNix's "hash mismatch importing path"
     /// for a NAR that does not match its NarHash, ...).
     #[error(transparent)]
-    Store(Arc<store::local::Error>),
+    Store(Arc<local_store::Error>),
 }
 
-impl From<store::local::Error> for SubstituteError {
-    fn from(e: store::local::Error) -> Self {
+impl From<local_store::Error> for SubstituteError {
+    fn from(e: local_store::Error) -> Self {
         SubstituteError::Store(Arc::new(e))
     }
 }

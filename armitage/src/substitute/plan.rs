@@ -7,7 +7,7 @@
 use super::{SubstituteError, Substitutable, Substituters, parallel_map};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Condvar, Mutex};
-use store::local::LocalStore;
+use local_store::LocalStore;
 use store::path_info::PathInfo;
 use store::store_path::StorePath;
 

@@ -15,29 +15,27 @@
 //! Directory entries come in strictly increasing byte order of their names.
 //!
 //! What this module keeps:
-//! - [`dump`] writes exactly the bytes `nix-store --dump` writes.
 //! - [`NarReader`] accepts only that canonical form (anything CppNix's
 //!   `dumpPath` can produce, nothing else), consumes exactly the NAR's bytes
 //!   from its `BufRead` and never more, and runs in memory and stack bounded by
 //!   its [`Limits`] whatever the input. Every rejection names the byte offset
 //!   and the reason.
-//! - [`unpack`] never creates anything outside its target, and leaves nothing
-//!   behind when it fails.
+//!
+//! Dumping a file tree to a NAR and unpacking one onto disk read and write
+//! the file system: they are `local_store::nar_fs`.
 //!
 //! Case-hacking (CppNix's macOS `use-case-hack`) is not implemented: names are
 //! written and restored as they are.
 
+mod bytes;
 mod error;
 mod listing;
 mod reader;
-mod unpack;
-mod writer;
 
 pub use error::NarError;
 pub use listing::{DirEntry, NodeInfo, PathListing, cat, list_path, write_json_listing, write_ls_document};
 pub use reader::{Contents, Event, NarReader};
-pub use unpack::{UnpackStats, unpack};
-pub use writer::{dump, dump_bytes, dump_parallel, hash_path};
+pub use bytes::dump_bytes;
 
 /// The magic string every NAR starts with.
 pub const MAGIC: &[u8] = b"nix-archive-1";
@@ -80,6 +78,6 @@ impl Default for Limits {
 }
 
 /// Zero bytes that follow a string of `len` bytes to align it to 8.
-const fn padding_len(len: u64) -> usize {
+pub const fn padding_len(len: u64) -> usize {
     (len.wrapping_neg() % 8) as usize
 }

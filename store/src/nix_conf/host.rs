@@ -47,21 +47,30 @@ impl Host {
             ["nixos-test", "benchmark", "big-parallel"].map(str::to_owned).into();
         if cfg!(target_os = "linux") {
             system_features.insert("uid-range".to_owned());
-            let rw = rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK;
-            if rustix::fs::access("/dev/kvm", rw).is_ok() {
+            // CppNix asks access(2) for R_OK | W_OK; opening the device
+            // read-write answers the same for the daemon's own user.
+            if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() {
                 system_features.insert("kvm".to_owned());
             }
         }
         Host {
             system,
             cores: std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
-            is_root: rustix::process::getuid().is_root(),
+            is_root: real_uid() == Some(0),
             wsl1,
             extra_platforms,
             system_features,
             sandbox_paths: BTreeSet::new(),
         }
     }
+}
+
+/// The real user id (CppNix's `isRootUser` asks `getuid`), from the `Uid:`
+/// line of `/proc/self/status` (real, effective, saved, file system).
+fn real_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// `<arch>-<os>` as Nix spells it (`SYSTEM` in CppNix's build).

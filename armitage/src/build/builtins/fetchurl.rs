@@ -41,7 +41,7 @@ pub fn fetch(url: &str, out: &Path, unpack: bool, executable: bool) -> Result<()
         source
     };
     if unpack {
-        store::nar::unpack(BufReader::with_capacity(256 * 1024, source), out, &store::nar::Limits::default())
+        local_store::nar_fs::unpack(BufReader::with_capacity(256 * 1024, source), out, &store::nar::Limits::default())
             .map_err(|e| format!("unpacking the NAR downloaded from '{url}' to '{}': {e}", out.display()))?;
     } else {
         write_file(source, out).map_err(|e| format!("downloading '{url}' to '{}': {e}", out.display()))?;

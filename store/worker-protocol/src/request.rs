@@ -6,11 +6,11 @@
 use super::types::{BuildMode, ClientOptions, DerivedPath, parse_ca, read_basic_derivation, read_path, read_path_set, read_unkeyed_path_info};
 use super::wire::{Limits, WireRead};
 use super::{Op, ProtoError};
-use crate::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
-use crate::derivation::Derivation;
-use crate::hash::Algorithm;
-use crate::path_info::PathInfo;
-use crate::store_path::{StoreDir, StorePath};
+use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
+use store::derivation::Derivation;
+use store::hash::Algorithm;
+use store::path_info::PathInfo;
+use store::store_path::{StoreDir, StorePath};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::io::AsyncRead;
 
@@ -153,7 +153,7 @@ pub async fn read_request<R: AsyncRead + Unpin + ?Sized>(
                 (FileIngestionMethod::Recursive, Algorithm::Sha256)
             } else {
                 let m = if recursive == 1 { FileIngestionMethod::Recursive } else { FileIngestionMethod::Flat };
-                (m, algo.parse().map_err(|e: crate::hash::HashError| ProtoError::BadValue(e.to_string()))?)
+                (m, algo.parse().map_err(|e: store::hash::HashError| ProtoError::BadValue(e.to_string()))?)
             };
             Request::AddToStoreLegacy { name, method, algorithm }
         }
@@ -259,7 +259,7 @@ pub async fn read_request<R: AsyncRead + Unpin + ?Sized>(
         }
         Op::BuildDerivation => {
             let drv_path = read_path(r, dir, l).await?;
-            let name = crate::derivation::name_from_drv_path(&drv_path).map_err(|e| ProtoError::BadValue(e.to_string()))?;
+            let name = store::derivation::name_from_drv_path(&drv_path).map_err(|e| ProtoError::BadValue(e.to_string()))?;
             let drv = read_basic_derivation(r, dir, name, l).await?;
             let mode = BuildMode::from_u64(r.read_u64_le_wire().await?)?;
             Request::BuildDerivation { drv_path, drv: Box::new(drv), mode }

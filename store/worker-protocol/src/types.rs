@@ -4,11 +4,11 @@
 
 use super::wire::{Limits, WireRead, WireWrite};
 use super::ProtoError;
-use crate::content_address::ContentAddress;
-use crate::derivation::{Derivation, Output};
-use crate::hash::{Algorithm, Hash};
-use crate::path_info::PathInfo;
-use crate::store_path::{StoreDir, StorePath};
+use store::content_address::ContentAddress;
+use store::derivation::{Derivation, Output};
+use store::hash::{Algorithm, Hash};
+use store::path_info::PathInfo;
+use store::store_path::{StoreDir, StorePath};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// wording where clients show it (the store dir is not repeated).
 fn parse_path(dir: &StoreDir, s: &str) -> Result<StorePath, ProtoError> {
     dir.parse_path(s).map_err(|e| match e {
-        crate::store_path::StorePathError::NotInStore { path, .. } => {
+        store::store_path::StorePathError::NotInStore { path, .. } => {
             ProtoError::BadValue(format!("path '{path}' is not in the Nix store"))
         }
         e => ProtoError::BadValue(e.to_string()),
@@ -155,7 +155,7 @@ impl DerivedPath {
                         return Err(ProtoError::BadValue(format!("invalid derived path '{s}': no outputs")));
                     }
                     for n in &names {
-                        crate::store_path::check_name(n).map_err(|e| bad(&e))?;
+                        store::store_path::check_name(n).map_err(|e| bad(&e))?;
                     }
                     Some(names)
                 };

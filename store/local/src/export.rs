@@ -6,11 +6,10 @@
 use super::LocalStore;
 use super::add::{AddOptions, nar_error};
 use super::error::{Error, IoContext, Result};
-use crate::hash::{Algorithm, HashingBufReader};
-use crate::nar;
-use crate::path_info::PathInfo;
-use crate::store_path::StorePath;
-use crate::worker_protocol::EXPORT_MAGIC;
+use store::hash::{Algorithm, HashingBufReader};
+use store::path_info::PathInfo;
+use store::store_path::StorePath;
+use worker_protocol::EXPORT_MAGIC;
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 
@@ -48,18 +47,18 @@ impl LocalStore {
     pub fn export_path(&self, path: &StorePath, out: &mut dyn Write) -> Result<()> {
         let info = self.path_info(path)?;
         let real = self.real_path(path);
-        let mut hashing = crate::hash::HashSink::new(Algorithm::Sha256);
+        let mut hashing = store::hash::HashSink::new(Algorithm::Sha256);
         {
             let mut tee = TeeWrite { a: &mut *out, b: &mut hashing };
-            nar::dump(&real, &mut tee).map_err(|e| nar_error(&self.display(path), e))?;
+            crate::nar_fs::dump(&real, &mut tee).map_err(|e| nar_error(&self.display(path), e))?;
         }
         let (hash, _) = hashing.finish();
         if hash != info.nar_hash {
             return Err(Error::Other(format!(
                 "hash of path '{}' has changed from '{}' to '{}'!",
                 self.display(path),
-                info.nar_hash.to_typed(crate::hash::Encoding::Nix32),
-                hash.to_typed(crate::hash::Encoding::Nix32)
+                info.nar_hash.to_typed(store::hash::Encoding::Nix32),
+                hash.to_typed(store::hash::Encoding::Nix32)
             )));
         }
         let w = &mut *out;
@@ -91,7 +90,7 @@ impl LocalStore {
             let staging = self.staging_entry()?;
             let staged = staging.path().to_owned();
             let mut hashing = HashingBufReader::new(&mut *input, Algorithm::Sha256);
-            nar::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error("an imported path", e))?;
+            crate::nar_fs::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error("an imported path", e))?;
             let (nar_hash, nar_size) = hashing.finish();
             if get_u64(input)? != EXPORT_MAGIC {
                 return Err(Error::Other("Nix archive cannot be imported; wrong format".into()));

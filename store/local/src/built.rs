@@ -7,7 +7,7 @@ use super::LocalStore;
 use super::canonicalise::{Top, canonicalise};
 use super::error::{Error, IoContext, Result};
 use super::fs_util::{delete_path, fsync_parent, fsync_tree};
-use crate::store_path::StorePath;
+use store::store_path::StorePath;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 

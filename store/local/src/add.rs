@@ -17,11 +17,11 @@ use super::error::{Error, IoContext, Result};
 use super::fault::{Phase, phase};
 use super::fs_util::{delete_path, fsync_parent, fsync_tree};
 use super::lock::PathLocks;
-use crate::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
-use crate::hash::{Algorithm, Encoding, Hash, HashModuloSink, HashingBufReader};
-use crate::nar::{self, NarReader};
-use crate::path_info::PathInfo;
-use crate::store_path::{StorePath, StoreReferences};
+use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
+use store::hash::{Algorithm, Encoding, Hash, HashModuloSink, HashingBufReader};
+use store::nar::{self, NarReader};
+use store::path_info::PathInfo;
+use store::store_path::{StorePath, StoreReferences};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -54,7 +54,7 @@ impl LocalStore {
         let staged = staging.path().to_owned();
         phase(Phase::Unpacking);
         let mut hashing = HashingBufReader::new(nar, Algorithm::Sha256);
-        nar::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(&self.display(&info.path), e))?;
+        crate::nar_fs::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(&self.display(&info.path), e))?;
         let (nar_hash, nar_size) = hashing.finish();
         let full = self.display(&info.path);
         if info.nar_hash.algorithm() == Algorithm::Sha256 && nar_hash != info.nar_hash {
@@ -91,7 +91,7 @@ impl LocalStore {
         dump: &mut dyn BufRead,
         opts: AddOptions,
     ) -> Result<PathInfo> {
-        crate::store_path::check_name(name)?;
+        store::store_path::check_name(name)?;
         let staging = self.staging_entry()?;
         let staged = staging.path().to_owned();
         phase(Phase::Unpacking);
@@ -99,14 +99,14 @@ impl LocalStore {
             ContentAddressMethod::Fixed(FileIngestionMethod::Recursive) => {
                 let mut ca = HashingBufReader::new(dump, algorithm);
                 let mut nar = HashingBufReader::new(&mut ca, Algorithm::Sha256);
-                nar::unpack(&mut nar, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(name, e))?;
+                crate::nar_fs::unpack(&mut nar, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(name, e))?;
                 let (nar_hash, nar_size) = nar.finish();
                 let ca_hash = if algorithm == Algorithm::Sha256 { nar_hash } else { ca.finish().0 };
                 (nar_hash, nar_size, ca_hash)
             }
             ContentAddressMethod::Fixed(FileIngestionMethod::Flat) | ContentAddressMethod::Text => {
                 let ca_hash = write_flat(dump, &staged, algorithm, self.shared.config.nar_limits.max_contents_size)?;
-                let (nar_hash, nar_size) = nar::hash_path(&staged, Algorithm::Sha256).map_err(|e| nar_error(name, e))?;
+                let (nar_hash, nar_size) = crate::nar_fs::hash_path(&staged, Algorithm::Sha256).map_err(|e| nar_error(name, e))?;
                 (nar_hash, nar_size, ca_hash)
             }
             ContentAddressMethod::Fixed(FileIngestionMethod::Git) => {
@@ -167,7 +167,7 @@ impl LocalStore {
         let mut sink = HashModuloSink::new(ca.hash.algorithm(), path.hash_part());
         match ca.method {
             ContentAddressMethod::Fixed(FileIngestionMethod::Recursive) => {
-                nar::dump(tree, &mut sink).map_err(|e| nar_error(&self.display(path), e))?;
+                crate::nar_fs::dump(tree, &mut sink).map_err(|e| nar_error(&self.display(path), e))?;
             }
             ContentAddressMethod::Text | ContentAddressMethod::Fixed(FileIngestionMethod::Flat) => {
                 let mut f = std::fs::File::open(tree).at("opening", tree)?;
@@ -195,11 +195,11 @@ impl LocalStore {
     /// (recursive SHA-256) and `--add-fixed` do. The tree is read twice (to
     /// name the path, then to copy it); if it changes in between the add fails.
     pub fn add_path(&self, src: &Path, name: &str, method: FileIngestionMethod, algorithm: Algorithm, opts: AddOptions) -> Result<PathInfo> {
-        let (nar_hash, nar_size) = nar::hash_path(src, Algorithm::Sha256).map_err(|e| nar_error(&src.display().to_string(), e))?;
+        let (nar_hash, nar_size) = crate::nar_fs::hash_path(src, Algorithm::Sha256).map_err(|e| nar_error(&src.display().to_string(), e))?;
         let ca_hash = match method {
             FileIngestionMethod::Recursive if algorithm == Algorithm::Sha256 => nar_hash,
             FileIngestionMethod::Recursive => {
-                nar::hash_path(src, algorithm).map_err(|e| nar_error(&src.display().to_string(), e))?.0
+                crate::nar_fs::hash_path(src, algorithm).map_err(|e| nar_error(&src.display().to_string(), e))?.0
             }
             FileIngestionMethod::Flat => hash_file(src, algorithm)?,
             FileIngestionMethod::Git => {
@@ -218,7 +218,7 @@ impl LocalStore {
         let src_owned = src.to_owned();
         let dumper = std::thread::spawn(move || {
             let mut writer = writer;
-            nar::dump(&src_owned, &mut writer)
+            crate::nar_fs::dump(&src_owned, &mut writer)
         });
         let mut reader = BufReader::with_capacity(1 << 20, reader);
         let added = self.add_nar(&info, &mut reader, opts);
@@ -250,7 +250,7 @@ impl LocalStore {
 fn write_flat(src: &mut dyn BufRead, dest: &Path, algorithm: Algorithm, limit: u64) -> Result<Hash> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(dest).at("creating", dest)?;
-    let mut sink = crate::hash::HashSink::new(algorithm);
+    let mut sink = store::hash::HashSink::new(algorithm);
     let mut total = 0u64;
     loop {
         let chunk = src.fill_buf().at("reading the contents for", dest)?;
@@ -275,7 +275,7 @@ fn hash_file(path: &Path, algorithm: Algorithm) -> Result<Hash> {
         return Err(Error::Other(format!("'{}' is not a regular file; flat hashing needs one", path.display())));
     }
     let mut f = std::fs::File::open(path).at("opening", path)?;
-    let mut sink = crate::hash::HashSink::new(algorithm);
+    let mut sink = store::hash::HashSink::new(algorithm);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).at("reading", path)?;

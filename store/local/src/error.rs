@@ -1,7 +1,7 @@
 //! Errors of the local store. Messages name what failed, on what, and why;
 //! where CppNix's wording is matched by clients or scripts it is kept.
 
-use crate::store_path::StorePathError;
+use store::store_path::StorePathError;
 use std::io;
 use std::path::PathBuf;
 

@@ -7,10 +7,10 @@
 
 use super::error::{Error, Result};
 use super::schema;
-use crate::content_address::ContentAddress;
-use crate::hash::Hash;
-use crate::path_info::PathInfo;
-use crate::store_path::{StoreDir, StorePath};
+use store::content_address::ContentAddress;
+use store::hash::Hash;
+use store::path_info::PathInfo;
+use store::store_path::{StoreDir, StorePath};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

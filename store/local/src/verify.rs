@@ -9,8 +9,8 @@
 use super::LocalStore;
 use super::error::{IoContext, Result};
 use super::lock::{LockFile, LockKind};
-use crate::hash::{Algorithm, Encoding};
-use crate::store_path::StorePath;
+use store::hash::{Algorithm, Encoding};
+use store::store_path::StorePath;
 use std::collections::{BTreeSet, HashSet};
 
 /// What `verify_store` found.
@@ -141,7 +141,7 @@ impl LocalStore {
         for e in entries {
             let path = e.at("reading directory", &links)?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let (hash, _) = crate::nar::hash_path(&path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
+            let (hash, _) = crate::nar_fs::hash_path(&path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
             if hash.to_nix32() != name {
                 let line = format!("link '{}' was modified! expected hash '{name}', got '{}'", path.display(), hash.to_nix32());
                 if repair {
@@ -161,7 +161,7 @@ impl LocalStore {
         let Some(mut info) = self.query_path_info(path)? else { return Ok(()) };
         let full = self.display(path);
         let real = self.real_path(path);
-        let (hash, size) = match crate::nar::hash_path(&real, info.nar_hash.algorithm()) {
+        let (hash, size) = match crate::nar_fs::hash_path(&real, info.nar_hash.algorithm()) {
             Ok(r) => r,
             Err(e) => {
                 report.error(format!("cannot read '{full}': {e}"));

@@ -7,8 +7,8 @@
 use super::LocalStore;
 use super::canonicalise::set_mtime_one;
 use super::error::{IoContext, Result};
-use crate::hash::Algorithm;
-use crate::store_path::StorePath;
+use store::hash::Algorithm;
+use store::store_path::StorePath;
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -137,7 +137,7 @@ impl LocalStore {
         if meta.nlink() > 1 && inodes.contains(&meta.ino()) {
             return Ok(());
         }
-        let (hash, _) = crate::nar::hash_path(path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
+        let (hash, _) = crate::nar_fs::hash_path(path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
         let link = self.links_dir().join(hash.to_nix32());
         if let Ok(lmeta) = std::fs::symlink_metadata(&link)
             && lmeta.len() != meta.len() {

@@ -16,7 +16,7 @@
 //! Modes are CppNix's: directories 0777 and files 0666 less the umask,
 //! executables get 0111 added. The local store canonicalises them afterwards.
 
-use super::{Event, Limits, NarError, NarReader};
+use store::nar::{Event, Limits, NarError, NarReader};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RawDir, SeekFrom};
 use rustix::io::Errno;

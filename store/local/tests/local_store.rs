@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use store::hash::Algorithm;
-use store::local::{AddOptions, Error, GcAction, GcOptions, LocalStore, LocalStoreConfig};
+use local_store::{AddOptions, Error, GcAction, GcOptions, LocalStore, LocalStoreConfig};
 use store::path_info::PathInfo;
 use store::store_path::StoreDir;
 

@@ -3,6 +3,7 @@
 //! `nix nar ls`, `nix nar cat`) and, with proptest, against a model of file
 //! trees with its own tiny NAR encoder.
 
+use local_store::nar_fs;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -127,7 +128,7 @@ fn read_model(nar: &[u8]) -> Result<Node, NarError> {
 
 fn dump_to_vec(path: &Path) -> Vec<u8> {
     let mut out = Vec::new();
-    let size = nar::dump(path, &mut out).unwrap_or_else(|e| panic!("dump {}: {e}", path.display()));
+    let size = nar_fs::dump(path, &mut out).unwrap_or_else(|e| panic!("dump {}: {e}", path.display()));
     assert_eq!(size, out.len() as u64);
     out
 }
@@ -286,7 +287,7 @@ fn dump_and_hash_match_nix() {
             let theirs = nix_stdout(nix_cmd(&store, &nix, "nix-store").arg("--dump").arg(&root));
             assert!(ours == theirs, "{}: NAR of {} differs from nix-store --dump", nix.version, root.display());
             for algorithm in Algorithm::ALL {
-                let (hash, size) = nar::hash_path(&root, algorithm).unwrap();
+                let (hash, size) = nar_fs::hash_path(&root, algorithm).unwrap();
                 assert_eq!(size, theirs.len() as u64);
                 let expected = nix_stdout(
                     nix_cmd(&store, &nix, "nix-hash").args(["--type", algorithm.name(), "--base32"]).arg(&root),
@@ -317,7 +318,7 @@ fn nix_restores_our_nars_and_we_restore_theirs() {
 
             let theirs = nix_stdout(nix_cmd(&store, &nix, "nix-store").arg("--dump").arg(&root));
             let by_us = work.join(format!("by-us-{i}"));
-            let stats = nar::unpack(&theirs[..], &by_us, &Limits::default()).unwrap();
+            let stats = nar_fs::unpack(&theirs[..], &by_us, &Limits::default()).unwrap();
             assert_eq!(stats.nar_size, theirs.len() as u64);
             assert!(dump_to_vec(&by_us) == original, "{}: unpacking {}", nix.version, root.display());
             let again = nix_stdout(nix_cmd(&store, &nix, "nix-store").arg("--dump").arg(&by_us));
@@ -452,7 +453,7 @@ fn reader_consumes_exactly_the_nar_even_one_byte_at_a_time() {
     stream.extend_from_slice(b"NEXT MESSAGE");
 
     let mut rest = &stream[..];
-    let stats = nar::unpack(&mut rest, &tmp.path().join("out"), &Limits::default()).unwrap();
+    let stats = nar_fs::unpack(&mut rest, &tmp.path().join("out"), &Limits::default()).unwrap();
     assert_eq!(rest, b"NEXT MESSAGE");
     assert_eq!(stats.nar_size, nar_bytes.len() as u64);
     assert_eq!(stats.bytes, file_bytes(&root));
@@ -513,16 +514,16 @@ fn dump_parallel_writes_the_same_bytes_and_passes_on_write_errors() {
     varied_tree(&root, true);
     let expected = dump_to_vec(&root);
     let mut parallel = Vec::new();
-    assert_eq!(nar::dump_parallel(&root, &mut parallel).unwrap(), expected.len() as u64);
+    assert_eq!(nar_fs::dump_parallel(&root, &mut parallel).unwrap(), expected.len() as u64);
     assert!(parallel == expected);
     let mut small = Vec::new();
-    nar::dump_parallel(&root.join("hello"), &mut small).unwrap();
+    nar_fs::dump_parallel(&root.join("hello"), &mut small).unwrap();
     assert_eq!(small, dump_to_vec(&root.join("hello")));
 
     for left in [0, 100, 1 << 20, 3 << 20] {
-        let err = nar::dump_parallel(&root, &mut FailingWriter { left }).unwrap_err();
+        let err = nar_fs::dump_parallel(&root, &mut FailingWriter { left }).unwrap_err();
         assert!(matches!(&err, NarError::Write(e) if e.to_string() == "disk full"), "{err}");
-        let err = nar::dump(&root, &mut FailingWriter { left }).unwrap_err();
+        let err = nar_fs::dump(&root, &mut FailingWriter { left }).unwrap_err();
         assert!(matches!(&err, NarError::Write(e) if e.to_string() == "disk full"), "{err}");
     }
 }
@@ -536,22 +537,22 @@ fn dump_rejects_special_files_naming_them() {
     let fifo = root.join("b-fifo");
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());
-    match nar::dump(&root, &mut std::io::sink()) {
+    match nar_fs::dump(&root, &mut std::io::sink()) {
         Err(NarError::UnsupportedFileType { path }) => assert_eq!(path, fifo),
         other => panic!("expected an unsupported file type error, got {other:?}"),
     }
-    match nar::hash_path(&fifo, Algorithm::Sha256) {
+    match nar_fs::hash_path(&fifo, Algorithm::Sha256) {
         Err(NarError::UnsupportedFileType { path }) => assert_eq!(path, fifo),
         other => panic!("expected an unsupported file type error, got {other:?}"),
     }
-    assert!(matches!(nar::dump(&root.join("missing"), &mut std::io::sink()), Err(NarError::Dump { .. })));
+    assert!(matches!(nar_fs::dump(&root.join("missing"), &mut std::io::sink()), Err(NarError::Dump { .. })));
 }
 
 #[test]
 fn unpack_needs_an_existing_parent() {
     let tmp = scratch();
     let nar_bytes = model_nar(&Node::File { executable: false, contents: b"x".to_vec() });
-    let err = nar::unpack(&nar_bytes[..], &tmp.path().join("no/such/dir"), &Limits::default()).unwrap_err();
+    let err = nar_fs::unpack(&nar_bytes[..], &tmp.path().join("no/such/dir"), &Limits::default()).unwrap_err();
     assert!(matches!(err, NarError::Unpack { .. }), "{err}");
 }
 
@@ -563,7 +564,7 @@ fn unpack_sets_the_modes_cppnix_sets() {
         (b"plain".to_vec(), Node::File { executable: false, contents: vec![] }),
     ]));
     let out = tmp.path().join("out");
-    nar::unpack(&model_nar(&model)[..], &out, &Limits::default()).unwrap();
+    nar_fs::unpack(&model_nar(&model)[..], &out, &Limits::default()).unwrap();
     let umask = {
         let probe = tmp.path().join("probe");
         fs::write(&probe, "").unwrap();
@@ -614,7 +615,7 @@ proptest! {
         prop_assert!(dumped == expected, "dump differs from the model's NAR");
         prop_assert_eq!(read_model(&dumped).unwrap(), model);
         let out = tmp.path().join("out");
-        let stats = nar::unpack(&dumped[..], &out, &Limits::default()).unwrap();
+        let stats = nar_fs::unpack(&dumped[..], &out, &Limits::default()).unwrap();
         prop_assert_eq!(stats.nar_size, dumped.len() as u64);
         prop_assert!(dump_to_vec(&out) == expected, "dump of the unpacked tree differs");
     }
@@ -686,7 +687,7 @@ proptest! {
 
         let tmp = scratch();
         let out = tmp.path().join("out");
-        match nar::unpack(&bytes[..], &out, &limits) {
+        match nar_fs::unpack(&bytes[..], &out, &limits) {
             Ok(_) => {
                 prop_assert!(read.is_ok());
                 prop_assert!(dump_to_vec(&out) == bytes[..reader.offset() as usize], "valid mutant did not round-trip");
@@ -712,7 +713,7 @@ fn dump_bytes_equals_dump_of_a_file() {
             std::fs::write(&f, contents).unwrap();
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(if exe { 0o755 } else { 0o644 })).unwrap();
             let mut nar = Vec::new();
-            store::nar::dump(&f, &mut nar).unwrap();
+            nar_fs::dump(&f, &mut nar).unwrap();
             assert_eq!(store::nar::dump_bytes(contents, exe), nar, "contents {contents:?}, executable {exe}");
         }
     }

@@ -5,8 +5,8 @@
 
 use super::super::LocalStore;
 use super::super::error::{Error, IoContext, Result};
-use crate::hash::Algorithm;
-use crate::store_path::StorePath;
+use store::hash::Algorithm;
+use store::store_path::StorePath;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 

@@ -5,9 +5,9 @@
 
 use super::LocalStore;
 use super::error::{Error, IoContext, Result};
-use crate::derivation::{Derivation, DrvHasher};
-use crate::realisation::DrvOutput;
-use crate::store_path::StorePath;
+use store::derivation::{Derivation, DrvHasher};
+use store::realisation::DrvOutput;
+use store::store_path::StorePath;
 use std::collections::BTreeMap;
 
 impl LocalStore {

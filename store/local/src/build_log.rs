@@ -4,7 +4,7 @@
 
 use super::LocalStore;
 use super::error::{IoContext, Result};
-use crate::store_path::StorePath;
+use store::store_path::StorePath;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 

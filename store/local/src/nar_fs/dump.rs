@@ -10,8 +10,8 @@
 //! that file data is read straight into and that is handed to the sink when
 //! full. Nothing is ever followed through a symlink below the root.
 
-use super::{MAGIC, NarError, padding_len};
-use crate::hash::{Algorithm, Hash, HashSink};
+use store::hash::{Algorithm, Hash, HashSink};
+use store::nar::{MAGIC, NarError, padding_len};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RawDir};
 use rustix::io::Errno;
@@ -467,26 +467,4 @@ impl<C: Chunks> Out<C> {
         self.padding(size).map_err(ContentsError::Nar)?;
         self.tag(b")").map_err(ContentsError::Nar)
     }
-}
-
-/// The NAR of a single regular file with the given contents, held in memory
-/// (CppNix's `dumpString`; text files such as `.drv`s are added this way).
-pub fn dump_bytes(contents: &[u8], executable: bool) -> Vec<u8> {
-    fn put(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s);
-        out.resize(out.len() + padding_len(s.len() as u64), 0);
-    }
-    let mut out = Vec::with_capacity(contents.len() + 160);
-    for token in [MAGIC, b"(", b"type", b"regular"] {
-        put(&mut out, token);
-    }
-    if executable {
-        put(&mut out, b"executable");
-        put(&mut out, b"");
-    }
-    for token in [&b"contents"[..], contents, b")"] {
-        put(&mut out, token);
-    }
-    out
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::store_path::StoreDir;
+use store::store_path::StoreDir;
 use tokio::io::AsyncReadExt;
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -15,7 +15,7 @@
 //! CppNix connection keeps the database its process opened.
 
 use super::{LocalStore, LocalStoreConfig, Result};
-use crate::store_path::StoreDir;
+use store::store_path::StoreDir;
 use std::sync::{Arc, Mutex};
 
 pub struct LiveStore {

@@ -125,7 +125,7 @@ fn serve_client(stream: UnixStream, shared: Arc<(Mutex<Shared>, Condvar)>, store
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
         let hash_part = match line.strip_prefix(&prefix) {
-            Some(base) if base.len() >= crate::store_path::HASH_PART_LEN => base[..crate::store_path::HASH_PART_LEN].to_owned(),
+            Some(base) if base.len() >= store::store_path::HASH_PART_LEN => base[..store::store_path::HASH_PART_LEN].to_owned(),
             _ => {
                 tracing::warn!("GC roots client sent a path outside the store: '{line}'");
                 return;

@@ -16,7 +16,7 @@ use super::LocalStore;
 use super::error::{Error, IoContext, Result};
 use super::fs_util::delete_path;
 use super::lock::{LockFile, LockKind};
-use crate::store_path::StorePath;
+use store::store_path::StorePath;
 use server::RootsServer;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;

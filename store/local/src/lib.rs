@@ -3,6 +3,10 @@
 //! exactly as CppNix 2.8 and 2.26 do (/work/shared/docs/local-store.md), so
 //! armitage and CppNix processes can use the same store at the same time.
 //!
+//! The file system side of NARs (dumping a tree, unpacking one, hashing and
+//! scanning a path) is [`nar_fs`]; the formats themselves are the `store`
+//! crate's.
+//!
 //! Contract: a path is valid iff it has a `ValidPaths` row; its files are
 //! complete and canonical before that row is committed, and a row is deleted
 //! before any of its files are. Every write is one SQLite transaction.
@@ -20,6 +24,7 @@ pub mod fault;
 pub mod gc;
 mod live;
 pub mod lock;
+pub mod nar_fs;
 mod optimise;
 mod realisations;
 mod schema;
@@ -36,8 +41,8 @@ pub use gc::{GcAction, GcOptions, GcResults, Roots};
 pub use optimise::{OptimiseEvent, OptimiseStats};
 pub use verify::{VerifyLine, VerifyReport};
 
-use crate::path_info::PathInfo;
-use crate::store_path::{StoreDir, StorePath};
+use store::path_info::PathInfo;
+use store::store_path::{StoreDir, StorePath};
 use db::{Db, DbOptions};
 use error::IoContext;
 use lock::{LockFile, LockKind};
@@ -73,7 +78,7 @@ pub struct LocalStoreConfig {
     /// `ignored-acls`.
     pub ignored_xattrs: Vec<String>,
     /// Limits applied to every NAR the store unpacks.
-    pub nar_limits: crate::nar::Limits,
+    pub nar_limits: store::nar::Limits,
 }
 
 impl LocalStoreConfig {
@@ -95,7 +100,7 @@ impl LocalStoreConfig {
             auto_optimise_store: false,
             allow_symlinked_store: false,
             ignored_xattrs: DEFAULT_IGNORED_XATTRS.iter().map(|s| s.to_string()).collect(),
-            nar_limits: crate::nar::Limits::default(),
+            nar_limits: store::nar::Limits::default(),
         }
     }
 }
@@ -106,13 +111,13 @@ impl LocalStoreConfig {
         store_dir: StoreDir,
         state_dir: impl Into<PathBuf>,
         log_dir: impl Into<PathBuf>,
-        settings: &crate::nix_conf::Settings,
+        settings: &store::nix_conf::Settings,
     ) -> Self {
         let mut c = Self::new(store_dir, state_dir, log_dir);
         c.fsync_metadata = settings.fsync_metadata;
         c.fsync_store_paths = settings.fsync_store_paths;
         c.use_sqlite_wal = settings.use_sqlite_wal;
-        c.ca_derivations = settings.is_enabled(crate::nix_conf::ExperimentalFeature::CaDerivations);
+        c.ca_derivations = settings.is_enabled(store::nix_conf::ExperimentalFeature::CaDerivations);
         c.gc_reserved_space = settings.gc_reserved_space;
         c.build_users_group = Some(settings.build_users_group.clone()).filter(|g| !g.is_empty());
         c.keep_outputs = settings.keep_outputs;
@@ -150,7 +155,7 @@ struct Shared {
     /// Hashes modulo of `.drv`s checked on registration, so that checking a
     /// new derivation does not re-read its whole input closure (CppNix's
     /// `drvHashes`). Bounded by [`DRV_HASH_CACHE`].
-    drv_hashes: Mutex<std::collections::HashMap<StorePath, crate::derivation::DrvHash>>,
+    drv_hashes: Mutex<std::collections::HashMap<StorePath, store::derivation::DrvHash>>,
     /// `db/db.sqlite` as it was when opened, to notice it being replaced
     /// or removed on disk ([`LocalStore::database_replaced`]). (SQLite
     /// itself notices too: a connection to a moved database closes without
@@ -449,7 +454,7 @@ impl LocalStore {
     /// CppNix `ValidPathInfo::isContentAddressed`, as `addValidPath` uses it.
     fn check_content_addressed(&self, info: &PathInfo) -> Result<()> {
         let Some(ca) = &info.ca else { return Ok(()) };
-        let refs = crate::store_path::StoreReferences {
+        let refs = store::store_path::StoreReferences {
             others: info.references.iter().filter(|r| **r != info.path).cloned().collect(),
             self_ref: info.references.contains(&info.path),
         };

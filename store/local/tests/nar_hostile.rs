@@ -8,6 +8,7 @@
 //! Before the flaw, each NAR creates a directory and a file, so that the
 //! clean-up after a failure is exercised too.
 
+use local_store::nar_fs;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -247,7 +248,7 @@ fn every_hostile_nar_is_rejected_for_its_own_flaw_without_a_trace() {
         let before = snapshot(tmp.path());
 
         let target = tmp.path().join("out");
-        let err = match nar::unpack(&bytes[..], &target, &c.limits) {
+        let err = match nar_fs::unpack(&bytes[..], &target, &c.limits) {
             Ok(stats) => panic!("{}: unpacked ({stats:?}) instead of failing", c.file),
             Err(e) => e,
         };

@@ -5,7 +5,7 @@
 use super::LocalStore;
 use super::db::{Db, retry_busy};
 use super::error::{Error, Result};
-use crate::realisation::{DrvOutput, Realisation};
+use store::realisation::{DrvOutput, Realisation};
 use rusqlite::{OptionalExtension, params};
 
 const CA_DISABLED: &str = "experimental Nix feature 'ca-derivations' is disabled; add '--extra-experimental-features ca-derivations' to enable it";

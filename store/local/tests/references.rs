@@ -2,14 +2,15 @@
 //! build output, and against the plain definition (a candidate is found iff
 //! its hash part is a substring of the stream) under random chunking.
 
+use local_store::nar_fs;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use store::hash::{Algorithm, Encoding, Hash};
-use store::nar;
-use store::references::{RefScanner, Tee, scan_path};
+use local_store::nar_fs::scan_path;
+use store::references::{RefScanner, Tee};
 use store::store_path::StorePath;
 use testkit::{Nix, NixVersion, TestStore};
 
@@ -93,7 +94,7 @@ fn scan_finds_the_references_nix_records_for_a_build() {
         assert_eq!(scan.nar_size.to_string(), size.trim(), "{version}");
         assert_eq!(
             scan.nar_hash.to_typed(Encoding::Nix32),
-            nar::hash_path(Path::new(out), Algorithm::Sha256).unwrap().0.to_typed(Encoding::Nix32)
+            nar_fs::hash_path(Path::new(out), Algorithm::Sha256).unwrap().0.to_typed(Encoding::Nix32)
         );
     }
 }
