@@ -110,7 +110,7 @@ impl LocalStore {
                 (nar_hash, nar_size, ca_hash)
             }
             ContentAddressMethod::Fixed(FileIngestionMethod::Git) => {
-                return Err(Error::Other(format!("cannot add '{name}': git-hashed content addresses are not supported")));
+                return Err(Error::GitHashingUnsupported(Some(name.to_string())));
             }
         };
         let ca = ContentAddress { method, hash: ca_hash };
@@ -174,10 +174,7 @@ impl LocalStore {
                 std::io::copy(&mut f, &mut sink).at("reading", tree)?;
             }
             ContentAddressMethod::Fixed(FileIngestionMethod::Git) => {
-                return Err(Error::Other(format!(
-                    "cannot add '{}': git-hashed content addresses are not supported",
-                    self.display(path)
-                )));
+                return Err(Error::GitHashingUnsupported(Some(self.display(path).to_string())));
             }
         }
         let got = sink.finish();
@@ -203,7 +200,7 @@ impl LocalStore {
             }
             FileIngestionMethod::Flat => hash_file(src, algorithm)?,
             FileIngestionMethod::Git => {
-                return Err(Error::Other("git-hashed content addresses are not supported".into()));
+                return Err(Error::GitHashingUnsupported(None));
             }
         };
         let path = self.shared.config.store_dir.make_fixed_output_path(name, method, &ca_hash, &StoreReferences::default())?;
@@ -223,7 +220,7 @@ impl LocalStore {
         let mut reader = BufReader::with_capacity(1 << 20, reader);
         let added = self.add_nar(&info, &mut reader, opts);
         drop(reader);
-        let dumped = dumper.join().map_err(|_| Error::Other("the NAR dumping thread panicked".into()))?;
+        let dumped = dumper.join().map_err(|_| Error::ThreadPanicked("NAR dumping"))?;
         match (added, dumped) {
             (Ok(()), Ok(_)) => self.path_info(&info.path),
             (Err(Error::HashMismatch { .. } | Error::SizeMismatch { .. }), _) => Err(Error::ChangedWhileAdding(src.to_owned())),
@@ -260,7 +257,7 @@ fn write_flat(src: &mut dyn BufRead, dest: &Path, algorithm: Algorithm, limit: u
         let n = chunk.len();
         total += n as u64;
         if total > limit {
-            return Err(Error::Other(format!("contents for '{}' exceed the limit of {limit} bytes", dest.display())));
+            return Err(Error::TooLarge { path: dest.to_owned(), limit });
         }
         sink.update(chunk);
         file.write_all(chunk).at("writing", dest)?;
@@ -272,7 +269,7 @@ fn write_flat(src: &mut dyn BufRead, dest: &Path, algorithm: Algorithm, limit: u
 fn hash_file(path: &Path, algorithm: Algorithm) -> Result<Hash> {
     let meta = std::fs::symlink_metadata(path).at("getting attributes of", path)?;
     if !meta.is_file() {
-        return Err(Error::Other(format!("'{}' is not a regular file; flat hashing needs one", path.display())));
+        return Err(Error::NotRegularFile(path.to_owned()));
     }
     let mut f = std::fs::File::open(path).at("opening", path)?;
     let mut sink = store::hash::HashSink::new(algorithm);

@@ -22,7 +22,7 @@ impl LocalStore {
             while let Some(p) = stack.pop() {
                 let meta = std::fs::symlink_metadata(&p).at("getting attributes of", &p)?;
                 if meta.uid() != uid && meta.uid() != 0 && !(meta.file_type().is_file() && seen.contains(&meta.ino())) {
-                    return Err(Error::Other(format!("invalid ownership on file '{}'", p.display())));
+                    return Err(Error::InvalidOwnership(p));
                 }
                 if meta.is_dir() {
                     for e in std::fs::read_dir(&p).at("reading directory", &p)? {

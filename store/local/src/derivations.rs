@@ -18,7 +18,7 @@ impl LocalStore {
         // CppNix `readDerivationCommon`, which nests the parser's formatted
         // error, `error: ` prefix included.
         Derivation::parse_at(self.store_dir(), &text, drv)
-            .map_err(|e| Error::Other(format!("error parsing derivation '{}': error: {e}", self.display(drv))))
+            .map_err(|e| Error::DerivationParse { path: self.display(drv).to_string(), why: e.to_string() })
     }
 
     /// `DerivationOutputs` rows for a `.drv` about to be registered: every
@@ -46,12 +46,12 @@ impl LocalStore {
                 }
             }
         }
-        parsed.check_invariants(drv, &mut hasher).map_err(|e| Error::Other(e.to_string()))?;
+        parsed.check_invariants(drv, &mut hasher)?;
         let mut known = Vec::new();
         for input in parsed.input_drvs.keys() {
-            known.push((input.clone(), hasher.hash_path(input).map_err(|e| Error::Other(e.to_string()))?));
+            known.push((input.clone(), hasher.hash_path(input)?));
         }
-        known.push((drv.clone(), hasher.hash_modulo(parsed, false).map_err(|e| Error::Other(e.to_string()))?));
+        known.push((drv.clone(), hasher.hash_modulo(parsed, false)?));
         let mut cache = self.shared.drv_hashes.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() + known.len() > super::DRV_HASH_CACHE {
             cache.clear();

@@ -60,6 +60,43 @@ pub enum Error {
     Derivation { path: String, why: String },
     #[error("the store database '{}' was replaced or removed since this connection opened it; connect again", .0.display())]
     DatabaseReplaced(PathBuf),
+    #[error("experimental Nix feature 'ca-derivations' is disabled; add '--extra-experimental-features ca-derivations' to enable it")]
+    CaDerivationsDisabled,
+    #[error("Trying to register a realisation of '{id}', but we already have another one locally.\nLocal:  {local}\nRemote: {remote}")]
+    RealisationConflict { id: String, local: String, remote: String },
+    #[error("Unrealised derivation '{0}'")]
+    UnrealisedDerivation(String),
+    #[error("invalid ownership on file '{}'", .0.display())]
+    InvalidOwnership(PathBuf),
+    /// Git-hashed content addresses (CppNix's `git-hashing` feature).
+    #[error("{}git-hashed content addresses are not supported", .0.as_deref().map(|n| format!("cannot add '{n}': ")).unwrap_or_default())]
+    GitHashingUnsupported(Option<String>),
+    #[error("contents for '{}' exceed the limit of {limit} bytes", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("'{}' is not a regular file; flat hashing needs one", .0.display())]
+    NotRegularFile(PathBuf),
+    #[error("error parsing derivation '{path}': error: {why}")]
+    DerivationParse { path: String, why: String },
+    #[error("invalid hash part")]
+    InvalidHashPart,
+    #[error("creating a garbage collector root ({}) in the Nix store is forbidden (are you running nix-build inside the store?)", .0.display())]
+    RootInStore(PathBuf),
+    #[error("cannot create symlink '{}'; already exists", .0.display())]
+    RootExists(PathBuf),
+    #[error("garbage collector sent an unexpected reply {reply:?} for root '{root}'")]
+    CollectorReply { reply: char, root: String },
+    /// A derivation that breaks CppNix's invariants, or whose hash modulo
+    /// cannot be computed.
+    #[error(transparent)]
+    InvalidDerivation(#[from] store::derivation::DerivationError),
+    /// A malformed `nix-store --export` stream (the message says how).
+    #[error("{0}")]
+    BadExport(String),
+    /// A thread the store started to overlap work panicked.
+    #[error("the {0} thread panicked")]
+    ThreadPanicked(&'static str),
+    /// A failure with no better variant (the message says what); callers
+    /// outside the store use it for their own checks on store paths.
     #[error("{0}")]
     Other(String),
 }

@@ -25,19 +25,19 @@ fn put_str(w: &mut dyn Write, s: &str) -> std::io::Result<()> {
 
 fn get_u64(r: &mut dyn BufRead) -> Result<u64> {
     let mut b = [0u8; 8];
-    r.read_exact(&mut b).map_err(|e| Error::Other(format!("reading an export stream: {e}")))?;
+    r.read_exact(&mut b).map_err(|e| Error::BadExport(format!("reading an export stream: {e}")))?;
     Ok(u64::from_le_bytes(b))
 }
 
 fn get_str(r: &mut dyn BufRead, limit: u64) -> Result<String> {
     let len = get_u64(r)?;
     if len > limit {
-        return Err(Error::Other(format!("export stream: string of {len} bytes is too long")));
+        return Err(Error::BadExport(format!("export stream: string of {len} bytes is too long")));
     }
     let mut buf = vec![0u8; len as usize + ((8 - len % 8) % 8) as usize];
-    r.read_exact(&mut buf).map_err(|e| Error::Other(format!("reading an export stream: {e}")))?;
+    r.read_exact(&mut buf).map_err(|e| Error::BadExport(format!("reading an export stream: {e}")))?;
     buf.truncate(len as usize);
-    String::from_utf8(buf).map_err(|_| Error::Other("export stream: a string is not UTF-8".into()))
+    String::from_utf8(buf).map_err(|_| Error::BadExport("export stream: a string is not UTF-8".into()))
 }
 
 impl LocalStore {
@@ -54,7 +54,7 @@ impl LocalStore {
         }
         let (hash, _) = hashing.finish();
         if hash != info.nar_hash {
-            return Err(Error::Other(format!(
+            return Err(Error::BadExport(format!(
                 "hash of path '{}' has changed from '{}' to '{}'!",
                 self.display(path),
                 info.nar_hash.to_typed(store::hash::Encoding::Nix32),
@@ -84,7 +84,7 @@ impl LocalStore {
             match get_u64(input)? {
                 0 => break,
                 1 => {}
-                _ => return Err(Error::Other("input doesn't look like something created by 'nix-store --export'".into())),
+                _ => return Err(Error::BadExport("input doesn't look like something created by 'nix-store --export'".into())),
             }
             // The NAR comes before its metadata: stage it while hashing.
             let staging = self.staging_entry()?;
@@ -93,12 +93,12 @@ impl LocalStore {
             crate::nar_fs::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error("an imported path", e))?;
             let (nar_hash, nar_size) = hashing.finish();
             if get_u64(input)? != EXPORT_MAGIC {
-                return Err(Error::Other("Nix archive cannot be imported; wrong format".into()));
+                return Err(Error::BadExport("Nix archive cannot be imported; wrong format".into()));
             }
             let path = self.parse_path(&get_str(input, limit)?)?;
             let n = get_u64(input)?;
             if n > 1 << 20 {
-                return Err(Error::Other("export stream: too many references".into()));
+                return Err(Error::BadExport("export stream: too many references".into()));
             }
             let mut references = BTreeSet::new();
             for _ in 0..n {

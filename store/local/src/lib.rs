@@ -400,7 +400,7 @@ impl LocalStore {
     /// 32 characters long (CppNix `queryPathFromHashPart`).
     pub fn query_path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>> {
         if hash_part.len() != 32 {
-            return Err(Error::Other("invalid hash part".into()));
+            return Err(Error::InvalidHashPart);
         }
         self.reader()?.query_path_from_hash_part(hash_part)
     }

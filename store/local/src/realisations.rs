@@ -8,11 +8,10 @@ use super::error::{Error, Result};
 use store::realisation::{DrvOutput, Realisation};
 use rusqlite::{OptionalExtension, params};
 
-const CA_DISABLED: &str = "experimental Nix feature 'ca-derivations' is disabled; add '--extra-experimental-features ca-derivations' to enable it";
 
 impl LocalStore {
     fn require_ca(&self) -> Result<()> {
-        if self.shared.config.ca_derivations { Ok(()) } else { Err(Error::Other(CA_DISABLED.to_owned())) }
+        if self.shared.config.ca_derivations { Ok(()) } else { Err(Error::CaDerivationsDisabled) }
     }
 
     /// Records a realisation (merging signatures into an existing
@@ -34,11 +33,11 @@ impl LocalStore {
                 Some((id, path_id, sigs)) => {
                     if path_id != out_id {
                         let local: String = tx.query_row("select path from ValidPaths where id = ?", [path_id], |row| row.get(0))?;
-                        return Err(Error::Other(format!(
-                            "Trying to register a realisation of '{}', but we already have another one locally.\nLocal:  {local}\nRemote: {}",
-                            r.id,
-                            self.display(&r.out_path)
-                        )));
+                        return Err(Error::RealisationConflict {
+                            id: r.id.to_string(),
+                            local,
+                            remote: self.display(&r.out_path).to_string(),
+                        });
                     }
                     let mut all: std::collections::BTreeSet<String> =
                         sigs.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
@@ -56,7 +55,7 @@ impl LocalStore {
                             .prepare_cached("select id from Realisations where drvPath = ? and outputName = ?")?
                             .query_row(params![dep.hash_string(), dep.output], |row| row.get(0))
                             .optional()?;
-                        let dep_id = dep_id.ok_or_else(|| Error::Other(format!("Unrealised derivation '{dep}'")))?;
+                        let dep_id = dep_id.ok_or_else(|| Error::UnrealisedDerivation(dep.to_string()))?;
                         tx.prepare_cached("insert into RealisationsRefs (referrer, realisationReference) values (?, ?)")?
                             .execute(params![id, dep_id])?;
                     }
@@ -94,7 +93,7 @@ fn query_realisation(db: &Db, store: &LocalStore, id: &DrvOutput) -> Result<Opti
         )?;
         for row in stmt.query_map([rid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))? {
             let (hash, name, p) = row?;
-            let dep = DrvOutput::parse(&format!("{hash}!{name}")).map_err(|e| Error::Other(e.to_string()))?;
+            let dep = DrvOutput::parse(&format!("{hash}!{name}")).map_err(|e| Error::Corrupt { path: store.shared.config.state_dir.join("db/db.sqlite"), why: e.to_string() })?;
             deps.insert(dep, store.parse_path(&p)?);
         }
         Ok(Some(Realisation {

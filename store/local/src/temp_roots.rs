@@ -264,10 +264,7 @@ impl TempRoots {
         let sent = sock.write_all(format!("{full_path}\n").as_bytes()).and_then(|()| sock.read_exact(&mut ack));
         match sent {
             Ok(()) if ack[0] == b'1' => Ok(true),
-            Ok(()) => Err(super::error::Error::Other(format!(
-                "garbage collector sent an unexpected reply {:?} for root '{full_path}'",
-                ack[0] as char
-            ))),
+            Ok(()) => Err(super::error::Error::CollectorReply { reply: ack[0] as char, root: full_path.to_string() }),
             Err(_) => {
                 // EPIPE, ECONNRESET or EOF: the collector went away; start over.
                 inner.socket = None;

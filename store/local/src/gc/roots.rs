@@ -241,17 +241,14 @@ impl LocalStore {
     pub fn add_perm_root(&self, path: &StorePath, gc_root: &Path) -> Result<PathBuf> {
         let gc_root = absolute(gc_root, &std::env::current_dir().at("getting", "current directory")?);
         if self.is_in_store(&gc_root.to_string_lossy()) {
-            return Err(Error::Other(format!(
-                "creating a garbage collector root ({}) in the Nix store is forbidden (are you running nix-build inside the store?)",
-                gc_root.display()
-            )));
+            return Err(Error::RootInStore(gc_root));
         }
         self.add_temp_root(path)?;
         if let Ok(meta) = std::fs::symlink_metadata(&gc_root) {
             let points_into_store = meta.file_type().is_symlink()
                 && std::fs::read_link(&gc_root).is_ok_and(|t| self.is_in_store(&t.to_string_lossy()));
             if !points_into_store {
-                return Err(Error::Other(format!("cannot create symlink '{}'; already exists", gc_root.display())));
+                return Err(Error::RootExists(gc_root));
             }
         }
         make_symlink(&gc_root, Path::new(&self.display(path)))?;
