@@ -18,3 +18,4 @@ pub mod references;
 pub mod local;
 pub mod worker_protocol;
 pub mod realisation;
+pub mod backend;

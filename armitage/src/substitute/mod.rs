@@ -46,7 +46,8 @@ use store::local::LocalStore;
 use store::narinfo::{NarInfo, NarInfoError};
 use store::path_info::PathInfo;
 use store::signing::PublicKeys;
-use store::store_path::{StoreDir, StorePath, StoreReferences};
+use store::backend::trust;
+use store::store_path::{StoreDir, StorePath};
 
 /// Why a substitution failed. Messages keep CppNix's wording where it has
 /// one (hash mismatches, missing signatures, a cache for another store dir).
@@ -406,17 +407,11 @@ impl Substituters {
             return true;
         }
         let dir = &self.config.store_dir;
-        if let Some(ca) = &info.ca {
-            let refs = StoreReferences {
-                others: info.references.iter().filter(|r| **r != info.path).cloned().collect(),
-                self_ref: info.references.contains(&info.path),
-            };
-            if dir.make_path_from_ca(info.path.name(), ca, &refs).is_ok_and(|p| p == info.path) {
-                return true;
-            }
+        let verdict = trust::verdict(dir, &PathInfo::from(info), &self.config.public_keys);
+        if verdict.false_ca() {
             tracing::warn!("path '{}' claims to be content-addressed but isn't", dir.display(&info.path));
         }
-        info.count_valid_signatures(dir, &self.config.public_keys).unwrap_or(0) > 0
+        verdict.is_trusted()
     }
 
     /// Threads for parallel lookups and fetches.

@@ -60,6 +60,9 @@ pub enum Error {
     Derivation { path: String, why: String },
     #[error("the store database '{}' was replaced or removed since this connection opened it; connect again", .0.display())]
     DatabaseReplaced(PathBuf),
+    /// Refused by the trust check (a false content address, no signature).
+    #[error(transparent)]
+    Untrusted(#[from] crate::backend::TrustError),
     #[error("{0}")]
     Other(String),
 }
