@@ -8,6 +8,7 @@
 //! before any of its files are. Every write is one SQLite transaction.
 
 mod add;
+mod backend;
 mod build_log;
 mod built;
 mod canonicalise;
