@@ -19,9 +19,12 @@ use store::path_info::PathInfo;
 use store::signing::{self, PublicKeys, SecretKey};
 use store::store_path::{StorePath, StoreReferences};
 
+/// A check: panics when the store breaks a promise.
+pub type Check = fn(&dyn Store);
+
 /// Every check, by name, for backends that want to run them all in a loop
 /// (`unsupported_ops_are_named` needs its list and is not in here).
-pub const CHECKS: &[(&str, fn(&dyn Store))] = &[
+pub const CHECKS: &[(&str, Check)] = &[
     ("add_with_references", add_with_references),
     ("path_info_fields", path_info_fields),
     ("signatures", signatures),
