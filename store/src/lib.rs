@@ -21,3 +21,4 @@ pub mod path_info;
 pub mod nar;
 pub mod references;
 pub mod realisation;
+pub mod backend;

@@ -3,6 +3,7 @@
 
 use crate::content_address::ContentAddress;
 use crate::hash::Hash;
+use crate::narinfo::NarInfo;
 use crate::store_path::{StoreDir, StorePath};
 use std::collections::BTreeSet;
 
@@ -46,5 +47,18 @@ impl PathInfo {
     /// The full paths of the references, in order.
     pub fn reference_paths(&self, dir: &StoreDir) -> Vec<String> {
         self.references.iter().map(|r| dir.display(r)).collect()
+    }
+}
+
+/// What a narinfo says about its path (not yet registered: no
+/// registration time, not ultimately trusted).
+impl From<&NarInfo> for PathInfo {
+    fn from(n: &NarInfo) -> PathInfo {
+        let mut info = PathInfo::new(n.path.clone(), n.nar_hash, n.nar_size);
+        info.references = n.references.clone();
+        info.deriver = n.deriver.clone();
+        info.sigs = n.sigs.clone();
+        info.ca = n.ca;
+        info
     }
 }

@@ -75,28 +75,10 @@ impl DaemonState {
     /// its content address) or carry a valid signature by a trusted key
     /// (CppNix `pathInfoIsUntrusted`).
     pub fn check_signatures(&self, info: &PathInfo) -> local_store::Result<()> {
-        if !self.settings.require_sigs || self.is_content_addressed(info) {
+        if !self.settings.require_sigs {
             return Ok(());
         }
-        let dir = self.store.store_dir();
-        let fp = store::signing::fingerprint(dir, &info.path, &info.nar_hash, info.nar_size, &info.references);
-        let valid = fp.map(|fp| self.public_keys.count_valid(fp.as_bytes(), info.sigs.iter().map(String::as_str))).unwrap_or(0);
-        if valid == 0 {
-            return Err(local_store::Error::Other(format!(
-                "cannot add path '{}' because it lacks a signature by a trusted key",
-                dir.display(&info.path)
-            )));
-        }
-        Ok(())
-    }
-
-    fn is_content_addressed(&self, info: &PathInfo) -> bool {
-        let Some(ca) = &info.ca else { return false };
-        let refs = store::store_path::StoreReferences {
-            others: info.references.iter().filter(|r| **r != info.path).cloned().collect(),
-            self_ref: info.references.contains(&info.path),
-        };
-        self.store.store_dir().make_path_from_ca(info.path.name(), ca, &refs).is_ok_and(|p| p == info.path)
+        Ok(store::backend::trust::require_trusted(self.store.store_dir(), info, &self.public_keys)?)
     }
 
     /// A store handle for a new connection, on the store as it is on disk

@@ -69,11 +69,7 @@ pub(super) fn fetch(
         failure: None,
     };
 
-    let mut path_info = PathInfo::new(info.path.clone(), info.nar_hash, info.nar_size);
-    path_info.references = info.references.clone();
-    path_info.deriver = info.deriver.clone();
-    path_info.sigs = info.sigs.clone();
-    path_info.ca = info.ca;
+    let path_info = PathInfo::from(info);
 
     let added = store.add_nar(&path_info, &mut BufReader::with_capacity(BUFFER, &mut stream), AddOptions::default());
     match added {

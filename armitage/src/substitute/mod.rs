@@ -28,12 +28,13 @@
 //!   its references must already be valid: callers substitute references
 //!   first ([`Substituters::plan`] gives the order).
 
-mod cache;
-mod decompress;
 mod fetch;
-pub(crate) mod file;
-pub(crate) mod http;
 mod plan;
+
+// The binary-cache layout, its HTTP client and its decompression live in
+// the `binary-cache` crate; the substituter and `builtin:fetchurl` use them.
+use binary_cache::{cache, decompress};
+pub(crate) use binary_cache::{file, http};
 
 pub use cache::CacheInfo;
 pub use plan::FetchPlan;
@@ -46,7 +47,8 @@ use local_store::LocalStore;
 use store::narinfo::{NarInfo, NarInfoError};
 use store::path_info::PathInfo;
 use store::signing::PublicKeys;
-use store::store_path::{StoreDir, StorePath, StoreReferences};
+use store::backend::trust;
+use store::store_path::{StoreDir, StorePath};
 
 /// Why a substitution failed. Messages keep CppNix's wording where it has
 /// one (hash mismatches, missing signatures, a cache for another store dir).
@@ -102,6 +104,29 @@ pub enum SubstituteError {
     /// for a NAR that does not match its NarHash, ...).
     #[error(transparent)]
     Store(Arc<local_store::Error>),
+    /// Another failure of the cache's (none that reading gives today).
+    #[error(transparent)]
+    Cache(binary_cache::Error),
+}
+
+/// The cache's errors are the substituter's, variant for variant (same
+/// words); ones only writing can give are carried as they are.
+impl From<binary_cache::Error> for SubstituteError {
+    fn from(e: binary_cache::Error) -> Self {
+        use binary_cache::Error as E;
+        match e {
+            E::UnsupportedStore { url, why } => SubstituteError::UnsupportedStore { url, why },
+            E::StoreDirMismatch { url, theirs, ours } => SubstituteError::StoreDirMismatch { url, theirs, ours },
+            E::NotACache(url) => SubstituteError::NotACache(url),
+            E::BadCacheInfo { url, why } => SubstituteError::BadCacheInfo { url, why },
+            E::HttpStatus { url, status, reason } => SubstituteError::HttpStatus { url, status, reason },
+            E::Download { url, why } => SubstituteError::Download { url, why },
+            E::Io { op, path, why } => SubstituteError::Io { op, path, why },
+            E::NarInfo(e) => SubstituteError::NarInfo(e),
+            E::BadFileName { url, name } => SubstituteError::BadFileName { url, name },
+            other => SubstituteError::Cache(other),
+        }
+    }
 }
 
 impl From<local_store::Error> for SubstituteError {
@@ -211,7 +236,7 @@ impl Substituters {
             match BinaryCache::parse(url) {
                 Ok(c) if caches.iter().any(|d| d.url == c.url) => {}
                 Ok(c) => caches.push(c),
-                Err(e) => subs.warn(&e),
+                Err(e) => subs.warn(&e.into()),
             }
         }
         Ok(Substituters { caches, ..subs })
@@ -255,7 +280,7 @@ impl Substituters {
         for (cache, result) in self.caches.iter().zip(results) {
             match result {
                 Ok(info) => usable.push((cache, info)),
-                Err(e) => self.warn(&e),
+                Err(e) => self.warn(&e.into()),
             }
         }
         // Stable: equal priorities stay in the order they were listed.
@@ -358,7 +383,7 @@ impl Substituters {
                         found.insert(p.clone());
                     }
                     Ok(_) => {}
-                    Err(e) => self.warn(&e),
+                    Err(e) => self.warn(&e.into()),
                 }
             }
         }
@@ -406,17 +431,11 @@ impl Substituters {
             return true;
         }
         let dir = &self.config.store_dir;
-        if let Some(ca) = &info.ca {
-            let refs = StoreReferences {
-                others: info.references.iter().filter(|r| **r != info.path).cloned().collect(),
-                self_ref: info.references.contains(&info.path),
-            };
-            if dir.make_path_from_ca(info.path.name(), ca, &refs).is_ok_and(|p| p == info.path) {
-                return true;
-            }
+        let verdict = trust::verdict(dir, &PathInfo::from(info), &self.config.public_keys);
+        if verdict.false_ca() {
             tracing::warn!("path '{}' claims to be content-addressed but isn't", dir.display(&info.path));
         }
-        info.count_valid_signatures(dir, &self.config.public_keys).unwrap_or(0) > 0
+        verdict.is_trusted()
     }
 
     /// Threads for parallel lookups and fetches.

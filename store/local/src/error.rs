@@ -97,6 +97,9 @@ pub enum Error {
     ThreadPanicked(&'static str),
     /// A failure with no better variant (the message says what); callers
     /// outside the store use it for their own checks on store paths.
+    /// Refused by the trust check (a false content address, no signature).
+    #[error(transparent)]
+    Untrusted(#[from] store::backend::TrustError),
     #[error("{0}")]
     Other(String),
 }

@@ -12,6 +12,7 @@
 //! before any of its files are. Every write is one SQLite transaction.
 
 mod add;
+mod backend;
 mod build_log;
 mod built;
 mod canonicalise;
@@ -453,18 +454,7 @@ impl LocalStore {
 
     /// CppNix `ValidPathInfo::isContentAddressed`, as `addValidPath` uses it.
     fn check_content_addressed(&self, info: &PathInfo) -> Result<()> {
-        let Some(ca) = &info.ca else { return Ok(()) };
-        let refs = store::store_path::StoreReferences {
-            others: info.references.iter().filter(|r| **r != info.path).cloned().collect(),
-            self_ref: info.references.contains(&info.path),
-        };
-        if self.store_dir().make_path_from_ca(info.path.name(), ca, &refs).is_ok_and(|p| p == info.path) {
-            return Ok(());
-        }
-        Err(Error::Other(format!(
-            "cannot add path '{}' to the Nix store because it claims to be content-addressed but isn't",
-            self.display(&info.path)
-        )))
+        Ok(store::backend::trust::require_true_ca(self.store_dir(), info)?)
     }
 
     /// `pragma integrity_check` problems (empty when the database is sound).

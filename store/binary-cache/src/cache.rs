@@ -10,13 +10,18 @@
 //! says which TTLs apply, so a TTL of 0 always asks the cache). A cache that
 //! could not be reached is tried again after a minute, as CppNix disables
 //! one for 60 seconds.
+//!
+//! Writing ([`BinaryCache::upsert`]) is atomic for readers: a `file://`
+//! cache gets each file under a temporary name in the cache and renamed
+//! into place, an HTTP cache gets one `PUT` per file.
 
-use super::SubstituteError;
-use super::file;
-use super::http::{Client, Fetched};
+use crate::Error;
+use crate::file;
+use crate::http::{Client, Fetched};
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use store::narinfo::NarInfo;
@@ -55,9 +60,9 @@ enum State {
     Unknown,
     Ready(CacheInfo),
     /// Not usable (wrong store dir, not a cache): for good.
-    Unusable(SubstituteError),
+    Unusable(Error),
     /// Not reachable: tried again after [`RETRY_UNREACHABLE`].
-    Unreachable(SubstituteError, Instant),
+    Unreachable(Error, Instant),
 }
 
 /// What the cache's `nix-cache-info` and URL parameters say.
@@ -92,14 +97,14 @@ fn memory() -> std::sync::MutexGuard<'static, Memory> {
 impl BinaryCache {
     /// Parses a substituter URL. Only `http://`, `https://` and `file://`
     /// are binary caches we can read.
-    pub fn parse(uri: &str) -> Result<BinaryCache, SubstituteError> {
+    pub fn parse(uri: &str) -> Result<BinaryCache, Error> {
         let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
         let base = base.trim_end_matches('/');
         let location = if base.starts_with("http://") || base.starts_with("https://") {
             Location::Http
         } else if let Some(dir) = file::url_to_path(base) {
             if !dir.is_absolute() {
-                return Err(SubstituteError::UnsupportedStore {
+                return Err(Error::UnsupportedStore {
                     url: uri.to_owned(),
                     why: "a file:// cache needs an absolute path".into(),
                 });
@@ -111,7 +116,7 @@ impl BinaryCache {
             } else {
                 "it is not a binary cache URL"
             };
-            return Err(SubstituteError::UnsupportedStore { url: uri.to_owned(), why: why.into() });
+            return Err(Error::UnsupportedStore { url: uri.to_owned(), why: why.into() });
         };
         let mut cache = BinaryCache {
             url: if base.is_empty() { uri.to_owned() } else { base.to_owned() },
@@ -123,7 +128,7 @@ impl BinaryCache {
         };
         for param in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
-            let bad = || SubstituteError::UnsupportedStore {
+            let bad = || Error::UnsupportedStore {
                 url: uri.to_owned(),
                 why: format!("invalid value '{value}' for parameter '{key}'"),
             };
@@ -140,7 +145,7 @@ impl BinaryCache {
     }
 
     /// Reads `nix-cache-info` (once) and checks the cache serves `store_dir`.
-    pub fn init(&self, client: &Client, store_dir: &StoreDir) -> Result<CacheInfo, SubstituteError> {
+    pub fn init(&self, client: &Client, store_dir: &StoreDir) -> Result<CacheInfo, Error> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &*state {
             State::Ready(info) => return Ok(*info),
@@ -151,7 +156,7 @@ impl BinaryCache {
         // Holding the lock: other threads wait for this answer rather than ask too.
         let result = self.info_file(client).and_then(|file| {
             if let Some(theirs) = file.store_dir.as_deref().filter(|d| *d != store_dir.as_str()) {
-                return Err(SubstituteError::StoreDirMismatch {
+                return Err(Error::StoreDirMismatch {
                     url: self.url.clone(),
                     theirs: theirs.to_owned(),
                     ours: store_dir.as_str().to_owned(),
@@ -164,7 +169,7 @@ impl BinaryCache {
         });
         *state = match &result {
             Ok(info) => State::Ready(*info),
-            Err(e @ (SubstituteError::Download { .. } | SubstituteError::HttpStatus { .. } | SubstituteError::Io { .. })) => {
+            Err(e @ (Error::Download { .. } | Error::HttpStatus { .. } | Error::Io { .. })) => {
                 State::Unreachable(e.clone(), Instant::now())
             }
             Err(e) => State::Unusable(e.clone()),
@@ -172,7 +177,7 @@ impl BinaryCache {
         result
     }
 
-    fn info_file(&self, client: &Client) -> Result<InfoFile, SubstituteError> {
+    fn info_file(&self, client: &Client) -> Result<InfoFile, Error> {
         if let Some((file, at)) = memory().info_files.get(&self.url)
             && at.elapsed() < CACHE_INFO_TTL
         {
@@ -181,18 +186,18 @@ impl BinaryCache {
         let file = match self.read_small(client, "nix-cache-info")? {
             Some(text) => self.parse_info_file(&text)?,
             None => match &self.location {
-                Location::Http => return Err(SubstituteError::NotACache(self.url.clone())),
+                Location::Http => return Err(Error::NotACache(self.url.clone())),
                 // CppNix would create it with our store dir; reading only, we take
                 // an existing directory without one as meant for our store.
                 Location::File(dir) if dir.is_dir() => InfoFile::default(),
-                Location::File(_) => return Err(SubstituteError::NotACache(self.url.clone())),
+                Location::File(_) => return Err(Error::NotACache(self.url.clone())),
             },
         };
         memory().info_files.insert(self.url.clone(), (file.clone(), Instant::now()));
         Ok(file)
     }
 
-    fn parse_info_file(&self, text: &str) -> Result<InfoFile, SubstituteError> {
+    fn parse_info_file(&self, text: &str) -> Result<InfoFile, Error> {
         let mut file = InfoFile::default();
         for line in text.lines() {
             let Some((name, value)) = line.split_once(':') else { continue };
@@ -201,7 +206,7 @@ impl BinaryCache {
                 "StoreDir" => file.store_dir = Some(value.to_owned()),
                 "WantMassQuery" => file.want_mass_query = Some(value == "1"),
                 "Priority" => {
-                    file.priority = Some(value.parse().map_err(|_| SubstituteError::BadCacheInfo {
+                    file.priority = Some(value.parse().map_err(|_| Error::BadCacheInfo {
                         url: self.url.clone(),
                         why: format!("Priority '{value}' is not a number"),
                     })?)
@@ -220,15 +225,31 @@ impl BinaryCache {
         store_dir: &StoreDir,
         path: &StorePath,
         ttl: (Duration, Duration),
-    ) -> Result<Option<Arc<NarInfo>>, SubstituteError> {
-        let key = (self.url.clone(), store_dir.as_str().to_owned(), path.hash_part().to_owned());
+    ) -> Result<Option<Arc<NarInfo>>, Error> {
+        self.narinfo_by_hash(client, store_dir, path.hash_part(), ttl)
+    }
+
+    /// [`Self::narinfo`] by the hash part of the path (32 base-32 digits;
+    /// anything else is not there).
+    pub fn narinfo_by_hash(
+        &self,
+        client: &Client,
+        store_dir: &StoreDir,
+        hash_part: &str,
+        ttl: (Duration, Duration),
+    ) -> Result<Option<Arc<NarInfo>>, Error> {
+        if hash_part.len() != 32 || !hash_part.bytes().all(store::hash::nix32::is_digit) {
+            return Ok(None);
+        }
+        let path = hash_part;
+        let key = (self.url.clone(), store_dir.as_str().to_owned(), path.to_owned());
         if let Some((info, at)) = memory().narinfos.get(&key) {
             let ttl = if info.is_some() { ttl.0 } else { ttl.1 };
             if at.elapsed() < ttl {
                 return Ok(info.clone());
             }
         }
-        let name = format!("{}.narinfo", path.hash_part());
+        let name = format!("{path}.narinfo");
         let info = match self.read_small(client, &name)? {
             Some(text) => Some(Arc::new(NarInfo::parse(store_dir, &text, &self.file_url(&name))?)),
             None => None,
@@ -251,28 +272,19 @@ impl BinaryCache {
     }
 
     /// Opens a file of the cache for streaming; `None` if it is not there.
-    pub fn open(&self, client: &Client, rel: &str) -> Result<Option<Box<dyn Read + Send>>, SubstituteError> {
+    pub fn open(&self, client: &Client, rel: &str) -> Result<Option<Box<dyn Read + Send>>, Error> {
         match &self.location {
             Location::Http => {
-                let url = self.file_url(rel);
-                if !url.starts_with("http://") && !url.starts_with("https://") {
-                    return Err(SubstituteError::BadFileName { url: self.url.clone(), name: rel.to_owned() });
-                }
+                let url = self.checked_url(rel)?;
                 match client.get(&url, true)? {
                     Fetched::Body(body) => Ok(Some(Box::new(body))),
                     Fetched::Missing => Ok(None),
                 }
             }
-            Location::File(dir) => {
+            Location::File(_) => {
                 // A narinfo names a file inside the cache; nothing else is read.
-                let inside = std::path::Path::new(rel)
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)));
-                if !inside {
-                    return Err(SubstituteError::BadFileName { url: self.url.clone(), name: rel.to_owned() });
-                }
-                let path = dir.join(rel);
-                let file = file::open(&path).map_err(|source| SubstituteError::Io {
+                let path = self.checked_file(rel)?;
+                let file = file::open(&path).map_err(|source| Error::Io {
                     op: "reading",
                     path: path.display().to_string(),
                     why: source.to_string(),
@@ -283,21 +295,134 @@ impl BinaryCache {
     }
 
     /// A whole small file of the cache as text.
-    fn read_small(&self, client: &Client, rel: &str) -> Result<Option<String>, SubstituteError> {
+    pub fn read_small(&self, client: &Client, rel: &str) -> Result<Option<String>, Error> {
         let Some(reader) = self.open(client, rel)? else { return Ok(None) };
         let mut bytes = Vec::new();
         let url = self.file_url(rel);
         reader
             .take(MAX_INFO_FILE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| SubstituteError::Download { url: url.clone(), why: e.to_string() })?;
+            .map_err(|e| Error::Download { url: url.clone(), why: e.to_string() })?;
         if bytes.len() as u64 > MAX_INFO_FILE {
-            return Err(SubstituteError::Download { url, why: format!("larger than {MAX_INFO_FILE} bytes") });
+            return Err(Error::Download { url, why: format!("larger than {MAX_INFO_FILE} bytes") });
         }
         String::from_utf8(bytes)
             .map(Some)
-            .map_err(|_| SubstituteError::Download { url, why: "not UTF-8 text".into() })
+            .map_err(|_| Error::Download { url, why: "not UTF-8 text".into() })
     }
+}
+
+/// A file to write into a cache.
+pub enum Upload<'a> {
+    Bytes(&'a [u8]),
+    /// A file staged in [`BinaryCache::staging_dir`]: moved into place in a
+    /// `file://` cache, sent (and left for the caller) to an HTTP one.
+    Staged(&'a Path),
+}
+
+/// A name for a temporary file no other thread or process picks.
+pub fn temp_name(what: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(".tmp-{}-{}-{what}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+impl BinaryCache {
+    /// The cache's directory, for a `file://` cache.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.location {
+            Location::File(dir) => Some(dir),
+            Location::Http => None,
+        }
+    }
+
+    /// Where to stage a file before [`Self::upsert`]ing it: inside a
+    /// `file://` cache (so that it is renamed into place), the temporary
+    /// directory for an HTTP one.
+    pub fn staging_dir(&self) -> PathBuf {
+        match &self.location {
+            Location::File(dir) => dir.clone(),
+            Location::Http => std::env::temp_dir(),
+        }
+    }
+
+    /// Makes a cache to write to: its directory (`file://`) and, when it
+    /// has none, a `nix-cache-info` naming `store_dir` (CppNix's
+    /// `BinaryCacheStore::init`).
+    pub fn create(&self, client: &Client, store_dir: &StoreDir) -> Result<(), Error> {
+        if let Location::File(dir) = &self.location {
+            std::fs::create_dir_all(dir).map_err(|e| io_error("creating directory", dir, e))?;
+        }
+        if self.read_small(client, "nix-cache-info")?.is_none() {
+            let text = format!("StoreDir: {}\n", store_dir.as_str());
+            self.upsert(client, "nix-cache-info", Upload::Bytes(text.as_bytes()), "text/x-nix-cache-info")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the cache has the file `rel`.
+    pub fn exists(&self, client: &Client, rel: &str) -> Result<bool, Error> {
+        match &self.location {
+            Location::Http => client.head(&self.checked_url(rel)?),
+            Location::File(_) => Ok(self.checked_file(rel)?.exists()),
+        }
+    }
+
+    /// Writes (or replaces) the file `rel` of the cache.
+    pub fn upsert(&self, client: &Client, rel: &str, body: Upload<'_>, content_type: &str) -> Result<(), Error> {
+        match &self.location {
+            Location::Http => client.put(&self.checked_url(rel)?, body, content_type),
+            Location::File(_) => {
+                let dest = self.checked_file(rel)?;
+                let dir = dest.parent().expect("a file in the cache has a parent");
+                std::fs::create_dir_all(dir).map_err(|e| io_error("creating directory", dir, e))?;
+                let staged = match body {
+                    Upload::Staged(path) => path.to_owned(),
+                    Upload::Bytes(bytes) => {
+                        let tmp = dir.join(temp_name("upload"));
+                        if let Err(e) = std::fs::write(&tmp, bytes) {
+                            let _ = std::fs::remove_file(&tmp);
+                            return Err(io_error("writing", &tmp, e));
+                        }
+                        tmp
+                    }
+                };
+                std::fs::rename(&staged, &dest).map_err(|e| {
+                    let _ = std::fs::remove_file(&staged);
+                    io_error("renaming into", &dest, e)
+                })
+            }
+        }
+    }
+
+    /// Records what the cache now says about a path, so that lookups in
+    /// this process see a narinfo just written.
+    pub fn remember_narinfo(&self, store_dir: &StoreDir, path: &StorePath, info: Option<Arc<NarInfo>>) {
+        let key = (self.url.clone(), store_dir.as_str().to_owned(), path.hash_part().to_owned());
+        memory().narinfos.insert(key, (info, Instant::now()));
+    }
+
+    /// The URL of `rel` in an HTTP cache.
+    fn checked_url(&self, rel: &str) -> Result<String, Error> {
+        let url = self.file_url(rel);
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(Error::BadFileName { url: self.url.clone(), name: rel.to_owned() });
+        }
+        Ok(url)
+    }
+
+    /// The path of `rel` in a `file://` cache, refusing names outside it.
+    fn checked_file(&self, rel: &str) -> Result<PathBuf, Error> {
+        let Location::File(dir) = &self.location else { unreachable!("only for file:// caches") };
+        let inside = Path::new(rel).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || rel.is_empty() {
+            return Err(Error::BadFileName { url: self.url.clone(), name: rel.to_owned() });
+        }
+        Ok(dir.join(rel))
+    }
+}
+
+fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::Io { op, path: path.display().to_string(), why: e.to_string() }
 }
 
 /// A store URL's boolean parameter, as CppNix's `Setting<bool>` reads it.

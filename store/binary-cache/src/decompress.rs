@@ -30,6 +30,26 @@ impl Method {
         }
     }
 
+    /// The name a narinfo's `Compression:` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::None => "none",
+            Method::Xz => "xz",
+            Method::Zstd => "zstd",
+            Method::Bzip2 => "bzip2",
+        }
+    }
+
+    /// What CppNix's `BinaryCacheStore` appends to `nar/<hash>.nar`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Method::None => "",
+            Method::Xz => ".xz",
+            Method::Zstd => ".zst",
+            Method::Bzip2 => ".bz2",
+        }
+    }
+
     /// The method an HTTP `Content-Encoding` names, as CppNix passes the
     /// header's value to `makeDecompressionSink` (`identity` is none).
     pub fn from_content_encoding(value: &str) -> Option<Method> {

@@ -8,9 +8,12 @@
 //!
 //! 404 and 410 mean "not there"; for binary caches 401/403/407 do too,
 //! as CppNix treats them (S3 answers 403 for a missing key).
+//!
+//! Uploads (`PUT`, for writing to a cache) are tried once: CppNix's
+//! `HttpBinaryCacheStore::upsertFile` reports the first failure too.
 
-use super::SubstituteError;
-use super::decompress::{Decoder, Method};
+use crate::Error;
+use crate::decompress::{Decoder, Method};
 use std::io::{self, Read};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -73,7 +76,7 @@ impl Client {
     /// `Content-Encoding` says and holds one of the client's connection
     /// slots until dropped. `forbidden_is_missing`: 401/403/407 mean the
     /// file is not there (binary caches), rather than an error.
-    pub fn get(&self, url: &str, forbidden_is_missing: bool) -> Result<Fetched, SubstituteError> {
+    pub fn get(&self, url: &str, forbidden_is_missing: bool) -> Result<Fetched, Error> {
         let mut attempt = 1;
         loop {
             let slot = self.slots.acquire();
@@ -88,13 +91,13 @@ impl Client {
                                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                                 .unwrap_or_default();
                             let method = Method::from_content_encoding(&encoding).ok_or_else(|| {
-                                SubstituteError::Download {
+                                Error::Download {
                                     url: url.to_owned(),
                                     why: format!("unsupported Content-Encoding '{encoding}'"),
                                 }
                             })?;
                             let reader = response.into_body().into_reader();
-                            let inner = Decoder::new(method, reader).map_err(|e| SubstituteError::Download {
+                            let inner = Decoder::new(method, reader).map_err(|e| Error::Download {
                                 url: url.to_owned(),
                                 why: format!("decoding its Content-Encoding '{encoding}': {e}"),
                             })?;
@@ -104,7 +107,7 @@ impl Client {
                         401 | 403 | 407 if forbidden_is_missing => return Ok(Fetched::Missing),
                         _ => {
                             let reason = response.status().canonical_reason().unwrap_or("");
-                            let err = SubstituteError::HttpStatus { url: url.to_owned(), status, reason: reason.to_owned() };
+                            let err = Error::HttpStatus { url: url.to_owned(), status, reason: reason.to_owned() };
                             let transient = status == 408 || status == 429 || (status >= 500 && ![501, 505, 511].contains(&status));
                             (err, transient)
                         }
@@ -119,7 +122,7 @@ impl Client {
                             | ureq::Error::RequireHttpsOnly(_)
                             | ureq::Error::InvalidProxyUrl
                     );
-                    (SubstituteError::Download { url: url.to_owned(), why: describe(&e) }, transient)
+                    (Error::Download { url: url.to_owned(), why: describe(&e) }, transient)
                 }
             };
             drop(slot);
@@ -132,6 +135,44 @@ impl Client {
             std::thread::sleep(Duration::from_millis(ms));
             attempt += 1;
         }
+    }
+}
+
+impl Client {
+    /// Whether `url` is there (`HEAD`; 401/403/407 mean not, as for caches).
+    pub fn head(&self, url: &str) -> Result<bool, Error> {
+        let _slot = self.slots.acquire();
+        let response =
+            self.agent.head(url).call().map_err(|e| Error::Download { url: url.to_owned(), why: describe(&e) })?;
+        match response.status().as_u16() {
+            200..=299 => Ok(true),
+            404 | 410 | 401 | 403 | 407 => Ok(false),
+            status => Err(Error::HttpStatus {
+                url: url.to_owned(),
+                status,
+                reason: response.status().canonical_reason().unwrap_or("").to_owned(),
+            }),
+        }
+    }
+
+    /// Uploads `body` to `url` (`PUT`).
+    pub fn put(&self, url: &str, body: crate::cache::Upload<'_>, content_type: &str) -> Result<(), Error> {
+        let _slot = self.slots.acquire();
+        let upload_error = |why: String| Error::Upload { url: url.to_owned(), why };
+        let request = self.agent.put(url).header("content-type", content_type);
+        let sent = match body {
+            crate::cache::Upload::Bytes(bytes) => request.send(bytes),
+            crate::cache::Upload::Staged(path) => {
+                let file = std::fs::File::open(path).map_err(|e| upload_error(format!("opening '{}': {e}", path.display())))?;
+                request.send(file)
+            }
+        };
+        let response = sent.map_err(|e| upload_error(describe(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(upload_error(format!("HTTP error {} ('{}')", status.as_u16(), status.canonical_reason().unwrap_or(""))));
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! `file://` locations: binary caches in a local directory (CppNix's
 //! src/libstore/local-binary-cache-store.cc) and `file://` URLs given to
-//! `builtin:fetchurl`. Reading only: a substituter never writes to its cache.
+//! `builtin:fetchurl`. Writing to a cache is [`crate::cache::BinaryCache::upsert`]'s.
 
 use std::fs::File;
 use std::os::unix::ffi::OsStringExt;
