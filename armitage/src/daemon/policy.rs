@@ -45,7 +45,7 @@ pub fn matches(list: &[String], peer: &Peer) -> bool {
             return true;
         }
         match entry.strip_prefix('@') {
-            Some(g) => g == peer.group || group_members(g).iter().any(|m| *m == peer.user),
+            Some(g) => g == peer.group || group_members(g).contains(&peer.user),
             None => false,
         }
     })

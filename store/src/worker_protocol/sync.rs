@@ -58,8 +58,8 @@ pub fn read_string<R: Read + ?Sized>(r: &mut R, limit: u64) -> Result<String, Re
     read_padded_string(r, limit, true)
 }
 
-/// A string of at most `limit` bytes whose padding is skipped unread (the
-/// export records of ImportPaths have always been read so).
+/// A string of at most `limit` bytes whose padding is read but not checked
+/// (the export records of ImportPaths have always been read so).
 pub fn read_string_skipping_padding<R: Read + ?Sized>(r: &mut R, limit: u64) -> Result<String, ReadError> {
     read_padded_string(r, limit, false)
 }
