@@ -14,6 +14,7 @@ pub mod env;
 pub mod goal;
 pub mod log;
 pub mod outputs;
+pub mod plan;
 pub mod run;
 pub mod sandbox;
 pub mod user_pool;

@@ -1,9 +1,11 @@
 //! Bridges between the connection's async streams and the store's
 //! synchronous readers and writers, used inside `block_in_place`: NARs are
 //! unpacked and dumped by blocking code while the bytes move over the
-//! socket, without holding more than a buffer in memory.
+//! socket, without holding more than a buffer in memory. (What blocking
+//! code reads from them is decoded by `worker_protocol::sync`.)
+//! A leaf: it uses no other module of the daemon.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use worker_protocol::{StderrMessage, WireRead};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::runtime::Handle;
@@ -152,28 +154,4 @@ impl<W: AsyncWrite + Unpin> Write for StderrWriteSink<'_, W> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// A little-endian u64 from a synchronous reader.
-pub fn sync_u64(r: &mut dyn BufRead) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
-}
-
-/// A padded protocol string of at most `limit` bytes from a synchronous reader.
-pub fn sync_string(r: &mut dyn BufRead, limit: u64) -> io::Result<String> {
-    let len = sync_u64(r)?;
-    if len > limit {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a string of {len} bytes is longer than {limit}")));
-    }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf)?;
-    let mut pad = [0u8; 8];
-    let p = ((8 - len % 8) % 8) as usize;
-    r.read_exact(&mut pad[..p])?;
-    if pad[..p].iter().any(|&b| b != 0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "non-zero padding"));
-    }
-    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a string is not UTF-8"))
 }

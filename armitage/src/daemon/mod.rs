@@ -1,109 +1,36 @@
 //! `armitage daemon`: serves the Nix worker protocol on a Unix socket (or
 //! on stdin/stdout, or on a socket passed by systemd), one async task per
 //! connection, on a local store shared with CppNix.
+//!
+//! The modules form a DAG (no module uses one that uses it):
+//! - `session`, `state`, `peer`, `io`, `memory`: leaves (one connection's
+//!   state and stderr channel; what all connections share; who connects;
+//!   async/sync bridges; heap trimming);
+//! - `policy` (every trust decision): uses `session`, `peer`;
+//! - `ops` (the operations by family, and their dispatch table): uses
+//!   `session`, `state`, `policy`, `io`;
+//! - `connection` (handshake and request loop): uses `session`, `state`,
+//!   `peer`, `ops`;
+//! - this module (listening, admitting): uses `connection`, `state`,
+//!   `peer`, `policy`, `session`, `memory`.
 
 mod connection;
 mod io;
 pub mod memory;
 mod ops;
-mod options;
-mod realise;
-mod missing;
-pub mod trust;
+pub mod peer;
+pub mod policy;
+mod session;
+mod state;
 
-pub use connection::{Connection, Trust};
+pub use connection::Connection;
+pub use session::Trust;
+pub use state::{BLOCKING_THREADS, DaemonState, MAX_CONCURRENT_OPS};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use local_store::{LiveStore, LocalStore};
-use store::nix_conf::Settings;
-use store::path_info::PathInfo;
-use store::signing::PublicKeys;
-use worker_protocol::Limits;
 use tokio::net::UnixListener;
-
-/// Most operations in progress at once, over all connections. An operation
-/// may hold a thread for as long as its client lets it (an upload that stops
-/// half way, a NAR reply the client does not read, or a path lock such an
-/// upload holds); the others wait for a slot without holding one. A stalled
-/// client therefore costs one thread, as it costs CppNix one process.
-pub const MAX_CONCURRENT_OPS: usize = 2048;
-
-/// The runtime's cap on blocking threads: above [`MAX_CONCURRENT_OPS`], so
-/// that operations stuck on their clients can never take the threads that
-/// `block_in_place` needs to hand the workers' queues to. With tokio's
-/// default of 512, 513 stalled uploads wedged the whole daemon.
-pub const BLOCKING_THREADS: usize = MAX_CONCURRENT_OPS + 64;
-
-/// What every connection shares.
-pub struct DaemonState {
-    /// The store; each connection gets a handle on it as it is on disk
-    /// when the connection starts.
-    pub store: Arc<LiveStore>,
-    pub settings: Settings,
-    pub public_keys: PublicKeys,
-    pub limits: Limits,
-    /// One permit per operation in progress ([`MAX_CONCURRENT_OPS`]).
-    pub op_slots: tokio::sync::Semaphore,
-    /// Builds and substitutions, shared by all connections.
-    pub builder: Arc<crate::build::Builder>,
-    /// The version the handshake reports (minor ≥ 33; `reported-version`
-    /// in armitage.toml).
-    pub reported_version: String,
-}
-
-impl DaemonState {
-    pub fn new(store: LocalStore, settings: Settings, reported_version: String) -> Result<DaemonState, String> {
-        let public_keys = PublicKeys::parse_all(settings.trusted_public_keys.iter().map(String::as_str))
-            .map_err(|e| format!("trusted-public-keys: {e}"))?;
-        let store = Arc::new(LiveStore::new(store));
-        let builder = Arc::new(crate::build::Builder::new(store.clone(), &settings, public_keys.clone())?);
-        Ok(DaemonState {
-            builder,
-            store,
-            settings,
-            public_keys,
-            limits: Limits::DEFAULT,
-            op_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_OPS),
-            reported_version,
-        })
-    }
-
-    /// Whether a path from an untrusted source may be added: with
-    /// `require-sigs`, it must be content-addressed (its path follows from
-    /// its content address) or carry a valid signature by a trusted key
-    /// (CppNix `pathInfoIsUntrusted`).
-    pub fn check_signatures(&self, info: &PathInfo) -> local_store::Result<()> {
-        if !self.settings.require_sigs {
-            return Ok(());
-        }
-        Ok(store::backend::trust::require_trusted(self.store.store_dir(), info, &self.public_keys)?)
-    }
-
-    /// A store handle for a new connection, on the store as it is on disk
-    /// now (CppNix opens the store per connection). A few `stat`s, done
-    /// in place; opening the store again, when its database was replaced,
-    /// is rare. When it cannot be opened the connection is closed, as
-    /// CppNix's connection process exits: a client is never served a
-    /// deleted database.
-    fn session(&self) -> Option<LocalStore> {
-        match self.store.session() {
-            Ok(store) => Some(store),
-            Err(e) => {
-                tracing::error!("opening the store for a new connection: {e}");
-                None
-            }
-        }
-    }
-
-    /// Whether an untrusted client may use this substituter.
-    pub fn is_trusted_substituter(&self, url: &str) -> bool {
-        let with_slash = format!("{url}/");
-        let known = |u: &str| u == url || u == with_slash;
-        self.settings.trusted_substituters.iter().any(|u| known(u)) || self.settings.substituters.iter().any(|u| known(u))
-    }
-}
 
 /// Binds the daemon socket (removing a stale one), world-connectable as
 /// CppNix's: access is decided by `allowed-users`.
@@ -170,20 +97,20 @@ async fn handle_unix(stream: tokio::net::UnixStream, state: Arc<DaemonState>) {
             return;
         }
     };
-    let peer = trust::Peer::from_ids(cred.pid(), cred.uid(), cred.gid());
-    let admission = trust::admit(
+    let peer = peer::Peer::from_ids(cred.pid(), cred.uid(), cred.gid());
+    let admission = policy::admit(
         &peer,
         &state.settings.trusted_users,
         &state.settings.allowed_users,
         &state.settings.build_users_group,
     );
     let trusted = match admission {
-        trust::Admission::Refused => {
+        policy::Admission::Refused => {
             tracing::info!(user = %peer.user, uid = peer.uid, "refusing connection: user is not allowed to connect to the Nix daemon");
             return;
         }
-        trust::Admission::Trusted => Trust::Trusted,
-        trust::Admission::Untrusted => Trust::NotTrusted,
+        policy::Admission::Trusted => Trust::Trusted,
+        policy::Admission::Untrusted => Trust::NotTrusted,
     };
     tracing::info!(
         "accepted connection from pid {}, user {}{}",
@@ -191,7 +118,7 @@ async fn handle_unix(stream: tokio::net::UnixStream, state: Arc<DaemonState>) {
         peer.user,
         if trusted == Trust::Trusted { " (trusted)" } else { "" }
     );
-    let Some(store) = state.session() else { return };
+    let Some(store) = state.connection_store() else { return };
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (r, w) = stream.into_split();
     Connection::new(r, w, trusted, Some(peer), state, store).with_socket_fd(fd).serve().await;
@@ -199,7 +126,7 @@ async fn handle_unix(stream: tokio::net::UnixStream, state: Arc<DaemonState>) {
 
 /// Serves one connection on stdin/stdout (`--stdio`, as ssh-ng runs it).
 pub async fn serve_stdio(state: Arc<DaemonState>, trust: Trust) {
-    let Some(store) = state.session() else { return };
+    let Some(store) = state.connection_store() else { return };
     Connection::new(tokio::io::stdin(), tokio::io::stdout(), trust, None, state, store).serve().await;
 }
 

@@ -50,7 +50,7 @@ impl Store for LocalStore {
     fn nar_from_path(&self, path: &StorePath, sink: &mut dyn Write) -> backend::Result<()> {
         self.add_temp_root(path)?;
         LocalStore::path_info(self, path)?;
-        store::nar::dump(&self.real_path(path), sink).map_err(|e| Error::Nar(format!("NAR of '{}': {e}", self.display(path))))?;
+        crate::nar_fs::dump(&self.real_path(path), sink).map_err(|e| Error::Nar(format!("NAR of '{}': {e}", self.display(path))))?;
         Ok(())
     }
 

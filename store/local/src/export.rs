@@ -1,7 +1,8 @@
 //! The `nix-store --export` format (CppNix src/libstore/export-import.cc):
 //! per path, `u64 1`, its NAR, the export magic, the path, its references,
 //! its deriver and an obsolete signature flag; `u64 0` ends the stream.
-//! Used by the ExportPath and ImportPaths operations of old clients.
+//! Used by the ExportPath and ImportPaths operations of old clients. The
+//! primitives are the protocol's (`worker_protocol::sync`).
 
 use super::LocalStore;
 use super::add::{AddOptions, nar_error};
@@ -9,35 +10,28 @@ use super::error::{Error, IoContext, Result};
 use store::hash::{Algorithm, HashingBufReader};
 use store::path_info::PathInfo;
 use store::store_path::StorePath;
-use worker_protocol::EXPORT_MAGIC;
+use worker_protocol::{EXPORT_MAGIC, sync};
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 
 fn put_u64(w: &mut dyn Write, v: u64) -> std::io::Result<()> {
-    w.write_all(&v.to_le_bytes())
+    sync::write_u64(w, v)
 }
 
 fn put_str(w: &mut dyn Write, s: &str) -> std::io::Result<()> {
-    put_u64(w, s.len() as u64)?;
-    w.write_all(s.as_bytes())?;
-    w.write_all(&[0u8; 8][..(8 - s.len() % 8) % 8])
+    sync::write_string(w, s)
 }
 
 fn get_u64(r: &mut dyn BufRead) -> Result<u64> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b).map_err(|e| Error::BadExport(format!("reading an export stream: {e}")))?;
-    Ok(u64::from_le_bytes(b))
+    sync::read_u64(r).map_err(|e| Error::BadExport(format!("reading an export stream: {e}")))
 }
 
 fn get_str(r: &mut dyn BufRead, limit: u64) -> Result<String> {
-    let len = get_u64(r)?;
-    if len > limit {
-        return Err(Error::BadExport(format!("export stream: string of {len} bytes is too long")));
-    }
-    let mut buf = vec![0u8; len as usize + ((8 - len % 8) % 8) as usize];
-    r.read_exact(&mut buf).map_err(|e| Error::BadExport(format!("reading an export stream: {e}")))?;
-    buf.truncate(len as usize);
-    String::from_utf8(buf).map_err(|_| Error::BadExport("export stream: a string is not UTF-8".into()))
+    sync::read_string_skipping_padding(r, limit).map_err(|e| match e {
+        sync::ReadError::TooLong { len, .. } => Error::BadExport(format!("export stream: string of {len} bytes is too long")),
+        sync::ReadError::NotUtf8 => Error::BadExport("export stream: a string is not UTF-8".into()),
+        e => Error::BadExport(format!("reading an export stream: {e}")),
+    })
 }
 
 impl LocalStore {

@@ -5,12 +5,13 @@
 //! from 1.10, and the encoders for replies and the stderr (logger) channel.
 //!
 //! Pure: async readers and writers over any byte stream, no sockets and no
-//! store. Every length a peer sends is checked against a bound before
+//! store; `sync` is the same encoding over blocking `std::io` streams. Every length a peer sends is checked against a bound before
 //! anything is allocated for it.
 
 mod framed;
 mod request;
 pub mod stderr;
+pub mod sync;
 mod types;
 mod wire;
 

@@ -4,15 +4,18 @@
 //! progress from (worker-protocol.md §4.5: actRealise, actBuilds and
 //! actCopyPaths, one actBuild per build with its log lines, actCopyPath per
 //! substitution), and the client's disconnection cancelling its goals.
+//! Also the replies' verdicts over the outcomes (BuildPaths' error and
+//! exit status, BuildResult's builtOutputs). Used by the `build` family.
 
-use super::connection::{Connection, OpError, OpResult};
+use crate::daemon::session::{Input, OpError, OpResult, Output, Session};
+use crate::daemon::state::DaemonState;
 use crate::build::{BuildModeKey, Event, Goal, Observer, Outcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use store::derivation::Derivation;
 use store::store_path::StorePath;
 use worker_protocol::{ActivityType, BuildStatus, DerivedPath, Field, ResultType, StderrMessage, Verbosity};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// What to realise.
@@ -74,23 +77,24 @@ fn start(id: u64, level: Verbosity, kind: ActivityType, text: String, fields: Ve
 /// Realises `targets`; returns one outcome per target, in order. Ends with
 /// `OpError::Fatal` when the client goes away (its goals are dropped, which
 /// cancels those nobody else waits for).
-pub async fn realise<R, W>(c: &mut Connection<R, W>, targets: Vec<Target>, mode: BuildModeKey) -> OpResult<Vec<Arc<Outcome>>>
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
-{
-    let builder = c.daemon.builder.clone();
-    let job = Arc::new(builder.job(&c.options));
+pub async fn realise<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    d: &DaemonState,
+    targets: Vec<Target>,
+    mode: BuildModeKey,
+) -> OpResult<Vec<Arc<Outcome>>> {
+    let builder = d.builder.clone();
+    let job = Arc::new(builder.job(&s.options));
     for w in &job.warnings {
-        c.warn(w).await?;
+        s.warn(w).await?;
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let observer = Observer::new(tx);
 
     let mut acts = Activities {
-        realise: c.new_activity_id(),
-        builds: c.new_activity_id(),
-        copies: c.new_activity_id(),
+        realise: s.new_activity_id(),
+        builds: s.new_activity_id(),
+        copies: s.new_activity_id(),
         build_acts: HashMap::new(),
         copy_acts: HashMap::new(),
         hook_acts: HashMap::new(),
@@ -100,28 +104,28 @@ where
         sent_builds: None,
         sent_copies: None,
     };
-    c.log(start(acts.realise, Verbosity::Error, ActivityType::Realise, String::new(), vec![])).await?;
-    c.log(start(acts.builds, Verbosity::Error, ActivityType::Builds, String::new(), vec![])).await?;
-    c.log(start(acts.copies, Verbosity::Error, ActivityType::CopyPaths, String::new(), vec![])).await?;
-    send_progress(c, &mut acts).await?;
+    s.log(start(acts.realise, Verbosity::Error, ActivityType::Realise, String::new(), vec![])).await?;
+    s.log(start(acts.builds, Verbosity::Error, ActivityType::Builds, String::new(), vec![])).await?;
+    s.log(start(acts.copies, Verbosity::Error, ActivityType::CopyPaths, String::new(), vec![])).await?;
+    send_progress(s, &mut acts).await?;
     for kind in [ActivityType::FileTransfer, ActivityType::CopyPath] {
-        c.log(StderrMessage::Result { id: acts.realise, kind: ResultType::SetExpected, fields: vec![Field::Int(kind as u64), Field::Int(0)] })
+        s.log(StderrMessage::Result { id: acts.realise, kind: ResultType::SetExpected, fields: vec![Field::Int(kind as u64), Field::Int(0)] })
             .await?;
     }
     // CppNix's worker starts by asking `queryMissing` about the targets,
     // whose (debug-level) activity clients see; the goals here look for
     // substitutes themselves, so only the activity is sent, for the same
     // sequence of activities.
-    let query = c.new_activity_id();
-    c.log(start(query, Verbosity::Debug, ActivityType::Unknown, "querying info about missing paths".into(), vec![])).await?;
-    c.log(StderrMessage::StopActivity { id: query }).await?;
+    let query = s.new_activity_id();
+    s.log(start(query, Verbosity::Debug, ActivityType::Unknown, "querying info about missing paths".into(), vec![])).await?;
+    s.log(StderrMessage::StopActivity { id: query }).await?;
 
     // Goals, or outcomes known at once.
     let mut slots: Vec<Result<Arc<Goal>, Arc<Outcome>>> = Vec::new();
     for t in targets {
         let slot = match t {
             Target::Path(DerivedPath::Opaque(p)) => {
-                let store = c.store.clone();
+                let store = s.store.clone();
                 let q = p.clone();
                 let valid = tokio::task::block_in_place(|| store.is_valid(&q))?;
                 if valid && mode != BuildModeKey::Repair {
@@ -163,13 +167,13 @@ where
             biased;
             ev = rx.recv() => Step::Event(ev),
             outs = &mut all => Step::Done(outs),
-            r = c.reader.fill_buf(), if watch_input => Step::Input(r.map(|b| b.is_empty()).unwrap_or(true)),
+            r = s.reader.fill_buf(), if watch_input => Step::Input(r.map(|b| b.is_empty()).unwrap_or(true)),
         };
         match step {
             Step::Event(Some(ev)) => {
-                let mut sent = report(c, &mut acts, ev).await;
+                let mut sent = report(s, d, &mut acts, ev).await;
                 if sent.is_ok() && rx.is_empty() {
-                    sent = c.writer.flush().await;
+                    sent = s.writer.flush().await;
                 }
                 if let Err(e) = sent {
                     // The client is gone: give up its goals.
@@ -194,18 +198,18 @@ where
         }
     };
     while let Ok(ev) = rx.try_recv() {
-        report(c, &mut acts, ev).await?;
+        report(s, d, &mut acts, ev).await?;
     }
     for (_, id) in acts.build_acts.drain().collect::<Vec<_>>() {
-        c.log(StderrMessage::StopActivity { id }).await?;
+        s.log(StderrMessage::StopActivity { id }).await?;
     }
     for (_, (a, b)) in acts.copy_acts.drain().collect::<Vec<_>>() {
-        c.log(StderrMessage::StopActivity { id: b }).await?;
-        c.log(StderrMessage::StopActivity { id: a }).await?;
+        s.log(StderrMessage::StopActivity { id: b }).await?;
+        s.log(StderrMessage::StopActivity { id: a }).await?;
     }
-    c.log(StderrMessage::StopActivity { id: acts.copies }).await?;
-    c.log(StderrMessage::StopActivity { id: acts.builds }).await?;
-    c.log(StderrMessage::StopActivity { id: acts.realise }).await?;
+    s.log(StderrMessage::StopActivity { id: acts.copies }).await?;
+    s.log(StderrMessage::StopActivity { id: acts.builds }).await?;
+    s.log(StderrMessage::StopActivity { id: acts.realise }).await?;
 
     let mut finished = finished.into_iter();
     Ok(slots.into_iter().map(|s| match s {
@@ -214,28 +218,20 @@ where
     }).collect())
 }
 
-async fn send_progress<R, W>(c: &mut Connection<R, W>, acts: &mut Activities) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
-{
+async fn send_progress<R: Input, W: Output>(s: &mut Session<R, W>, acts: &mut Activities) -> std::io::Result<()> {
     if acts.sent_builds != Some(acts.builds_n) {
         acts.sent_builds = Some(acts.builds_n);
-        c.log(progress(acts.builds, acts.builds_n)).await?;
+        s.log(progress(acts.builds, acts.builds_n)).await?;
     }
     if acts.sent_copies != Some(acts.copies_n) {
         acts.sent_copies = Some(acts.copies_n);
-        c.log(progress(acts.copies, acts.copies_n)).await?;
+        s.log(progress(acts.copies, acts.copies_n)).await?;
     }
     Ok(())
 }
 
-async fn report<R, W>(c: &mut Connection<R, W>, acts: &mut Activities, ev: Event) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
-{
-    let dir = c.store.store_dir().clone();
+async fn report<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, acts: &mut Activities, ev: Event) -> std::io::Result<()> {
+    let dir = s.store.store_dir().clone();
     match ev {
         Event::BuildPlanned(drv) => {
             if acts.planned.insert(drv) {
@@ -255,7 +251,7 @@ where
                 acts.planned.insert(drv.clone());
                 acts.builds_n.expected += 1;
             }
-            let id = c.new_activity_id();
+            let id = s.new_activity_id();
             let full = dir.display(&drv);
             let fields = vec![Field::Str(full.clone()), Field::Str(String::new()), Field::Int(1), Field::Int(1)];
             let text = match mode {
@@ -263,13 +259,13 @@ where
                 BuildModeKey::Repair => format!("repairing outputs of '{full}'"),
                 BuildModeKey::Check => format!("checking outputs of '{full}'"),
             };
-            c.log(start(id, Verbosity::Info, ActivityType::Build, text, fields)).await?;
+            s.log(start(id, Verbosity::Info, ActivityType::Build, text, fields)).await?;
             acts.build_acts.insert(drv, id);
             acts.builds_n.running += 1;
         }
         Event::Log(drv, line) => {
             if let Some(&id) = acts.build_acts.get(&drv) {
-                c.log(StderrMessage::Result { id, kind: ResultType::BuildLogLine, fields: vec![Field::Str(line)] }).await?;
+                s.log(StderrMessage::Result { id, kind: ResultType::BuildLogLine, fields: vec![Field::Str(line)] }).await?;
             }
         }
         Event::BuildFinished { drv, ok } => {
@@ -277,17 +273,17 @@ where
                 acts.builds_n.finish(ok);
                 acts.planned.remove(&drv);
                 // CppNix updates the progress before the build's activity ends.
-                send_progress(c, acts).await?;
-                c.log(StderrMessage::StopActivity { id }).await?;
+                send_progress(s, acts).await?;
+                s.log(StderrMessage::StopActivity { id }).await?;
             }
         }
         Event::SubstituteStarted { path, cache } => {
             let full = dir.display(&path);
-            let sub = c.new_activity_id();
-            c.log(start(sub, Verbosity::Error, ActivityType::Substitute, String::new(), vec![Field::Str(full.clone()), Field::Str(cache.clone())]))
+            let sub = s.new_activity_id();
+            s.log(start(sub, Verbosity::Error, ActivityType::Substitute, String::new(), vec![Field::Str(full.clone()), Field::Str(cache.clone())]))
                 .await?;
-            let copy = c.new_activity_id();
-            c.log(start(
+            let copy = s.new_activity_id();
+            s.log(start(
                 copy,
                 Verbosity::Info,
                 ActivityType::CopyPath,
@@ -301,39 +297,39 @@ where
         }
         Event::SubstituteProgress { path, done, expected } => {
             if let Some(&(_, copy)) = acts.copy_acts.get(&path) {
-                c.log(progress(copy, Counts { done, expected, running: 0, failed: 0 })).await?;
+                s.log(progress(copy, Counts { done, expected, running: 0, failed: 0 })).await?;
             }
         }
         Event::SubstituteFinished { path, ok } => {
             if let Some((sub, copy)) = acts.copy_acts.remove(&path) {
                 acts.copies_n.finish(ok);
-                c.log(StderrMessage::StopActivity { id: copy }).await?;
-                c.log(StderrMessage::StopActivity { id: sub }).await?;
+                s.log(StderrMessage::StopActivity { id: copy }).await?;
+                s.log(StderrMessage::StopActivity { id: sub }).await?;
             }
         }
-        Event::Error(msg) => c.log(StderrMessage::Next(format!("error: {}\n", indent_error(&msg)))).await?,
-        Event::Warning(msg) => c.warn(&msg).await?,
-        Event::Note(line) => c.log(StderrMessage::Next(format!("{line}\n"))).await?,
-        Event::Message(level, line) => c.info(level, &line).await?,
+        Event::Error(msg) => s.log(StderrMessage::Next(format!("error: {}\n", indent_error(&msg)))).await?,
+        Event::Warning(msg) => s.warn(&msg).await?,
+        Event::Note(line) => s.log(StderrMessage::Next(format!("{line}\n"))).await?,
+        Event::Message(level, line) => s.info(level, &line).await?,
         Event::HookStarted(drv) => {
-            let id = c.new_activity_id();
-            let hook = c.daemon.builder.settings().post_build_hook.clone();
-            c.log(start(id, Verbosity::Info, ActivityType::PostBuildHook, format!("running post-build-hook '{hook}'"), vec![Field::Str(dir.display(&drv))]))
+            let id = s.new_activity_id();
+            let hook = d.builder.settings().post_build_hook.clone();
+            s.log(start(id, Verbosity::Info, ActivityType::PostBuildHook, format!("running post-build-hook '{hook}'"), vec![Field::Str(dir.display(&drv))]))
                 .await?;
             acts.hook_acts.insert(drv, id);
         }
         Event::HookLine(drv, line) => {
             if let Some(&id) = acts.hook_acts.get(&drv) {
-                c.log(StderrMessage::Result { id, kind: ResultType::PostBuildLogLine, fields: vec![Field::Str(line)] }).await?;
+                s.log(StderrMessage::Result { id, kind: ResultType::PostBuildLogLine, fields: vec![Field::Str(line)] }).await?;
             }
         }
         Event::HookFinished(drv) => {
             if let Some(id) = acts.hook_acts.remove(&drv) {
-                c.log(StderrMessage::StopActivity { id }).await?;
+                s.log(StderrMessage::StopActivity { id }).await?;
             }
         }
     }
-    send_progress(c, acts).await
+    send_progress(s, acts).await
 }
 
 /// A multi-line error message as CppNix logs it (`showErrorInfo`): the

@@ -1,8 +1,9 @@
-//! What realising some targets would take (CppNix `Store::queryMissing`),
-//! with the configured substituters: paths a cache has go to
-//! "will substitute" (with their download and unpacked sizes and their own
-//! missing references), derivations whose outputs no cache has to "will
-//! build" (and their inputs are looked at in turn), the rest to "unknown".
+//! Planning: what realising some targets would take (CppNix
+//! `Store::queryMissing`; the daemon's QueryMissing), with the configured
+//! substituters: paths a cache has go to "will substitute" (with their
+//! download and unpacked sizes and their own missing references),
+//! derivations whose outputs no cache has to "will build" (and their inputs
+//! are looked at in turn), the rest to "unknown".
 //!
 //! The walk goes level by level and asks the caches about a whole level at
 //! once (`http-connections` in parallel): one narinfo round trip after
