@@ -9,7 +9,7 @@
 //! are shared by everyone who asks for the same derivation, and use the
 //! job of whoever started them.
 //!
-//! One local build goes: [`derivation_goal`] (the derivation, substitutes,
+//! One local build goes: `derivation_goal` (the derivation, substitutes,
 //! inputs, a build slot) → `local` (locks, build user, build directory,
 //! scratch outputs, environment, an [`executor::ExecSpec`] run by the
 //! builder's [`executor::Executor`]) → `after` (register and sign the
@@ -39,6 +39,9 @@ mod error;
 mod local;
 mod post_build_hook;
 mod substitution_goal;
+
+#[cfg(test)]
+mod tests;
 
 pub(crate) use attrs::substitutes_allowed;
 pub use builder::{Builder, Job};
