@@ -37,6 +37,20 @@ pub struct EnvInputs<'a> {
     pub owner: Option<(u32, u32)>,
 }
 
+/// Why the environment could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// The derivation asks for what cannot be given (its structured
+    /// attributes, `exportReferencesGraph`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Writing a file into the build directory.
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Store(#[from] local_store::Error),
+}
+
 /// Applies `rewrites` (placeholders and hash parts) to a byte string.
 pub fn rewrite(s: &[u8], rewrites: &BTreeMap<String, String>) -> Vec<u8> {
     let mut out = s.to_vec();
@@ -61,16 +75,17 @@ pub fn rewrite(s: &[u8], rewrites: &BTreeMap<String, String>) -> Vec<u8> {
     out
 }
 
-fn write_owned(path: &Path, data: &[u8], owner: Option<(u32, u32)>) -> Result<(), String> {
-    std::fs::write(path, data).map_err(|e| format!("writing '{}': {e}", path.display()))?;
+fn write_owned(path: &Path, data: &[u8], owner: Option<(u32, u32)>) -> Result<(), EnvError> {
+    std::fs::write(path, data).map_err(|e| EnvError::Io(format!("writing '{}': {e}", path.display())))?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| format!("changing owner of '{}': {e}", path.display()))?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| EnvError::Io(format!("changing owner of '{}': {e}", path.display())))?;
     }
     Ok(())
 }
 
 /// Builds the environment and writes its files into the build directory.
-pub fn build_env(i: &EnvInputs) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
+pub fn build_env(i: &EnvInputs) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, EnvError> {
     let mut env: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let set = |env: &mut BTreeMap<Vec<u8>, Vec<u8>>, k: &str, v: &str| {
         env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
@@ -80,7 +95,7 @@ pub fn build_env(i: &EnvInputs) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
     set(&mut env, "NIX_STORE", i.store.store_dir().as_str());
     set(&mut env, "NIX_BUILD_CORES", &i.cores.to_string());
 
-    let structured = i.drv.structured_attrs().map_err(|e| e.to_string())?;
+    let structured = i.drv.structured_attrs().map_err(|e| EnvError::Invalid(e.to_string()))?;
     if structured.is_none() {
         let pass_as_file: BTreeSet<Vec<u8>> = i
             .drv
@@ -117,7 +132,7 @@ pub fn build_env(i: &EnvInputs) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
         let sh = structured_attrs_shell(&json);
         write_owned(&i.build_dir_host.join(".attrs.sh"), &rewrite(sh.as_bytes(), i.rewrites), i.owner)?;
         set(&mut env, "NIX_ATTRS_SH_FILE", &format!("{}/.attrs.sh", i.build_dir_inside));
-        let text = serde_json::to_string(&json).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string(&json).map_err(|e| EnvError::Invalid(e.to_string()))?;
         write_owned(&i.build_dir_host.join(".attrs.json"), &rewrite(text.as_bytes(), i.rewrites), i.owner)?;
         set(&mut env, "NIX_ATTRS_JSON_FILE", &format!("{}/.attrs.json", i.build_dir_inside));
     } else {
@@ -147,29 +162,29 @@ fn impure_env_vars(drv: &Derivation, structured: Option<&Value>) -> Vec<String> 
 /// `exportReferencesGraph = [ name1 path1 name2 path2 ... ]`: each name gets
 /// a file in the build directory with the closure of its path in the
 /// `nix-store --register-validity` format (deriver left empty).
-fn export_references_graph(i: &EnvInputs) -> Result<(), String> {
+fn export_references_graph(i: &EnvInputs) -> Result<(), EnvError> {
     let Some(spec) = i.drv.env_var("exportReferencesGraph") else { return Ok(()) };
     let spec = String::from_utf8_lossy(spec).into_owned();
     let tokens: Vec<&str> = spec.split_whitespace().collect();
     if tokens.len() % 2 != 0 {
-        return Err(format!("odd number of tokens in 'exportReferencesGraph': '{spec}'"));
+        return Err(EnvError::Invalid(format!("odd number of tokens in 'exportReferencesGraph': '{spec}'")));
     }
     for pair in tokens.chunks(2) {
         let (name, path) = (pair[0], pair[1]);
         let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !valid_name {
-            return Err(format!("invalid file name '{name}' in 'exportReferencesGraph'"));
+            return Err(EnvError::Invalid(format!("invalid file name '{name}' in 'exportReferencesGraph'")));
         }
         let (sp, _) = i
             .store
             .store_dir()
             .split_path(path)
-            .map_err(|_| format!("'exportReferencesGraph' contains a non-store path '{path}'"))?;
+            .map_err(|_| EnvError::Invalid(format!("'exportReferencesGraph' contains a non-store path '{path}'")))?;
         let closure = export_references(i, &sp)?;
         let mut text = String::new();
         for p in &closure {
-            let info = i.store.path_info(p).map_err(|e| e.to_string())?;
+            let info = i.store.path_info(p)?;
             text.push_str(&format!("{}\n\n{}\n", i.store.display(p), info.references.len()));
             for r in &info.references {
                 text.push_str(&format!("{}\n", i.store.display(r)));
@@ -182,28 +197,28 @@ fn export_references_graph(i: &EnvInputs) -> Result<(), String> {
 
 /// The closure of `path` for `exportReferencesGraph`: it must be an input;
 /// a derivation's closure includes its outputs (CppNix `exportReferences`).
-fn export_references(i: &EnvInputs, path: &StorePath) -> Result<BTreeSet<StorePath>, String> {
+fn export_references(i: &EnvInputs, path: &StorePath) -> Result<BTreeSet<StorePath>, EnvError> {
     if !i.input_paths.contains(path) {
-        return Err(format!(
+        return Err(EnvError::Invalid(format!(
             "cannot export references of path '{}' because it is not in the input closure of the derivation",
             i.store.display(path)
-        ));
+        )));
     }
     let mut start = BTreeSet::from([path.clone()]);
     if path.is_derivation() {
-        for (_, out) in i.store.derivation_output_map(path).map_err(|e| e.to_string())? {
+        for (_, out) in i.store.derivation_output_map(path)? {
             if let Some(out) = out.filter(|o| i.store.is_valid(o).unwrap_or(false)) {
                 start.insert(out);
             }
         }
     }
-    i.store.closure(start).map_err(|e| e.to_string())
+    Ok(i.store.closure(start)?)
 }
 
 /// The structured attributes with `outputs` (placeholders, rewritten later)
 /// and `exportReferencesGraph` closures filled in (CppNix `prepareStructuredAttrs`).
-fn prepare_structured_attrs(i: &EnvInputs, mut json: Value) -> Result<Value, String> {
-    let obj = json.as_object_mut().ok_or("__json is not an object")?;
+fn prepare_structured_attrs(i: &EnvInputs, mut json: Value) -> Result<Value, EnvError> {
+    let obj = json.as_object_mut().ok_or_else(|| EnvError::Invalid("__json is not an object".into()))?;
     let mut outputs = Map::new();
     for name in i.drv.outputs.keys() {
         outputs.insert(name.clone(), Value::String(store::derivation::hash_placeholder(name)));
@@ -213,14 +228,14 @@ fn prepare_structured_attrs(i: &EnvInputs, mut json: Value) -> Result<Value, Str
         for (key, paths) in graphs {
             let mut closure = BTreeSet::new();
             for p in paths.as_array().into_iter().flatten().filter_map(Value::as_str) {
-                let (sp, _) = i.store.store_dir().split_path(p).map_err(|e| e.to_string())?;
+                let (sp, _) = i.store.store_dir().split_path(p).map_err(|e| EnvError::Invalid(e.to_string()))?;
                 closure.extend(export_references(i, &sp)?);
             }
             let mut infos = Vec::new();
             for p in &closure {
-                let info = i.store.path_info(p).map_err(|e| e.to_string())?;
+                let info = i.store.path_info(p)?;
                 let mut o = Map::new();
-                o.insert("closureSize".into(), Value::from(i.store.closure([p.clone()]).map_err(|e| e.to_string())?.iter().map(|q| i.store.path_info(q).map(|x| x.nar_size).unwrap_or(0)).sum::<u64>()));
+                o.insert("closureSize".into(), Value::from(i.store.closure([p.clone()])?.iter().map(|q| i.store.path_info(q).map(|x| x.nar_size).unwrap_or(0)).sum::<u64>()));
                 o.insert("narHash".into(), Value::String(info.nar_hash.to_typed(store::hash::Encoding::Nix32)));
                 o.insert("narSize".into(), Value::from(info.nar_size));
                 o.insert("path".into(), Value::String(i.store.display(p)));

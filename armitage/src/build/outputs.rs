@@ -4,8 +4,10 @@
 //! and the other outputs; content-addressed outputs are hashed (fixed ones
 //! checked against their declared hash, floating ones given their final
 //! path, self-references rewritten); `allowedReferences` and friends are
-//! enforced; everything is registered in one transaction, with the
-//! derivation as deriver and `ultimate` set, signed with `secret-key-files`.
+//! enforced. [`check`] leaves the outputs in place with their path infos
+//! (the derivation as deriver, `ultimate` set) for the after-build pipeline
+//! (after.rs) to sign and register in one transaction. [`all_valid`] says
+//! whether a derivation's outputs are all valid already.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +17,8 @@ use store::derivation::{Derivation, Output};
 use store::hash::{Algorithm, Encoding, HashModuloSink};
 use local_store::LocalStore;
 use store::path_info::PathInfo;
-use store::signing::SecretKey;
 use store::store_path::{StorePath, StoreReferences};
+use worker_protocol::BuildStatus;
 
 /// Where one output was built.
 #[derive(Debug, Clone)]
@@ -31,14 +33,41 @@ pub struct Scratch {
     pub skip: bool,
 }
 
-/// A failed registration, with the BuildResult status it maps to.
-#[derive(Debug)]
+/// A failed registration, with the BuildResult status it maps to
+/// ([`OutputError::status`]).
+#[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// `hash mismatch`: the path was registered, the build still failed.
+    #[error("{0}")]
     HashMismatch(String),
     /// `--check` found the output differs.
+    #[error("{0}")]
     NotDeterministic(String),
+    #[error("{0}")]
     Other(String),
+}
+
+impl OutputError {
+    pub fn status(&self) -> BuildStatus {
+        match self {
+            OutputError::HashMismatch(_) | OutputError::Other(_) => BuildStatus::OutputRejected,
+            OutputError::NotDeterministic(_) => BuildStatus::NotDeterministic,
+        }
+    }
+}
+
+/// Output name → path, when every output has a valid path.
+pub fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> local_store::Result<Option<BTreeMap<String, StorePath>>> {
+    let mut outs = BTreeMap::new();
+    for (name, path) in map {
+        match path {
+            Some(p) if store.is_valid(p)? => {
+                outs.insert(name.clone(), p.clone());
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(outs))
 }
 
 impl From<local_store::Error> for OutputError {
@@ -60,13 +89,23 @@ pub struct RegisterParams<'a> {
     /// valid one as `<path>.check` (CppNix does with `keep-failed`).
     pub keep_check: bool,
     pub repair: bool,
-    pub secret_keys: &'a [SecretKey],
 }
 
-/// Registers the outputs; returns their final paths by output name.
-pub fn register(p: &RegisterParams) -> Result<BTreeMap<String, StorePath>, OutputError> {
+/// Checked outputs, in place, to be registered.
+#[derive(Debug)]
+pub struct Checked {
+    /// Final paths by output name.
+    pub finals: BTreeMap<String, StorePath>,
+    /// What to register (none for `--check`, which registers nothing).
+    pub infos: Vec<PathInfo>,
+    /// A fixed output with the wrong hash: it is registered under the path
+    /// its contents have, and the build still fails (as CppNix does).
+    pub hash_mismatch: Option<String>,
+}
+
+/// Checks the outputs and moves them into place; returns what to register.
+pub fn check(p: &RegisterParams) -> Result<Checked, OutputError> {
     let store = p.store;
-    let dir = store.store_dir();
     let drv_full = store.display(p.drv_path);
     let mut candidates: BTreeSet<StorePath> = p.inputs.clone();
     candidates.extend(p.scratch.values().map(|s| s.path.clone()));
@@ -185,38 +224,17 @@ pub fn register(p: &RegisterParams) -> Result<BTreeMap<String, StorePath>, Outpu
         }
         info.deriver = Some(p.drv_path.clone());
         info.ultimate = true;
-        sign(store, &mut info, p.secret_keys);
         finals.insert(name.clone(), final_path);
         infos.insert(name, info);
     }
     if p.check {
         return match hash_mismatch {
             Some(m) => Err(OutputError::HashMismatch(m)),
-            None => Ok(finals),
+            None => Ok(Checked { finals, infos: Vec::new(), hash_mismatch: None }),
         };
     }
     check_outputs(p, &infos)?;
-    let all: Vec<PathInfo> = infos.values().cloned().collect();
-    store.register_valid_paths(&all)?;
-    // A fixed output with the wrong hash is registered under the path its
-    // contents have; the build still fails (as CppNix does).
-    if let Some(m) = hash_mismatch {
-        return Err(OutputError::HashMismatch(m));
-    }
-    let _ = dir;
-    Ok(finals)
-}
-
-fn sign(store: &LocalStore, info: &mut PathInfo, keys: &[SecretKey]) {
-    if keys.is_empty() {
-        return;
-    }
-    let Ok(fp) = store::signing::fingerprint(store.store_dir(), &info.path, &info.nar_hash, info.nar_size, &info.references) else {
-        return;
-    };
-    for k in keys {
-        info.sigs.insert(k.sign(fp.as_bytes()).to_string());
-    }
+    Ok(Checked { finals, infos: infos.into_values().collect(), hash_mismatch })
 }
 
 /// References with scratch paths of other outputs replaced by their finals,

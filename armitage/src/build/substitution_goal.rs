@@ -1,15 +1,24 @@
 //! Making one path valid from a binary cache (CppNix
 //! `PathSubstitutionGoal`): ask the substituters, substitute its references
 //! first (each its own goal, shared like every goal), then download,
-//! check and register it.
+//! check and register it. [`Builder::substitution`] starts these goals.
 
-use super::goal::{Event, GoalCtx, Outcome, wait_inputs};
-use super::{Builder, Job};
+use super::builder::{Builder, Job};
+use super::goal::{Event, Goal, GoalCtx, GoalKey, Outcome, wait_inputs};
 use std::sync::Arc;
 use store::store_path::StorePath;
 use worker_protocol::BuildStatus;
 
-pub(super) async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: StorePath, repair: bool) -> Outcome {
+impl Builder {
+    /// The goal making `path` valid by substitution.
+    pub fn substitution(self: &Arc<Self>, job: &Arc<Job>, path: StorePath, repair: bool) -> Arc<Goal> {
+        let key = GoalKey::Substitution(path.clone(), repair);
+        let (b, job) = (self.clone(), job.clone());
+        self.goals.get_or_start(key, move |ctx| run(b, job, ctx, path, repair))
+    }
+}
+
+async fn run(b: Arc<Builder>, job: Arc<Job>, ctx: GoalCtx, path: StorePath, repair: bool) -> Outcome {
     let store = match b.store.session() {
         Ok(s) => Arc::new(s),
         Err(e) => return Outcome::failed(BuildStatus::MiscFailure, e.to_string()),

@@ -1,48 +1,90 @@
-//! Running a build child and following it (CppNix `startBuilder`, the
-//! worker's child handling): the spec goes to a root-only file, the child's
-//! stdout and stderr go to a pseudo-terminal in raw mode (builders see a
-//! terminal, as with CppNix), the setup handshake is read (`\x02` ready,
-//! `\x01` failed, `\x03` asking the parent for user-namespace maps), then
+//! Running a build's process and following it (CppNix `startBuilder`, the
+//! worker's child handling), for the executors: the child's stdout and
+//! stderr go to a pseudo-terminal in raw mode (builders see a terminal, as
+//! with CppNix). A builder is started either straight from the daemon
+//! ([`start_direct`]) or as the build child ([`ChildStarter`]: the spec goes
+//! to a root-only file, and the setup handshake is read: `\x02` ready,
+//! `\x01` failed, `\x03` asking the parent for user-namespace maps). Then
 //! the output is logged line by line while `timeout` and `max-silent-time`
-//! are enforced and cancellation is honoured. Killing is by process group
-//! (the child is a session leader; a sandbox's PID 1 dies with it).
+//! are enforced and cancellation is honoured ([`follow`]). Killing is by
+//! process group (the child is a session leader; a sandbox's PID 1 dies
+//! with it), and by build user ([`kill_user`]).
 
-use super::child::ChildSpec;
-use super::log::BuildLog;
+use super::super::child::ChildSpec;
+use super::spec::{ExecError, ExecIo, ExecSpec, RunOutcome};
 use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, OwnedFd};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// How a run ended.
-#[derive(Debug)]
-pub enum RunOutcome {
-    Exited(ExitStatus),
-    /// `max-silent-time` (true) or `timeout` (false) ran out.
-    TimedOut { silence: bool },
-    Cancelled,
-    /// The log outgrew `max-build-log-size`.
-    LogLimit,
+/// Starts `armitage __build-child SPEC` (builtins, sandboxes): the spec
+/// goes to a file only root can read, in `spec_dir`.
+#[derive(Debug, Clone)]
+pub struct ChildStarter {
+    /// The executable to start as `__build-child`.
+    pub exe: PathBuf,
+    /// Where the spec files go (root-only).
+    pub spec_dir: PathBuf,
 }
 
-/// What to run and the limits.
-pub struct RunParams<'a> {
-    /// The executable to start as `__build-child`.
-    pub exe: &'a Path,
-    /// Where the spec file goes (root-only).
-    pub spec_dir: &'a Path,
-    pub spec: &'a ChildSpec,
-    /// Owner of the pty's slave side (the build user).
-    pub pty_owner: Option<u32>,
+impl ChildStarter {
+    /// Makes the spec directory (0700), before a build starts.
+    pub fn prepare(&self) -> Result<(), ExecError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = &self.spec_dir;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| ExecError::Prepare(format!("creating directory '{}': {e}", dir.display())))
+    }
+}
+
+/// The limits a run is followed under.
+pub struct Limits {
     pub timeout: Option<Duration>,
     pub max_silent: Option<Duration>,
-    pub cancel: &'a AtomicBool,
 }
 
-fn open_pty(owner: Option<u32>) -> Result<(OwnedFd, OwnedFd), String> {
+/// The build child's spec for `spec`, entering `sandbox` when given (then
+/// the sandbox user is who runs the builder).
+pub fn child_spec(spec: &ExecSpec, sandbox: Option<super::super::sandbox::SandboxSpec>) -> ChildSpec {
+    let user = if sandbox.is_some() { None } else { spec.user.as_ref() };
+    ChildSpec {
+        builder: spec.builder.clone(),
+        argv: spec.args.clone(),
+        env: spec.env.clone(),
+        cwd: spec.build_dir_inside.clone(),
+        uid: user.map(|u| u.uid),
+        gid: user.map(|u| u.gid),
+        groups: spec.user.as_ref().map(|u| u.groups.clone()).unwrap_or_default(),
+        sandbox,
+        client_minor: spec.client_minor,
+    }
+}
+
+/// Follows a started build to its end, then kills whatever the build user
+/// left running.
+pub fn follow_to_end(spec: &ExecSpec, started: Result<Running, ExecError>, io: &mut ExecIo<'_>) -> Result<RunOutcome, ExecError> {
+    let result = started.map(|mut running| {
+        let limits = Limits { timeout: spec.timeout, max_silent: spec.max_silent };
+        follow(&mut running, &limits, io)
+    });
+    if let Some(u) = &spec.user {
+        kill_user(u.uid);
+    }
+    result
+}
+
+fn open_pty(owner: Option<u32>) -> Result<(OwnedFd, OwnedFd), ExecError> {
+    open_pty_inner(owner).map_err(ExecError::Terminal)
+}
+
+fn open_pty_inner(owner: Option<u32>) -> Result<(OwnedFd, OwnedFd), String> {
     use rustix::pty;
     let master = pty::openpt(pty::OpenptFlags::RDWR | pty::OpenptFlags::NOCTTY | pty::OpenptFlags::CLOEXEC)
         .map_err(|e| format!("opening pseudoterminal master: {e}"))?;
@@ -101,76 +143,78 @@ impl Drop for Running {
     }
 }
 
-/// Starts the child and completes the setup handshake. Lines the child
-/// prints before it is ready (sandbox setup chatter) are returned.
-pub fn start(p: &RunParams) -> Result<Running, String> {
-    if p.spec.sandbox.is_none() && !p.spec.builder.starts_with("builtin:") {
-        return start_direct(p);
-    }
-    let spec_file = p.spec_dir.join(format!("build-{}-{}.json", std::process::id(), unique()));
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&spec_file)
-            .map_err(|e| format!("writing the build spec '{}': {e}", spec_file.display()))?;
-        let json = serde_json::to_vec(p.spec).map_err(|e| e.to_string())?;
-        f.write_all(&json).map_err(|e| format!("writing the build spec: {e}"))?;
-    }
-    let (master, slave) = open_pty(p.pty_owner)?;
-    let slave2 = slave.try_clone().map_err(|e| e.to_string())?;
-    let child = Command::new(p.exe)
-        .arg("__build-child")
-        .arg(&spec_file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(slave))
-        .stderr(Stdio::from(slave2))
-        .spawn()
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&spec_file);
-            format!("starting the build process: {e}")
-        })?;
-    let mut running = Running { stdin: None, master: std::fs::File::from(master), child, killed: false };
-    running.stdin = running.child.stdin.take();
-    // The handshake: lines until \x02 (ready) or \x01 (failure).
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        match running.master.read(&mut byte) {
-            Ok(0) => return Err("the build process ended before setting up".into()),
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
+impl ChildStarter {
+    /// Starts the build child for `spec` and completes the setup handshake
+    /// (the sandbox's user-namespace maps, when it has one). Lines the
+    /// child prints before it is ready (sandbox setup chatter) are logged
+    /// at debug level.
+    pub fn start(&self, spec: &ChildSpec, pty_owner: Option<u32>) -> Result<Running, ExecError> {
+        let spec_file = self.spec_dir.join(format!("build-{}-{}.json", std::process::id(), unique()));
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&spec_file)
+                .map_err(|source| ExecError::SpecFile { path: spec_file.clone(), source })?;
+            let json = serde_json::to_vec(spec).map_err(|e| ExecError::Internal(e.to_string()))?;
+            f.write_all(&json).map_err(|e| ExecError::SpecWrite(e.to_string()))?;
+        }
+        let (master, slave) = open_pty(pty_owner)?;
+        let slave2 = slave.try_clone().map_err(|e| ExecError::Terminal(e.to_string()))?;
+        let child = Command::new(&self.exe)
+            .arg("__build-child")
+            .arg(&spec_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(slave))
+            .stderr(Stdio::from(slave2))
+            .spawn()
+            .map_err(|e| {
                 let _ = std::fs::remove_file(&spec_file);
-                return Err(format!("the build process ended before setting up ({})", exit_text(running.child.wait().ok())));
-            }
-            Err(e) => return Err(format!("reading from the build process: {e}")),
-        }
-        if byte[0] != b'\n' {
-            line.push(byte[0]);
-            continue;
-        }
-        match line.first() {
-            Some(2) => return Ok(running),
-            Some(1) => {
-                // The error message follows, up to the end of the output.
-                let mut rest = Vec::new();
-                let _ = read_to_eio(&mut running.master, &mut rest);
-                let _ = running.child.wait();
-                let msg = String::from_utf8_lossy(&rest).trim_end().to_owned();
-                return Err(format!("while setting up the build environment: {msg}"));
-            }
-            Some(3) => {
-                let sandbox = p.spec.sandbox.as_ref().ok_or("the build process asked for user namespace maps")?;
-                super::sandbox::write_id_maps(running.child.id(), sandbox)?;
-                if let Some(stdin) = running.stdin.as_mut() {
-                    stdin.write_all(b"1").map_err(|e| format!("signalling the build process: {e}"))?;
+                ExecError::Spawn(e)
+            })?;
+        let mut running = Running { stdin: None, master: std::fs::File::from(master), child, killed: false };
+        running.stdin = running.child.stdin.take();
+        // The handshake: lines until \x02 (ready) or \x01 (failure).
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match running.master.read(&mut byte) {
+                Ok(0) => return Err(ExecError::EndedEarly),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
+                    let _ = std::fs::remove_file(&spec_file);
+                    return Err(ExecError::EndedEarlyWith(exit_text(running.child.wait().ok())));
                 }
+                Err(e) => return Err(ExecError::Read(e)),
             }
-            _ => tracing::debug!("sandbox setup: {}", String::from_utf8_lossy(&line)),
+            if byte[0] != b'\n' {
+                line.push(byte[0]);
+                continue;
+            }
+            match line.first() {
+                Some(2) => return Ok(running),
+                Some(1) => {
+                    // The error message follows, up to the end of the output.
+                    let mut rest = Vec::new();
+                    let _ = read_to_eio(&mut running.master, &mut rest);
+                    let _ = running.child.wait();
+                    let msg = String::from_utf8_lossy(&rest).trim_end().to_owned();
+                    return Err(ExecError::SetupFailed(msg));
+                }
+                Some(3) => {
+                    let sandbox =
+                        spec.sandbox.as_ref().ok_or_else(|| ExecError::IdMaps("the build process asked for user namespace maps".into()))?;
+                    super::super::sandbox::write_id_maps(running.child.id(), sandbox).map_err(ExecError::IdMaps)?;
+                    if let Some(stdin) = running.stdin.as_mut() {
+                        stdin.write_all(b"1").map_err(|e| ExecError::IdMaps(format!("signalling the build process: {e}")))?;
+                    }
+                }
+                _ => tracing::debug!("sandbox setup: {}", String::from_utf8_lossy(&line)),
+            }
+            line.clear();
         }
-        line.clear();
     }
 }
 
@@ -178,13 +222,12 @@ pub fn start(p: &RunParams) -> Result<Running, String> {
 /// the session, the build user and the working directory: the builder is
 /// started straight from the daemon (a fork, no re-exec of armitage, no
 /// spec file), which saves most of a build's own overhead (bench/build.sh).
-fn start_direct(p: &RunParams) -> Result<Running, String> {
+pub fn start_direct(spec: &ChildSpec, pty_owner: Option<u32>) -> Result<Running, ExecError> {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::process::CommandExt;
-    let spec = p.spec;
-    let (master, slave) = open_pty(p.pty_owner)?;
-    let slave2 = slave.try_clone().map_err(|e| e.to_string())?;
+    let (master, slave) = open_pty(pty_owner)?;
+    let slave2 = slave.try_clone().map_err(|e| ExecError::Terminal(e.to_string()))?;
     let mut cmd = Command::new(&spec.builder);
     if let Some((argv0, rest)) = spec.argv.split_first() {
         cmd.arg0(OsStr::from_bytes(argv0));
@@ -202,7 +245,7 @@ fn start_direct(p: &RunParams) -> Result<Running, String> {
         // kills the build by it), which lets std use posix_spawn instead of
         // forking the whole multi-threaded daemon.
         cmd.process_group(0);
-        let child = cmd.spawn().map_err(|e| format!("executing '{}': {e}", spec.builder))?;
+        let child = cmd.spawn().map_err(|source| ExecError::Exec { builder: spec.builder.clone(), source })?;
         return Ok(Running { stdin: None, master: std::fs::File::from(master), child, killed: false });
     }
     let groups: Vec<libc::gid_t> = spec.groups.clone();
@@ -227,7 +270,7 @@ fn start_direct(p: &RunParams) -> Result<Running, String> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("executing '{}': {e}", spec.builder))?;
+    let child = cmd.spawn().map_err(|source| ExecError::Exec { builder: spec.builder.clone(), source })?;
     Ok(Running { stdin: None, master: std::fs::File::from(master), child, killed: false })
 }
 
@@ -280,13 +323,13 @@ fn signal_name(sig: i32) -> &'static str {
 
 /// Follows a started build to its end, feeding its output to `log` and
 /// every finished line to `on_line`.
-pub fn follow(running: &mut Running, p: &RunParams, log: &mut BuildLog, on_line: &mut dyn FnMut(String)) -> RunOutcome {
+pub fn follow(running: &mut Running, limits: &Limits, io: &mut ExecIo<'_>) -> RunOutcome {
     let started = Instant::now();
     let mut last_output = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
     let mut exited: Option<ExitStatus> = None;
     loop {
-        if p.cancel.load(Ordering::Relaxed) {
+        if io.cancel.load(Ordering::Relaxed) {
             running.kill();
             return RunOutcome::Cancelled;
         }
@@ -299,13 +342,13 @@ pub fn follow(running: &mut Running, p: &RunParams, log: &mut BuildLog, on_line:
             }
         }
         let now = Instant::now();
-        if let Some(t) = p.max_silent {
+        if let Some(t) = limits.max_silent {
             if now.duration_since(last_output) >= t {
                 running.kill();
                 return RunOutcome::TimedOut { silence: true };
             }
         }
-        if let Some(t) = p.timeout {
+        if let Some(t) = limits.timeout {
             if now.duration_since(started) >= t {
                 running.kill();
                 return RunOutcome::TimedOut { silence: false };
@@ -324,10 +367,10 @@ pub fn follow(running: &mut Running, p: &RunParams, log: &mut BuildLog, on_line:
             Ok(0) => break,
             Ok(n) => {
                 last_output = Instant::now();
-                for line in log.feed(&buf[..n]) {
-                    on_line(line);
+                for line in io.log.feed(&buf[..n]) {
+                    (io.on_line)(line);
                 }
-                if log.over_limit() {
+                if io.log.over_limit() {
                     running.kill();
                     return RunOutcome::LogLimit;
                 }
@@ -338,8 +381,8 @@ pub fn follow(running: &mut Running, p: &RunParams, log: &mut BuildLog, on_line:
             Err(_) => break,
         }
     }
-    if let Some(line) = log.finish() {
-        on_line(line);
+    if let Some(line) = io.log.finish() {
+        (io.on_line)(line);
     }
     let status = match exited {
         Some(s) => s,
@@ -350,4 +393,28 @@ pub fn follow(running: &mut Running, p: &RunParams, log: &mut BuildLog, on_line:
     };
     running.killed = true;
     RunOutcome::Exited(status)
+}
+
+/// Kills every process of a build user (CppNix `killUser`): builders that
+/// left their process group must not outlive the build.
+pub fn kill_user(uid: u32) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("/bin/true");
+    // SAFETY: the closure runs in the forked child and only makes system
+    // calls (setresuid, kill, _exit); it never returns to exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setresuid(uid, uid, uid) != 0 {
+                libc::_exit(1);
+            }
+            // One call signals every process of the user at once (not
+            // this one); ESRCH means there were none. Retried only when
+            // interrupted, as CppNix does.
+            while libc::kill(-1, libc::SIGKILL) != 0 && *libc::__errno_location() == libc::EINTR {}
+            libc::_exit(0);
+        });
+    }
+    if let Ok(mut child) = cmd.spawn() {
+        let _ = child.wait();
+    }
 }
