@@ -24,6 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import goals  # noqa: E402
 from daemon import (NIX32, Cgroup, Closure, Daemon, Interrupted, argparser, reps_and_workloads,  # noqa: E402
                     run_output, start_work)
 
@@ -383,15 +384,8 @@ def progress(msg):
 
 # --- reporting ----------------------------------------------------------------------
 
-GOALS = {
-    # (workload, measure): (comparison, bound)
-    ("noop", "daemon CPU p50"): ("<=", 0.3),
-    ("graph", "daemon CPU per build"): ("<=", 0.5),
-    ("graph", "wall"): ("<=", 0.6),
-    ("sandbox", "added wall p50"): ("<=", 0.5),
-    ("sandbox", "added wall p99"): ("<=", 0.5),
-    ("subst", "paths/s"): (">=", 2.0),
-}
+# (workload, measure): goal, from bench/goals.toml (the `build` ones)
+GOALS = goals.build_goals(goals.load())
 
 
 def ms(s):
@@ -480,14 +474,7 @@ def report(results, sizes, reps):
             # A difference (the sandbox's added cost) can come out at or
             # below zero in noise: no ratio then if CppNix's does.
             ratio = va / vc if vc > 0 else None
-            goal = ""
-            if (key, name) in GOALS:
-                op, bound = GOALS[(key, name)]
-                if ratio is None:
-                    goal = f"{op} {bound}: n/a"
-                else:
-                    ok = ratio <= bound if op == "<=" else ratio >= bound
-                    goal = f"{op} {bound}: {'met' if ok else 'NOT met'}"
+            goal = goals.goal_text(GOALS[(key, name)], ratio) if (key, name) in GOALS else ""
             print(f"{titles(sizes)[key] if i == 0 else '':<36} {name:<26} {f(va):>11} {f(vc):>11} "
                   f"{f'{ratio:.2f}' if ratio is not None else '-':>6}  {goal}")
             summary[f"{key}: {name}"] = {"armitage": va, "CppNix": vc, "ratio": ratio}

@@ -12,6 +12,10 @@ JSON and draws them as SVG (bench/chart.py) under bench/results/.
 
 Run it through bench/compare, which builds armitage and checks what is
 needed; bench/README.md says what is measured and how to read it.
+`--check [BASELINE.json]` then compares the run with a baseline and the
+goals of bench/goals.toml (exit 1 on a regression or a goal not met);
+`bench/compare.py --diff OLD.json NEW.json` compares two results files
+without running anything (bench/goals.py has the rules).
 """
 
 import json
@@ -30,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import build as B  # noqa: E402
 import chart  # noqa: E402
 import daemon as D  # noqa: E402
+import goals as G  # noqa: E402
 
 # Sizes: bench/daemon.py's, bench/build.py's (`noop` and `sandbox` per
 # round), the path-info curve's closure sizes and the clients curve's counts.
@@ -226,7 +231,12 @@ def main():
     ap = D.argparser(__doc__, WORKLOADS, f"rounds (default {ROUNDS}; 1 with --quick)")
     ap.add_argument("--rounds", type=int, help=f"rounds (default {ROUNDS}; 1 with --quick); --reps is the same")
     ap.add_argument("--out", default="bench/results", help="where DATE.json and DATE.svg go (default bench/results)")
+    ap.add_argument("--check", nargs="?", const="", metavar="BASELINE",
+                    help="after the run, fail on a ratio worse than BASELINE's beyond the noise or a goal of "
+                         "bench/goals.toml not met (default BASELINE: the newest committed full run)")
     args = ap.parse_args()
+    # Loaded before the run: it may write over the baseline's file.
+    check = None if args.check is None else load_check(ap, args.check)
     args.reps = args.rounds or args.reps
     rounds = args.reps or (1 if args.quick else ROUNDS)
     _, chosen = D.reps_and_workloads(ap, args, WORKLOADS)
@@ -372,6 +382,67 @@ def main():
     if args.json:
         shutil.copyfile(base + ".json", args.json)
     report(data, base)
+    if check is not None:
+        sys.exit(run_check(*check, data))
+
+
+def load_check(ap, baseline):
+    """(baseline path, its results, the goals) for --check, or an error."""
+    path = baseline or G.newest_baseline()
+    if not path:
+        ap.error("--check: no committed full run in bench/results to compare with; name a BASELINE.json")
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        return path, old, G.load()
+    except (OSError, ValueError, G.GoalsError) as e:
+        ap.error(f"--check: {e}")
+
+
+def run_check(path, old, goals, new):
+    """Prints the comparison with the baseline; the exit status."""
+    print(f"\n----- check against {path} -----\n")
+    why = G.incompatible(old, new)
+    if why:
+        print(f"bench/compare: cannot compare with {path}: {why}", file=sys.stderr)
+        return 2
+    failures, notes = G.check(old, new, goals)
+    for line in notes + failures:
+        print(line)
+    if failures:
+        print(f"bench/compare: {len(failures)} regression(s) or goal(s) not met against {path}", file=sys.stderr)
+        return 1
+    print(f"no regression against {path}, every enforced goal met")
+    return 0
+
+
+def diff_main(argv):
+    """`compare.py --diff OLD.json NEW.json`: both runs' ratios side by side,
+    then what --check would say; exit 1 where --check would fail."""
+    if len(argv) != 2:
+        print("usage: bench/compare.py --diff OLD.json NEW.json", file=sys.stderr)
+        return 2
+    try:
+        runs = []
+        for path in argv:
+            with open(path) as f:
+                runs.append(json.load(f))
+        goals = G.load()
+    except (OSError, ValueError, G.GoalsError) as e:
+        print(f"bench/compare.py: {e}", file=sys.stderr)
+        return 2
+    old, new = runs
+    print("\n".join(G.diff_table(old, new, goals)))
+    why = G.incompatible(old, new)
+    if why:
+        print(f"\nnot comparable: {why}")
+        return 2
+    failures, notes = G.check(old, new, goals)
+    if notes or failures:
+        print()
+    for line in notes + failures:
+        print(line)
+    return 1 if failures else 0
 
 
 def summarise(rows, results, sizes, chosen):
@@ -513,6 +584,8 @@ def markdown(data, svg_name):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--diff"]:
+        sys.exit(diff_main(sys.argv[2:]))
     try:
         main()
     except D.Interrupted as e:

@@ -722,3 +722,31 @@ pub fn error_blocks(stderr: &str) -> Vec<String> {
     }
     blocks
 }
+
+/// The last component of a path (a store path's base name).
+pub fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Overwrites a file of a valid store path (as root), leaving it read-only.
+pub fn corrupt(path: &str, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod +w");
+    std::fs::write(path, contents).expect("overwrite");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).expect("chmod -w");
+}
+
+/// A NAR string: length, bytes, zero padding.
+pub fn nar_str(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+    out.extend(std::iter::repeat_n(0u8, (8 - b.len() % 8) % 8));
+}
+
+/// IsValidPath on `c`.
+pub fn is_valid_on(c: &mut proto_client::Client, path: &str) -> bool {
+    let request = proto_client::Wire::op(worker_protocol::Op::IsValidPath).str(path);
+    let outcome = c.call(&request).expect("IsValidPath");
+    assert!(outcome.is_ok(), "IsValidPath({path}): {:?}", outcome.result);
+    c.read_u64("valid").expect("IsValidPath's answer") != 0
+}

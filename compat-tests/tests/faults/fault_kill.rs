@@ -34,7 +34,7 @@
 //! `ARMITAGE_FAULT_SEED=<seed>` repeats them (the timing of the machine
 //! decides the rest).
 
-use compat_tests::{Rng, armitage_verify, make_tree, nix_verify};
+use compat_tests::{Rng, armitage_verify, base_name, make_tree, nix_verify, text};
 use rusqlite::OptionalExtension;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -148,16 +148,8 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn lines(b: &[u8]) -> BTreeSet<String> {
     text(b).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
-}
-
-fn base_name(path: &str) -> &str {
-    path.rsplit('/').next().expect("a store path")
 }
 
 fn kill_9(pid: u32) {

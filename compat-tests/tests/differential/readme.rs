@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use testkit::{Nix, NixVersion, armitage_bin, output};
 
-const README_DAEMON: &str = "<!-- run by compat-tests/tests/readme.rs: the daemon -->";
-const README_FIRST_BUILD: &str = "<!-- run by compat-tests/tests/readme.rs: the first build -->";
+const README_DAEMON: &str = "<!-- run by compat-tests/tests/differential/readme.rs: the daemon -->";
+const README_FIRST_BUILD: &str = "<!-- run by compat-tests/tests/differential/readme.rs: the first build -->";
 const CARGO_RUN: &str = "cargo run --release -p armitage --";
 
 fn repo_file(name: &str) -> String {

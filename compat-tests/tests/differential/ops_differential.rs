@@ -28,8 +28,8 @@
 //! runs, `OPS_DIFF_DUMP=<dir>` writes both runs, normalised, to
 //! `<dir>/armitage.txt` and `<dir>/nix.txt`.
 
-use compat_tests::make_tree;
 use compat_tests::proto_client::{AfterError, Client, ClientError, Options, Outcome, Token, Value, Wire, export_record, export_stream};
+use compat_tests::{base_name, make_tree};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -152,10 +152,6 @@ impl Ctx {
     fn hash_part<'a>(&self, p: &'a str) -> &'a str {
         &p[self.dir.as_str().len() + 1..][..32]
     }
-}
-
-fn base_name(p: &str) -> &str {
-    p.rsplit('/').next().unwrap_or(p)
 }
 
 /// An input-addressed-looking path whose hash part is derived from `seed`.

@@ -15,6 +15,7 @@
 //! (another folder) is mounted over CppNix's store dir. That needs root
 //! and `unshare`; without them the hook tests are skipped (and say why).
 
+use compat_tests::text;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,10 +39,6 @@ let
   dep = mk "rb-dep" {} "echo \"dep from $src\" > $out";
 in mk "rb-top" { inherit dep; } "echo \"top on $dep\" > $out" // { inherit dep; }
 "#;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// `'...'` for sh.
 fn quote(s: impl AsRef<str>) -> String {

@@ -5,6 +5,7 @@
 //! beside nix-daemon, is in daemon_commands.rs; `allowed-users` in
 //! daemon_modes.rs.)
 
+use compat_tests::text;
 use compat_tests::users::{as_user, untrusted_user};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -64,10 +65,6 @@ impl Setup {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         f.to_string_lossy().into_owned()
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// `/bin/sh` exists on the host but not in a sandbox whose `sandbox-paths`

@@ -15,7 +15,7 @@
 //! and each writes a marker file named after its derivation into a folder
 //! outside the store, so a test sees which derivations were built.
 
-use compat_tests::path_info_by_path;
+use compat_tests::{path_info_by_path, text};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -75,10 +75,6 @@ fn client(daemon: &Daemon, store: &TestStore, nix: &Nix, tool: &str) -> Command 
         cmd.args(["--extra-experimental-features", "nix-command"]);
     }
     cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The `error:` lines of a client's stderr (continuation lines left out),

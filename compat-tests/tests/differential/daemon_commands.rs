@@ -5,6 +5,7 @@
 //! ([`compat_tests::PathMap`]; registration times are never compared, and
 //! anything else left out is named where it is).
 
+use compat_tests::base_name;
 use compat_tests::users::{as_user, untrusted_user};
 use compat_tests::{Side, Twins, export_record, export_stream, make_tree};
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,10 +120,6 @@ fn chain(tw: &Twins) -> Chain {
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"))
-}
-
-fn base_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// The store paths (of `dir`) named in `text`, in order of appearance.

@@ -21,6 +21,7 @@
 //! of .config/nextest.toml, and [`BUILD_USERS`] under `cargo test`); the
 //! others set `build-users-group =` (builds run as root).
 
+use compat_tests::corrupt;
 use compat_tests::{Side, Twins, error_blocks, nix_verify, strip_ansi, text};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -931,14 +932,6 @@ fn timeout_and_max_silent_time() {
 
 // ---------------------------------------------------------------------------
 // 9. --repair.
-
-/// Overwrites a file of a valid store path (as root).
-fn corrupt(path: &str, contents: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod +w");
-    std::fs::write(path, contents).expect("overwrite");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).expect("chmod -w");
-}
 
 #[test]
 fn repair_restores_corrupted_outputs() {

@@ -8,6 +8,7 @@
 //!   connections (temp roots) never take a path a live client holds or an
 //!   indirect root names, and every client's operation succeeds.
 
+use compat_tests::is_valid_on;
 use compat_tests::proto_client::{Client, Wire};
 use std::path::Path;
 use std::process::Stdio;
@@ -91,13 +92,6 @@ fn add_text(c: &mut Client, name: &str, text: &str, refs: &[&str]) -> String {
     let outcome = c.call(&Wire::op(Op::AddTextToStore).str(name).str(text).strings(refs)).expect("AddTextToStore");
     assert!(outcome.is_ok(), "AddTextToStore({name}): {:?}", outcome.result);
     c.read_string("path").expect("AddTextToStore's path")
-}
-
-/// IsValidPath on `c`.
-fn is_valid_on(c: &mut Client, path: &str) -> bool {
-    let outcome = c.call(&Wire::op(Op::IsValidPath).str(path)).expect("IsValidPath");
-    assert!(outcome.is_ok(), "IsValidPath({path}): {:?}", outcome.result);
-    c.read_u64("valid").expect("IsValidPath's answer") != 0
 }
 
 #[test]

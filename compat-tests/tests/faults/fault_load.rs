@@ -35,9 +35,9 @@
 //! staging directories or build directories are left; and the daemon still
 //! serves adds and builds.
 
-use compat_tests::Rng;
 use compat_tests::process::{mem, mib, open_fds, threads};
 use compat_tests::proto_client::{Client, Options, Wire, WirePathInfo};
+use compat_tests::{Rng, nar_str};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
@@ -177,12 +177,6 @@ impl Stats {
 }
 
 // --- NARs and paths -----------------------------------------------------------------
-
-fn nar_str(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-    out.extend_from_slice(b);
-    out.extend(std::iter::repeat_n(0u8, (8 - b.len() % 8) % 8));
-}
 
 /// The NAR of one regular file.
 fn nar_file(contents: &[u8], executable: bool) -> Vec<u8> {

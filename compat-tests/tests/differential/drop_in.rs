@@ -16,6 +16,7 @@
 //! `preferLocalBuild` (nix-daemon 2.26 offers other builds to its build
 //! hook, which cannot start here).
 
+use compat_tests::corrupt;
 use compat_tests::{Side, Twins, strip_ansi, text};
 use std::path::PathBuf;
 use std::process::Output;
@@ -314,14 +315,6 @@ fn without_auto_links(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Overwrites the one file of a valid store path (as root).
-fn corrupt(path: &str, contents: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod +w");
-    std::fs::write(path, contents).expect("overwrite");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).expect("chmod -w");
 }
 
 /// Deleting specific paths: what keeps a path alive is a root or a valid

@@ -11,6 +11,7 @@
 //! The clients here speak the protocol from raw sockets
 //! (/work/shared/docs/worker-protocol.md), so that they can stop anywhere.
 
+use compat_tests::nar_str;
 use compat_tests::process::{mem, mib, open_fds, threads};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -109,13 +110,6 @@ impl Msg {
         let m = if data.is_empty() { self } else { self.u64(data.len() as u64).raw(data) };
         m.u64(0)
     }
-}
-
-/// A NAR string: length, bytes, zero padding.
-fn nar_str(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-    out.extend_from_slice(b);
-    out.extend(std::iter::repeat_n(0u8, (8 - b.len() % 8) % 8));
 }
 
 fn nar_strs(out: &mut Vec<u8>, items: &[&[u8]]) {

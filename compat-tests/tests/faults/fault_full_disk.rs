@@ -7,6 +7,7 @@
 //!
 //! Needs root (to mount); otherwise the test prints why and returns.
 
+use compat_tests::text;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -84,10 +85,6 @@ fn random_bytes(seed: u64, len: u64) -> Vec<u8> {
     }
     v.truncate(len as usize);
     v
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn says_no_space(s: &str) -> bool {

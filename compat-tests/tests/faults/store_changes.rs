@@ -8,7 +8,7 @@
 //! armitage's alone (CppNix does not notice a removed roots file).
 
 use compat_tests::proto_client::{Client, Options, Wire};
-use compat_tests::{Side, Twins};
+use compat_tests::{Side, Twins, is_valid_on};
 use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, run, write_file};
 
@@ -35,12 +35,6 @@ fn connect(tw: &Twins, side: Side) -> Client {
     let (mut c, _) = Client::connect(&tw.daemon(side).socket, 34).expect("connect");
     c.set_options(&Options::default()).expect("SetOptions");
     c
-}
-
-fn is_valid_on(c: &mut Client, path: &str) -> bool {
-    let outcome = c.call(&Wire::op(Op::IsValidPath).str(path)).expect("IsValidPath");
-    assert!(outcome.is_ok(), "IsValidPath({path}): {:?}", outcome.result);
-    c.read_u64("valid").expect("IsValidPath's answer") != 0
 }
 
 /// Both sides must have answered alike.
