@@ -18,6 +18,7 @@
 use crate::Error;
 use crate::file;
 use crate::http::{Client, Fetched};
+pub use crate::http::Upload;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -310,14 +311,6 @@ impl BinaryCache {
             .map(Some)
             .map_err(|_| Error::Download { url, why: "not UTF-8 text".into() })
     }
-}
-
-/// A file to write into a cache.
-pub enum Upload<'a> {
-    Bytes(&'a [u8]),
-    /// A file staged in [`BinaryCache::staging_dir`]: moved into place in a
-    /// `file://` cache, sent (and left for the caller) to an HTTP one.
-    Staged(&'a Path),
 }
 
 /// A name for a temporary file no other thread or process picks.

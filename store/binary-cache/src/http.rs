@@ -14,6 +14,7 @@
 
 use crate::Error;
 use crate::decompress::{Decoder, Method};
+use std::path::Path;
 use std::io::{self, Read};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -156,13 +157,13 @@ impl Client {
     }
 
     /// Uploads `body` to `url` (`PUT`).
-    pub fn put(&self, url: &str, body: crate::cache::Upload<'_>, content_type: &str) -> Result<(), Error> {
+    pub fn put(&self, url: &str, body: Upload<'_>, content_type: &str) -> Result<(), Error> {
         let _slot = self.slots.acquire();
         let upload_error = |why: String| Error::Upload { url: url.to_owned(), why };
         let request = self.agent.put(url).header("content-type", content_type);
         let sent = match body {
-            crate::cache::Upload::Bytes(bytes) => request.send(bytes),
-            crate::cache::Upload::Staged(path) => {
+            Upload::Bytes(bytes) => request.send(bytes),
+            Upload::Staged(path) => {
                 let file = std::fs::File::open(path).map_err(|e| upload_error(format!("opening '{}': {e}", path.display())))?;
                 request.send(file)
             }
@@ -229,4 +230,12 @@ impl Drop for SlotGuard {
         *used -= 1;
         self.0.freed.notify_one();
     }
+}
+
+/// A file to write into a cache.
+pub enum Upload<'a> {
+    Bytes(&'a [u8]),
+    /// A file staged in `BinaryCache::staging_dir`: moved into place in a
+    /// `file://` cache, sent (and left for the caller) to an HTTP one.
+    Staged(&'a Path),
 }

@@ -59,15 +59,6 @@ pub fn delete_path(path: &Path) -> Result<u64> {
     Ok(freed)
 }
 
-/// Whether `file` (open here) is still the file at `path`: not unlinked,
-/// not replaced by another file of the same name (a state dir wiped and
-/// made again, a database restored from a backup). A file with no links
-/// left is gone even if its inode number came back for a new file.
-pub(crate) fn still_at(file: &std::fs::File, path: &Path) -> bool {
-    let (Ok(open), Ok(on_disk)) = (file.metadata(), std::fs::metadata(path)) else { return false };
-    open.nlink() > 0 && open.dev() == on_disk.dev() && open.ino() == on_disk.ino()
-}
-
 fn freed_by(meta: &std::fs::Metadata) -> u64 {
     if meta.nlink() <= 2 { meta.len() } else { 0 }
 }

@@ -311,7 +311,7 @@ impl LocalStore {
     /// in each connection's process, so each client sees the store as it is
     /// on disk when it connects; [`LiveStore`] gives a daemon the same.
     pub fn database_replaced(&self) -> bool {
-        !fs_util::still_at(&self.shared.db_file, &self.shared.config.state_dir.join("db/db.sqlite"))
+        !lock::still_at(&self.shared.db_file, &self.shared.config.state_dir.join("db/db.sqlite"))
     }
 
     pub fn config(&self) -> &LocalStoreConfig {

@@ -13,6 +13,7 @@ use rustix::fs::{FlockOperation, Mode, OFlags};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Lock modes, as CppNix's `LockType`.
@@ -88,9 +89,9 @@ impl LockFile {
     }
 
     /// Whether the open file is still the one at its path (see
-    /// [`super::fs_util::still_at`]).
+    /// [`still_at`]).
     pub fn is_current(&self) -> bool {
-        super::fs_util::still_at(&self.file, &self.path)
+        still_at(&self.file, &self.path)
     }
 
     /// Whether the file has been marked stale (non-empty) by a deleter.
@@ -172,6 +173,15 @@ impl Drop for PathLocks {
             }
         }
     }
+}
+
+/// Whether `file` (open here) is still the file at `path`: not unlinked,
+/// not replaced by another file of the same name (a state dir wiped and
+/// made again, a database restored from a backup). A file with no links
+/// left is gone even if its inode number came back for a new file.
+pub(crate) fn still_at(file: &std::fs::File, path: &Path) -> bool {
+    let (Ok(open), Ok(on_disk)) = (file.metadata(), std::fs::metadata(path)) else { return false };
+    open.nlink() > 0 && open.dev() == on_disk.dev() && open.ino() == on_disk.ino()
 }
 
 #[cfg(test)]
