@@ -434,15 +434,8 @@ fn fallback_path(store: &LocalStore, drv_path: &StorePath, what: &str, name: &st
         .map_err(|e| BuildError::Other(e.to_string()))
 }
 
-/// The log file of a derivation: `<log dir>/drvs/<2 chars>/<rest>.bz2`.
-pub fn log_path(store: &LocalStore, drv_path: &StorePath) -> PathBuf {
-    let base = drv_path.to_string();
-    let (a, b) = base.split_at(2);
-    store.config().log_dir.join("drvs").join(a).join(format!("{b}.bz2"))
-}
-
 fn open_log(store: &LocalStore, drv_path: &StorePath, limit: u64) -> Result<BuildLog, BuildError> {
-    let path = log_path(store, drv_path);
+    let path = store.build_log_path(drv_path);
     BuildLog::create(&path, 10, limit).map_err(|e| BuildError::Other(format!("creating the build log '{}': {e}", path.display())))
 }
 

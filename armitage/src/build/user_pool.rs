@@ -16,34 +16,6 @@ pub struct BuildUser {
     _lock: LockFile,
 }
 
-struct GroupEntry {
-    name: String,
-    gid: u32,
-    members: Vec<String>,
-}
-
-fn groups() -> Vec<GroupEntry> {
-    let text = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 4).then(|| GroupEntry {
-                name: f[0].to_owned(),
-                gid: f[2].parse().unwrap_or(u32::MAX),
-                members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
-            })
-        })
-        .collect()
-}
-
-fn uid_of(user: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 2 && f[0] == user).then(|| f[2].parse().ok()).flatten()
-    })
-}
-
 /// Why no build user could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum UserPoolError {
@@ -59,7 +31,7 @@ pub enum UserPoolError {
 
 /// Claims a free member of `group`, or `None` if all are busy.
 pub fn try_acquire(state_dir: &Path, group: &str, daemon_uid: u32) -> Result<Option<BuildUser>, UserPoolError> {
-    let all = groups();
+    let all = local_store::users::groups();
     let entry = all.iter().find(|g| g.name == group).ok_or_else(|| UserPoolError::NoGroup(group.to_owned()))?;
     if entry.members.is_empty() {
         return Err(UserPoolError::NoMembers(group.to_owned()));
@@ -67,7 +39,7 @@ pub fn try_acquire(state_dir: &Path, group: &str, daemon_uid: u32) -> Result<Opt
     let pool = state_dir.join("userpool");
     std::fs::create_dir_all(&pool).map_err(|e| UserPoolError::Io(format!("creating '{}': {e}", pool.display())))?;
     for member in &entry.members {
-        let Some(uid) = uid_of(member) else { continue };
+        let Some(uid) = local_store::users::user_uid(member) else { continue };
         if uid == daemon_uid {
             return Err(UserPoolError::DaemonIsMember(group.to_owned()));
         }
