@@ -9,7 +9,7 @@
 //! same path; and the daemon keeps serving afterwards.
 //!
 //! The clients here speak the protocol from raw sockets
-//! (/work/shared/docs/worker-protocol.md), so that they can stop anywhere.
+//! (the team notes worker-protocol.md), so that they can stop anywhere.
 
 use compat_tests::nar_str;
 use compat_tests::process::{mem, mib, open_fds, threads};

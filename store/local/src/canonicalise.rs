@@ -1,6 +1,6 @@
 //! Canonicalisation of new store objects before they become valid, as
 //! CppNix's `canonicalisePathMetaData` (src/libstore/posix-fs-canonicalise.cc;
-//! /work/shared/docs/local-store.md §4): only regular files, directories and
+//! the team notes local-store.md §4): only regular files, directories and
 //! symlinks; extended attributes removed except the ignored ones; permission
 //! bits 0444 or 0555 (0555 when the owner could execute); mtime 1; owned by
 //! the store's user. Walks with an explicit stack, so deep trees cannot

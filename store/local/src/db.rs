@@ -1,6 +1,6 @@
 //! The SQLite database `$state/db/db.sqlite`, opened and written the way
 //! CppNix does it (src/libstore/local-store.cc `openDB`, `registerValidPaths`;
-//! /work/shared/docs/local-store.md §2): the same PRAGMAs, WAL, a one-hour
+//! the team notes local-store.md §2): the same PRAGMAs, WAL, a one-hour
 //! busy timeout, and whole-transaction retries on SQLITE_BUSY; column values
 //! with CppNix's NULL conventions (NULL narSize for 0, NULL ultimate for
 //! false, NULL sigs when empty, base-16 `sha256:` NAR hashes, nix32 in `ca`).

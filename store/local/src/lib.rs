@@ -1,6 +1,6 @@
 //! The local store: a store directory, a state directory (SQLite database,
 //! locks, GC roots, temp roots) and a log directory, laid out and locked
-//! exactly as CppNix 2.8 and 2.26 do (/work/shared/docs/local-store.md), so
+//! exactly as CppNix 2.8 and 2.26 do (the team notes local-store.md), so
 //! armitage and CppNix processes can use the same store at the same time.
 //!
 //! The file system side of NARs (dumping a tree, unpacking one, hashing and

@@ -1,6 +1,6 @@
 //! CppNix's lock protocols, all BSD `flock(2)` so that armitage and CppNix
 //! processes exclude each other on a shared store (CppNix
-//! src/libstore/unix/pathlocks.cc; /work/shared/docs/local-store.md §3):
+//! src/libstore/unix/pathlocks.cc; the team notes local-store.md §3):
 //! lock files are opened `O_RDWR|O_CREAT|O_CLOEXEC` with mode 0600, and a
 //! per-path lock file that its holder deleted is marked stale by writing one
 //! byte into it, so a waiter that then acquires it sees a non-zero size and

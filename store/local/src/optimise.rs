@@ -1,5 +1,5 @@
 //! Deduplication by hard links under `$store/.links`, as CppNix's
-//! optimise-store.cc (/work/shared/docs/local-store.md §6): each regular
+//! optimise-store.cc (the team notes local-store.md §6): each regular
 //! file or symlink is named in `.links` by the nix32 SHA-256 of its NAR
 //! serialisation (so the executable bit is part of the key), and replaced by
 //! a hard link to that entry through an atomic rename.

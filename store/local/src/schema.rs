@@ -1,6 +1,6 @@
 //! The SQL of CppNix's store database, schema version 10, identical in
 //! structure to CppNix 2.8's and 2.26's `schema.sql` and
-//! `ca-specific-schema.sql` (see /work/shared/docs/local-store.md §2), so
+//! `ca-specific-schema.sql` (see the team notes local-store.md §2), so
 //! either daemon can open what the other created.
 
 /// Value of `$state/db/schema`.

@@ -1,5 +1,5 @@
 //! Temporary GC roots, with CppNix's protocol (src/libstore/gc.cc
-//! `addTempRoot`; /work/shared/docs/local-store.md §3.3–3.4): each process
+//! `addTempRoot`; the team notes local-store.md §3.3–3.4): each process
 //! appends NUL-terminated store paths to `$state/temproots/<pid>`, which it
 //! holds exclusively locked for its lifetime. While a collector holds
 //! `gc.lock` exclusively, a new root is also sent over `gc-socket/socket` and

@@ -1,6 +1,6 @@
 //! The Nix worker protocol spoken over the daemon socket (CppNix
 //! src/libstore/worker-protocol*.{hh,cc}, daemon.cc; the reference is
-//! /work/shared/docs/worker-protocol.md): primitive encodings, framed
+//! the team notes worker-protocol.md): primitive encodings, framed
 //! streams, the request decoder for every operation at every protocol minor
 //! from 1.10, and the encoders for replies and the stderr (logger) channel.
 //!

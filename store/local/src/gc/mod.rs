@@ -1,5 +1,5 @@
 //! Garbage collection by reachability, following CppNix 2.26's
-//! `collectGarbage` (src/libstore/gc.cc; /work/shared/docs/local-store.md
+//! `collectGarbage` (src/libstore/gc.cc; the team notes local-store.md
 //! §7): under an exclusive `gc.lock`, with a roots server for clients that
 //! add temp roots meanwhile, every store entry is examined through the
 //! closure of its referrers (plus derivation/deriver edges per
