@@ -2,7 +2,7 @@
 //! run, with the same defaults and environment variables; `--home DIR` runs
 //! a private one with embedded defaults and prints how to point Nix at it.
 
-use super::GlobalOpts;
+use super::global::GlobalOpts;
 use anyhow::{Context, Result};
 use armitage::config::Config;
 use armitage::daemon::{self, DaemonState, Trust};

@@ -1,6 +1,6 @@
 //! `armitage derivation show` (= `nix derivation show`, Nix 2.26's JSON).
 
-use super::GlobalOpts;
+use super::global::GlobalOpts;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ impl DerivationCommand {
         let store = g.open_store()?;
         let mut parsed = Vec::new();
         for d in &drvs {
-            let path = super::resolve_store_path(&store, d)?;
+            let path = super::global::resolve_store_path(&store, d)?;
             anyhow::ensure!(path.is_derivation(), "'{}' is not a derivation", store.display(&path));
             let real = store.real_path(&path);
             let text = std::fs::read(&real).with_context(|| format!("reading '{}'", real.display()))?;

@@ -1,7 +1,7 @@
 //! `armitage nar`: `dump` (= `nix-store --dump`), `cat` and `ls`
 //! (= `nix nar cat` / `nix nar ls`).
 
-use super::GlobalOpts;
+use super::global::GlobalOpts;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! `armitage path-info` (= `nix path-info`): what the store records about
 //! paths, as text or as the JSON Nix 2.26 prints.
 
-use super::GlobalOpts;
+use super::global::GlobalOpts;
 use anyhow::Result;
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -38,7 +38,7 @@ impl PathInfoArgs {
         let store = g.open_store()?;
         let mut paths = BTreeSet::new();
         for p in &self.paths {
-            let sp = super::resolve_store_path(&store, p)?;
+            let sp = super::global::resolve_store_path(&store, p)?;
             if !store.is_valid(&sp)? {
                 anyhow::bail!("path '{}' is not valid", store.display(&sp));
             }

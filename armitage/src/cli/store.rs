@@ -1,7 +1,7 @@
 //! `armitage store`: add, verify, gc, optimise (= `nix-store --add`,
 //! `--add-fixed`, `--verify`, `--gc`, `--delete`, `--optimise`).
 
-use super::GlobalOpts;
+use super::global::GlobalOpts;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -153,7 +153,7 @@ fn gc(g: &GlobalOpts, args: GcArgs) -> Result<ExitCode> {
     } else if !args.delete.is_empty() {
         let mut paths = BTreeSet::new();
         for p in &args.delete {
-            paths.insert(super::resolve_store_path(&store, p)?);
+            paths.insert(super::global::resolve_store_path(&store, p)?);
         }
         GcAction::DeleteSpecific(paths)
     } else {

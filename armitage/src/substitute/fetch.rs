@@ -14,7 +14,7 @@
 use super::cache::BinaryCache;
 use super::decompress::{Decoder, Method};
 use super::http::Client;
-use super::SubstituteError;
+use super::error::SubstituteError;
 use std::io::{self, BufReader, Read};
 use store::hash::{Algorithm, Encoding, Hash, HashSink};
 use local_store::{AddOptions, LocalStore};

@@ -4,7 +4,8 @@
 //! are in ([`Substituters::fetch_all`]). CppNix does the same with one
 //! `PathSubstitutionGoal` per path waiting on its references' goals.
 
-use super::{SubstituteError, Substitutable, Substituters, parallel_map};
+use super::error::SubstituteError;
+use super::{Substitutable, Substituters, parallel_map};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Condvar, Mutex};
 use local_store::LocalStore;

@@ -500,3 +500,23 @@ fn quoted(s: &mut Vec<u8>, v: &[u8]) {
     }
     s.push(b'"');
 }
+
+impl Derivation {
+    /// Parses a `.drv` file's contents; `name` is the derivation's name
+    /// (see [`super::name_from_drv_path`]).
+    pub fn parse(store_dir: &StoreDir, aterm: &[u8], name: &str) -> Result<Derivation, ParseError> {
+        parse(store_dir, aterm, name)
+    }
+
+    /// Parses the `.drv` file at `drv_path`, taking the name from the path.
+    pub fn parse_at(store_dir: &StoreDir, aterm: &[u8], drv_path: &StorePath) -> Result<Derivation, DerivationError> {
+        let name = super::name_from_drv_path(drv_path)?;
+        parse(store_dir, aterm, name)
+            .map_err(|source| DerivationError::Parse { path: store_dir.display(drv_path), source })
+    }
+
+    /// The ATerm text CppNix writes to the `.drv` file (`unparse`).
+    pub fn to_aterm(&self, store_dir: &StoreDir) -> Result<Vec<u8>, DerivationError> {
+        print(self, store_dir, Mode::Plain)
+    }
+}

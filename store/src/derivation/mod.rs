@@ -34,7 +34,7 @@ pub use placeholder::{DownstreamPlaceholder, hash_placeholder};
 
 use crate::content_address::{ContentAddress, ContentAddressMethod};
 use crate::hash::Algorithm;
-use crate::store_path::{DRV_EXTENSION, StoreDir, StorePath, StorePathError};
+use crate::store_path::{DRV_EXTENSION, StorePath, StorePathError};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A store derivation. Collections are ordered as CppNix orders them (by
@@ -175,24 +175,6 @@ pub enum DerivationError {
 }
 
 impl Derivation {
-    /// Parses a `.drv` file's contents; `name` is the derivation's name
-    /// (see [`name_from_drv_path`]).
-    pub fn parse(store_dir: &StoreDir, aterm: &[u8], name: &str) -> Result<Derivation, ParseError> {
-        aterm::parse(store_dir, aterm, name)
-    }
-
-    /// Parses the `.drv` file at `drv_path`, taking the name from the path.
-    pub fn parse_at(store_dir: &StoreDir, aterm: &[u8], drv_path: &StorePath) -> Result<Derivation, DerivationError> {
-        let name = name_from_drv_path(drv_path)?;
-        aterm::parse(store_dir, aterm, name)
-            .map_err(|source| DerivationError::Parse { path: store_dir.display(drv_path), source })
-    }
-
-    /// The ATerm text CppNix writes to the `.drv` file (`unparse`).
-    pub fn to_aterm(&self, store_dir: &StoreDir) -> Result<Vec<u8>, DerivationError> {
-        aterm::print(self, store_dir, aterm::Mode::Plain)
-    }
-
     /// The kind of derivation its outputs make, or why they make none.
     pub fn derivation_type(&self) -> Result<DerivationType, DerivationError> {
         let (mut ia, mut fixed, mut floating, mut deferred, mut impure) = (0, 0, 0, 0, 0);

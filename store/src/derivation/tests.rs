@@ -2,6 +2,7 @@ use super::aterm::{MAX_DYNAMIC_DEPTH, ParseErrorKind};
 use super::*;
 use crate::content_address::FileIngestionMethod;
 use crate::hash::Hash;
+use crate::store_path::StoreDir;
 
 const DRV: &str = "/nix/store/00000000000000000000000000000000-dep.drv";
 

@@ -57,13 +57,6 @@ impl Algorithm {
     pub const fn base64_len(self) -> usize {
         self.size().div_ceil(3) * 4
     }
-
-    /// Hashes a byte string in one go.
-    pub fn digest(self, data: impl AsRef<[u8]>) -> Hash {
-        let mut sink = HashSink::new(self);
-        sink.update(data.as_ref());
-        sink.finish().0
-    }
 }
 
 impl fmt::Display for Algorithm {

@@ -133,3 +133,12 @@ impl<R: io::BufRead> io::BufRead for HashingBufReader<R> {
         self.inner.consume(amt);
     }
 }
+
+impl Algorithm {
+    /// Hashes a byte string in one go.
+    pub fn digest(self, data: impl AsRef<[u8]>) -> Hash {
+        let mut sink = HashSink::new(self);
+        sink.update(data.as_ref());
+        sink.finish().0
+    }
+}

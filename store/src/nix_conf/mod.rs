@@ -22,6 +22,7 @@ mod host;
 pub mod parser;
 mod settings;
 mod value;
+mod warning;
 
 pub use env::ConfigEnv;
 pub use features::ExperimentalFeature;
@@ -29,34 +30,9 @@ pub use host::Host;
 pub use parser::{Assignment, ParseError};
 pub use settings::{CACHE_NIXOS_ORG_KEY, SETTINGS, SettingInfo, Settings, is_known, lookup};
 pub use value::{SandboxMode, SettingError};
+pub use warning::Warning;
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-
-/// Something CppNix would warn about while reading configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Warning {
-    UnknownSetting(String),
-    UnknownExperimentalFeature(String),
-    NeedsExperimentalFeature { setting: String, feature: ExperimentalFeature },
-    UnreadableFile { path: PathBuf, error: String },
-}
-
-/// CppNix's wording where it has one.
-impl fmt::Display for Warning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Warning::UnknownSetting(name) => write!(f, "unknown setting '{name}'"),
-            Warning::UnknownExperimentalFeature(name) => write!(f, "unknown experimental feature '{name}'"),
-            Warning::NeedsExperimentalFeature { setting, feature } => {
-                write!(f, "Ignoring setting '{setting}' because experimental feature '{feature}' is not enabled")
-            }
-            Warning::UnreadableFile { path, error } => {
-                write!(f, "ignoring configuration file '{}', which cannot be read: {error}", path.display())
-            }
-        }
-    }
-}
+use std::path::Path;
 
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@
 //!
 //! Include cycles, which make CppNix recurse until it crashes, are errors.
 
-use super::Warning;
+use super::warning::Warning;
 use std::path::{Component, Path, PathBuf};
 
 /// Why a configuration file could not be parsed.

@@ -13,7 +13,7 @@
 //! client-side settings) are accepted without a warning and kept as text in
 //! [`Settings::ignored`]; any other name is an unknown setting.
 
-use super::Warning;
+use super::warning::Warning;
 use super::env::ConfigEnv;
 use super::features::ExperimentalFeature;
 use super::host::Host;

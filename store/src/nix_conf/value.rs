@@ -5,7 +5,7 @@
 //! the experimental feature set. The text form (`SettingValue::render`) is
 //! what `nix show-config` prints.
 
-use super::Warning;
+use super::warning::Warning;
 use super::features::ExperimentalFeature;
 use std::collections::BTreeSet;
 use std::fmt;

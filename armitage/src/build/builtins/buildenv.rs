@@ -24,7 +24,8 @@
 //! Directories are read in the order the file system gives, as CppNix
 //! does: when several files collide, the first one found is reported.
 
-use super::{Context, arg, sys_error};
+use super::context::Context;
+use super::messages::{arg, sys_error};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io::Read;

@@ -18,7 +18,8 @@
 //! A `channelName` with a `/` is refused, as Nix 2.24.7 and later do (older
 //! Nix renamed the entry wherever the name led).
 
-use super::{Context, arg, sys_error};
+use super::context::Context;
+use super::messages::{arg, sys_error};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;

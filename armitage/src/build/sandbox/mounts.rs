@@ -8,7 +8,7 @@
 //! [`super::prepare`] has made the mount points already, so this is mostly
 //! mount calls; a missing mount point is still made here.
 
-use super::{in_root, is_in_store, SandboxSpec};
+use super::spec::{SandboxSpec, in_root, is_in_store};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use std::collections::BTreeMap;

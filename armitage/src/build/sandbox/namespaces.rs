@@ -8,7 +8,7 @@
 //! process, so it unshares in place (the parent knows its pid and writes its
 //! maps) and forks once for the PID namespace.
 
-use super::SandboxSpec;
+use super::spec::SandboxSpec;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::process::{Pid, Signal};
 use std::io::Write;

@@ -5,12 +5,12 @@
 //! Making the mount points here leaves only mount calls to the child.
 
 use super::mounts::{all_binds, has_own_dev, make_mount_point};
-use super::{in_root, SandboxSpec, BUILD_DIR_IN_SANDBOX};
+use super::spec::{BUILD_DIR_IN_SANDBOX, SandboxSpec, check_absolute, check_spec, in_root};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 pub(super) fn prepare(spec: &SandboxSpec, non_dir_inputs: &[std::path::PathBuf]) -> Result<(), String> {
-    super::check_spec(spec)?;
+    check_spec(spec)?;
     let root = &spec.root;
     let as_root = rustix::process::geteuid().is_root();
     let chown_to_build_group = |path: &Path| -> Result<(), String> {
@@ -97,7 +97,7 @@ pub(super) fn prepare(spec: &SandboxSpec, non_dir_inputs: &[std::path::PathBuf])
         let Some(input_str) = input.to_str() else {
             return Err(format!("input path '{}' is not valid UTF-8", input.display()));
         };
-        super::check_absolute("the input path", input)?;
+        check_absolute("the input path", input)?;
         link_or_copy(input, &in_root(root, input_str))?;
     }
     Ok(())

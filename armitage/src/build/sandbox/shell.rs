@@ -88,7 +88,7 @@ fn shell_entries(shell: &Path) -> Result<BTreeSet<String>, String> {
 /// than "executing '/bin/sh': No such file or directory", when nothing in
 /// `sandbox-paths` puts a shell there (the store never does).
 pub fn check_builder(builder: &str, sandbox_paths: &BTreeSet<String>) -> Result<(), String> {
-    let provides_sh = sandbox_paths.iter().filter_map(|e| super::BindMount::parse(e)).any(|b| {
+    let provides_sh = sandbox_paths.iter().filter_map(|e| super::spec::BindMount::parse(e)).any(|b| {
         let target = b.target.trim_end_matches('/');
         (target == "/bin/sh" || target == "/bin") && (b.source.exists() || !b.optional)
     });
