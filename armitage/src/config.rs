@@ -89,7 +89,9 @@ impl Config {
     /// Parses the file's text; an error is its line and a one-line message.
     pub fn parse(text: &str) -> Result<Config, (usize, String)> {
         toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(1, |s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            let line = e
+                .span()
+                .map_or(1, |s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
             (line, e.message().trim().replace('\n', " "))
         })
     }

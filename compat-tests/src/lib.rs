@@ -8,9 +8,9 @@ pub mod process;
 pub mod proto_client;
 pub mod users;
 
+use local_store::{LocalStore, LocalStoreConfig};
 use serde_json::{Map, Value};
 use std::path::Path;
-use local_store::{LocalStore, LocalStoreConfig};
 use store::store_path::StoreDir;
 use testkit::{Nix, NixVersion, TestStore};
 
@@ -90,7 +90,9 @@ pub fn nix_path_info(store: &TestStore, nix: &Nix, paths: &[String]) -> Map<Stri
         serde_json::from_str(&testkit::run(cmd.args(paths))).expect("nix path-info prints JSON")
     };
     match nix.version {
-        NixVersion::V2_26 => query(&paths.iter().collect::<Vec<_>>(), false).as_object().expect("2.26 prints an object").clone(),
+        NixVersion::V2_26 => {
+            query(&paths.iter().collect::<Vec<_>>(), false).as_object().expect("2.26 prints an object").clone()
+        }
         NixVersion::V2_8 => {
             // 2.8 takes a `.drv` argument to mean its outputs unless told `--derivation`,
             // which in turn refuses paths without a deriver: ask separately.

@@ -19,7 +19,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 use worker_protocol::stderr::{
-    STDERR_ERROR, STDERR_LAST, STDERR_NEXT, STDERR_READ, STDERR_RESULT, STDERR_START_ACTIVITY, STDERR_STOP_ACTIVITY, STDERR_WRITE,
+    STDERR_ERROR, STDERR_LAST, STDERR_NEXT, STDERR_READ, STDERR_RESULT, STDERR_START_ACTIVITY, STDERR_STOP_ACTIVITY,
+    STDERR_WRITE,
 };
 use worker_protocol::{Field, Op, WORKER_MAGIC_1, WORKER_MAGIC_2};
 
@@ -62,7 +63,9 @@ impl std::error::Error for ClientError {}
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         match e.kind() {
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ClientError::Closed,
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                ClientError::Closed
+            }
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
             _ => ClientError::Io(e),
         }
@@ -194,7 +197,13 @@ impl std::fmt::Display for Token {
             Value::U64(v) => write!(f, "{}: {v} ({v:#x})", self.label),
             Value::Bytes(b) => write!(f, "{}: {:?}", self.label, String::from_utf8_lossy(b)),
             Value::Raw(b) => {
-                write!(f, "{}: {} raw bytes, sha256 {}", self.label, b.len(), store::hash::Algorithm::Sha256.digest(b).to_base16())
+                write!(
+                    f,
+                    "{}: {} raw bytes, sha256 {}",
+                    self.label,
+                    b.len(),
+                    store::hash::Algorithm::Sha256.digest(b).to_base16()
+                )
             }
         }
     }
@@ -267,7 +276,12 @@ impl Outcome {
 
     /// The STDERR_WRITE data, concatenated.
     pub fn written(&self) -> Vec<u8> {
-        self.messages.iter().filter_map(|m| if let Stderr::Write(d) = m { Some(d.as_slice()) } else { None }).flatten().copied().collect()
+        self.messages
+            .iter()
+            .filter_map(|m| if let Stderr::Write(d) = m { Some(d.as_slice()) } else { None })
+            .flatten()
+            .copied()
+            .collect()
     }
 }
 
@@ -414,7 +428,15 @@ impl Client {
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         stream.set_write_timeout(Some(Duration::from_secs(30)))?;
         let reader = BufReader::new(stream.try_clone()?);
-        Ok(Client { stream, reader, minor: 0, transcript: Vec::new(), source: Vec::new(), source_pos: 0, read_chunk: usize::MAX })
+        Ok(Client {
+            stream,
+            reader,
+            minor: 0,
+            transcript: Vec::new(),
+            source: Vec::new(),
+            source_pos: 0,
+            read_chunk: usize::MAX,
+        })
     }
 
     /// Connects and shakes hands as a client of protocol 1.`minor` with no features.
@@ -736,7 +758,8 @@ impl Client {
                 }
             }
         }
-        let built_outputs = if self.minor >= 28 { self.read_string_map("drvOutputId", "realisation")? } else { Vec::new() };
+        let built_outputs =
+            if self.minor >= 28 { self.read_string_map("drvOutputId", "realisation")? } else { Vec::new() };
         Ok(WireBuildResult { status, error_msg, built_outputs })
     }
 
@@ -831,7 +854,12 @@ impl Client {
                         self.nar_str(nar)?;
                     }
                     b")" => return Ok(()),
-                    other => return Err(ClientError::Protocol(format!("NAR: unexpected {:?}", String::from_utf8_lossy(other)))),
+                    other => {
+                        return Err(ClientError::Protocol(format!(
+                            "NAR: unexpected {:?}",
+                            String::from_utf8_lossy(other)
+                        )));
+                    }
                 }
             },
             b"symlink" => {
@@ -850,7 +878,12 @@ impl Client {
                         self.nar_node(nar, depth + 1)?;
                         self.nar_expect(nar, b")")?;
                     }
-                    other => return Err(ClientError::Protocol(format!("NAR: unexpected {:?}", String::from_utf8_lossy(other)))),
+                    other => {
+                        return Err(ClientError::Protocol(format!(
+                            "NAR: unexpected {:?}",
+                            String::from_utf8_lossy(other)
+                        )));
+                    }
                 }
             },
             other => Err(ClientError::Protocol(format!("NAR: unknown node type {:?}", String::from_utf8_lossy(other)))),
@@ -866,7 +899,9 @@ impl Client {
         self.stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         match r {
             Ok(0) => Ok(true),
-            Ok(_) => Err(ClientError::Protocol(format!("unexpected byte {:#x} while waiting for the daemon to close", b[0]))),
+            Ok(_) => {
+                Err(ClientError::Protocol(format!("unexpected byte {:#x} while waiting for the daemon to close", b[0])))
+            }
             Err(e) => match ClientError::from(e) {
                 ClientError::Closed => Ok(true),
                 ClientError::Timeout => Ok(false),

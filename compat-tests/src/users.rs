@@ -84,4 +84,3 @@ pub fn as_user(cmd: &Command, (uid, gid): (u32, u32), home: &Path) -> Command {
         .args(cmd.get_args());
     user
 }
-

@@ -181,7 +181,9 @@ mod tests {
         let store: Box<dyn Store> = Box::new(Empty(dir.clone()));
         let path = dir.parse_path("/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-foo").unwrap();
         match store.query_referrers(&path) {
-            Err(Error::Unsupported { op, backend }) => assert_eq!((op, backend.as_str()), ("queryReferrers", "empty://")),
+            Err(Error::Unsupported { op, backend }) => {
+                assert_eq!((op, backend.as_str()), ("queryReferrers", "empty://"))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(

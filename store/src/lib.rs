@@ -10,15 +10,15 @@
 //! this one: the local store (`store/local`), the worker protocol
 //! (`store/worker-protocol`).
 
-pub mod hash;
+pub mod backend;
 pub mod content_address;
-pub mod store_path;
 pub mod derivation;
+pub mod hash;
+pub mod nar;
 pub mod narinfo;
-pub mod signing;
 pub mod nix_conf;
 pub mod path_info;
-pub mod nar;
-pub mod references;
 pub mod realisation;
-pub mod backend;
+pub mod references;
+pub mod signing;
+pub mod store_path;

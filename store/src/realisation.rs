@@ -115,7 +115,9 @@ mod tests {
         assert_eq!(r.id.output, "out");
         assert_eq!(
             r.to_json().to_string(),
-            format!(r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"hs9kx0i9r0s7k7qj3lqhyd7wv8h9jvl2-simple-b","signatures":[]}}"#)
+            format!(
+                r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"hs9kx0i9r0s7k7qj3lqhyd7wv8h9jvl2-simple-b","signatures":[]}}"#
+            )
         );
         assert_eq!(Realisation::from_json(&r.to_json().to_string(), "x").unwrap(), r);
         assert!(matches!(DrvOutput::parse("sha256:abc"), Err(RealisationError::BadId(_))));

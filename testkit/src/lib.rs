@@ -84,7 +84,8 @@ impl Nix {
         // raced each other to create it and the losers printed no version
         // ("'/nix/var/nix/db/schema' is corrupt", "database is busy").
         let nix = bin.join("nix");
-        let out = Command::new(&nix).arg("--version").output().map_err(|e| format!("{} cannot run: {e}", nix.display()))?;
+        let out =
+            Command::new(&nix).arg("--version").output().map_err(|e| format!("{} cannot run: {e}", nix.display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let v = text.trim().rsplit(' ').next().unwrap_or_default();
         if !out.status.success() || !v.starts_with(version.version_prefix()) {
@@ -145,7 +146,8 @@ impl TempDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         loop {
             let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
             let path = parent.join(format!("{prefix}{}-{n}-{nanos:08x}", std::process::id()));
             match std::fs::create_dir(&path) {
                 Ok(()) => return TempDir(path),
@@ -169,9 +171,9 @@ impl Drop for TempDir {
 /// The folder tests create their stores in: world-traversable so that build
 /// users can reach a store inside it.
 pub fn scratch_dir() -> PathBuf {
-    let dir = std::env::var_os("ARMITAGE_TEST_SCRATCH").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(format!("/var/tmp/armitage-tests-{}", real_uid()))
-    });
+    let dir = std::env::var_os("ARMITAGE_TEST_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/var/tmp/armitage-tests-{}", real_uid())));
     std::fs::create_dir_all(&dir).expect("create the test scratch dir");
     dir
 }
@@ -391,7 +393,10 @@ impl Daemon {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{name} exited ({status}) before listening:\n{}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
+                panic!(
+                    "{name} exited ({status}) before listening:\n{}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                );
             }
             assert!(std::time::Instant::now() < deadline, "{name} did not start listening on {}", socket.display());
             std::thread::sleep(std::time::Duration::from_millis(20));

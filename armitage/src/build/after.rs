@@ -10,9 +10,9 @@ use super::error::BuildError;
 use super::goal::{BuildModeKey, Event, Outcome};
 use super::local::{Built, LocalParams};
 use super::outputs::{self, OutputError, RegisterParams};
+use local_store::LocalStore;
 use std::collections::{BTreeMap, BTreeSet};
 use store::derivation::Derivation;
-use local_store::LocalStore;
 use store::path_info::PathInfo;
 use store::signing::SecretKey;
 use store::store_path::StorePath;
@@ -94,7 +94,9 @@ fn sign(store: &LocalStore, info: &mut PathInfo, keys: &[SecretKey]) {
     if keys.is_empty() {
         return;
     }
-    let Ok(fp) = store::signing::fingerprint(store.store_dir(), &info.path, &info.nar_hash, info.nar_size, &info.references) else {
+    let Ok(fp) =
+        store::signing::fingerprint(store.store_dir(), &info.path, &info.nar_hash, info.nar_size, &info.references)
+    else {
         return;
     };
     for k in keys {
@@ -106,8 +108,13 @@ fn sign(store: &LocalStore, info: &mut PathInfo, keys: &[SecretKey]) {
 /// became, keyed by the derivation's hash modulo and the output name, so
 /// that later requests find it (CppNix `registerOutputs` with
 /// ca-derivations).
-fn register_realisations(store: &LocalStore, drv: &Derivation, outputs: &BTreeMap<String, StorePath>) -> Result<(), BuildError> {
-    let mut hasher = store::derivation::DrvHasher::new(store.store_dir().clone(), |q: &StorePath| store.read_derivation(q));
+fn register_realisations(
+    store: &LocalStore,
+    drv: &Derivation,
+    outputs: &BTreeMap<String, StorePath>,
+) -> Result<(), BuildError> {
+    let mut hasher =
+        store::derivation::DrvHasher::new(store.store_dir().clone(), |q: &StorePath| store.read_derivation(q));
     let hashes = hasher.hash_modulo(drv, true).map_err(|e| BuildError::Other(e.to_string()))?.hashes;
     for (name, path) in outputs {
         let Some(hash) = hashes.get(name) else { continue };

@@ -3,9 +3,9 @@
 //! collect garbage until `max-free` are; checked at most every
 //! `min-free-check-interval` seconds, one collection at a time.
 
+use local_store::{GcAction, GcOptions, LocalStore};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use local_store::{GcAction, GcOptions, LocalStore};
 use store::nix_conf::Settings;
 
 #[derive(Default)]
@@ -38,7 +38,10 @@ impl AutoGc {
             return;
         }
         let to_free = settings.max_free.saturating_sub(avail);
-        tracing::info!("running auto-GC to free {to_free} bytes ({avail} bytes available, min-free is {})", settings.min_free);
+        tracing::info!(
+            "running auto-GC to free {to_free} bytes ({avail} bytes available, min-free is {})",
+            settings.min_free
+        );
         let mut opts = GcOptions::new(GcAction::DeleteDead);
         opts.max_freed = to_free;
         match store.collect_garbage(&opts, &mut |_| {}) {

@@ -11,15 +11,15 @@ use super::auto_gc;
 use super::executor::{Executor, LocalExecutor};
 use super::goal;
 use crate::substitute::{SubstituterConfig, Substituters};
+use local_store::LiveStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use local_store::LiveStore;
 use store::nix_conf::Settings;
 use store::signing::{PublicKeys, SecretKey};
 use store::store_path::StorePath;
-use worker_protocol::ClientOptions;
 use tokio::sync::Semaphore;
+use worker_protocol::ClientOptions;
 
 /// What all builds share.
 pub struct Builder {
@@ -48,9 +48,11 @@ pub struct Builder {
 /// `@<conf dir>/machines`, which names none while that file is missing or
 /// has no machines in it.
 fn has_remote_builders(value: &str) -> bool {
-    value.split(|c| c == ';' || c == '\n').map(str::trim).filter(|m| !m.is_empty() && !m.starts_with('#')).any(|m| match m.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file).is_ok_and(|t| has_remote_builders(&t)),
-        None => true,
+    value.split(|c| c == ';' || c == '\n').map(str::trim).filter(|m| !m.is_empty() && !m.starts_with('#')).any(|m| {
+        match m.strip_prefix('@') {
+            Some(file) => std::fs::read_to_string(file).is_ok_and(|t| has_remote_builders(&t)),
+            None => true,
+        }
     })
 }
 
@@ -137,7 +139,8 @@ impl Builder {
                 s.builders.trim()
             ));
         }
-        let substituters = if s.substitute && !s.substituters.is_empty() { self.substituters_for(&s, &mut warnings) } else { None };
+        let substituters =
+            if s.substitute && !s.substituters.is_empty() { self.substituters_for(&s, &mut warnings) } else { None };
         Job {
             share: Arc::new(Semaphore::new(s.max_jobs as usize)),
             settings: s,

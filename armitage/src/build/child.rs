@@ -41,7 +41,8 @@ pub struct ChildSpec {
 /// Runs the child side; never returns on success (the builder replaces us).
 pub fn run(spec_path: &std::path::Path) -> ! {
     let result = (|| -> Result<std::convert::Infallible, String> {
-        let text = std::fs::read(spec_path).map_err(|e| format!("reading the build spec '{}': {e}", spec_path.display()))?;
+        let text =
+            std::fs::read(spec_path).map_err(|e| format!("reading the build spec '{}': {e}", spec_path.display()))?;
         let _ = std::fs::remove_file(spec_path);
         let spec: ChildSpec = serde_json::from_slice(&text).map_err(|e| format!("parsing the build spec: {e}"))?;
         exec(spec)
@@ -70,7 +71,8 @@ fn exec(spec: ChildSpec) -> Result<std::convert::Infallible, String> {
         super::sandbox::enter(sandbox)?;
     } else {
         if let Some(gid) = spec.gid {
-            let groups: Vec<rustix::process::Gid> = spec.groups.iter().map(|g| rustix::process::Gid::from_raw(*g)).collect();
+            let groups: Vec<rustix::process::Gid> =
+                spec.groups.iter().map(|g| rustix::process::Gid::from_raw(*g)).collect();
             rustix::thread::set_thread_groups(&groups).map_err(|e| format!("setgroups failed: {e}"))?;
             rustix::thread::set_thread_res_gid(
                 rustix::process::Gid::from_raw(gid),
@@ -84,7 +86,8 @@ fn exec(spec: ChildSpec) -> Result<std::convert::Infallible, String> {
             rustix::thread::set_thread_res_uid(u, u, u).map_err(|e| format!("setuid failed: {e}"))?;
         }
     }
-    std::env::set_current_dir(&spec.cwd).map_err(|e| format!("changing into directory '{}': {e}", spec.cwd.display()))?;
+    std::env::set_current_dir(&spec.cwd)
+        .map_err(|e| format!("changing into directory '{}': {e}", spec.cwd.display()))?;
     if let Some(name) = spec.builder.strip_prefix("builtin:") {
         // As in CppNix, a builtin's failure (an unknown one's too) is the
         // build's: its message goes to the log, after the ready line.

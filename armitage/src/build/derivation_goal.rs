@@ -10,11 +10,11 @@ use super::error::BuildError;
 use super::goal::{BuildModeKey, Event, Goal, GoalCtx, GoalKey, Outcome, wait_inputs};
 use super::local::{self, LocalParams, Ran};
 use super::outputs::all_valid;
+use local_store::LocalStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use store::derivation::Derivation;
 use store::derivation::DownstreamPlaceholder;
-use local_store::LocalStore;
 use store::store_path::StorePath;
 use worker_protocol::{BuildStatus, Verbosity};
 
@@ -28,7 +28,13 @@ impl Builder {
 
     /// The goal building a derivation a client sent (BuildDerivation): its
     /// inputs are its `input_srcs`, which must be valid or substitutable.
-    pub fn derivation_given(self: &Arc<Self>, job: &Arc<Job>, drv_path: StorePath, drv: Derivation, mode: BuildModeKey) -> Arc<Goal> {
+    pub fn derivation_given(
+        self: &Arc<Self>,
+        job: &Arc<Job>,
+        drv_path: StorePath,
+        drv: Derivation,
+        mode: BuildModeKey,
+    ) -> Arc<Goal> {
         let key = GoalKey::Derivation(drv_path.clone(), mode);
         let (b, job) = (self.clone(), job.clone());
         let drv = Arc::new(drv);
@@ -70,7 +76,9 @@ async fn body(
     let full = store.display(drv_path);
     let (drv, initial) = match given {
         Some(drv) => {
-            let map = drv.output_paths(store.store_dir()).map_err(|e| BuildError::Other(format!("derivation '{full}': {e}")))?;
+            let map = drv
+                .output_paths(store.store_dir())
+                .map_err(|e| BuildError::Other(format!("derivation '{full}': {e}")))?;
             map.values().flatten().try_for_each(|p| store.add_temp_root(p))?;
             (drv, map)
         }
@@ -97,7 +105,10 @@ async fn load(
         let g = b.substitution(job, drv_path.clone(), false);
         let (failed, _) = wait_inputs(&ctx.me, vec![g], true).await;
         if failed > 0 {
-            return Ok(Err(Outcome::failed(BuildStatus::MiscFailure, format!("cannot build missing derivation '{full}'"))));
+            return Ok(Err(Outcome::failed(
+                BuildStatus::MiscFailure,
+                format!("cannot build missing derivation '{full}'"),
+            )));
         }
     }
     let drv = store.read_derivation(drv_path)?;
@@ -209,7 +220,12 @@ async fn substitute_outputs(
     initial: &BTreeMap<String, Option<StorePath>>,
 ) -> Result<Option<Outcome>, BuildError> {
     let all_known = initial.values().all(Option::is_some);
-    if mode != BuildModeKey::Check && job.settings.substitute && super::attrs::substitutes_allowed(drv) && job.substituters.is_some() && all_known {
+    if mode != BuildModeKey::Check
+        && job.settings.substitute
+        && super::attrs::substitutes_allowed(drv)
+        && job.substituters.is_some()
+        && all_known
+    {
         let repair = mode == BuildModeKey::Repair;
         let mut wanted = Vec::new();
         for p in initial.values().flatten() {
@@ -292,7 +308,10 @@ async fn build_inputs(
             .ok_or_else(|| format!("internal error: no result for input '{}'", store.display(input)))?;
         for name in &wanted.outputs {
             let path = outcome.outputs.get(name).ok_or_else(|| {
-                format!("derivation '{}' does not have an output named '{name}' (wanted by '{full}')", store.display(input))
+                format!(
+                    "derivation '{}' does not have an output named '{name}' (wanted by '{full}')",
+                    store.display(input)
+                )
             })?;
             input_roots.insert(path.clone());
             if let Ok(ph) = DownstreamPlaceholder::unknown_ca_output(input, name) {
@@ -302,7 +321,6 @@ async fn build_inputs(
     }
     let inputs = store.closure(input_roots)?;
     Ok(Ok((inputs, input_rewrites)))
-
 }
 
 /// The local build (on a blocking thread, holding the build slot until
@@ -327,7 +345,12 @@ async fn build_locally<S: Send + 'static>(params: LocalParams, slot: S) -> Resul
 /// registered with (CppNix `Worker::pathContentsGood`): checked once per
 /// request, which is told `checking path '…'...` and, when they do not,
 /// `path '…' is corrupted or missing!`.
-async fn contents_good(job: &Job, ctx: &GoalCtx, store: &Arc<LocalStore>, path: &StorePath) -> Result<bool, BuildError> {
+async fn contents_good(
+    job: &Job,
+    ctx: &GoalCtx,
+    store: &Arc<LocalStore>,
+    path: &StorePath,
+) -> Result<bool, BuildError> {
     if let Some(good) = job.contents_good.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
         return Ok(*good);
     }

@@ -7,12 +7,12 @@
 //! `TERM`, the impure variables of fixed-output derivations, and for
 //! structured attributes `.attrs.json`/`.attrs.sh`.
 
+use local_store::LocalStore;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use store::derivation::Derivation;
 use store::hash::Algorithm;
-use local_store::LocalStore;
 use store::store_path::StorePath;
 
 /// The home directory builders see (it must not exist).
@@ -176,11 +176,10 @@ fn export_references_graph(i: &EnvInputs) -> Result<(), EnvError> {
         if !valid_name {
             return Err(EnvError::Invalid(format!("invalid file name '{name}' in 'exportReferencesGraph'")));
         }
-        let (sp, _) = i
-            .store
-            .store_dir()
-            .split_path(path)
-            .map_err(|_| EnvError::Invalid(format!("'exportReferencesGraph' contains a non-store path '{path}'")))?;
+        let (sp, _) =
+            i.store.store_dir().split_path(path).map_err(|_| {
+                EnvError::Invalid(format!("'exportReferencesGraph' contains a non-store path '{path}'"))
+            })?;
         let closure = export_references(i, &sp)?;
         let mut text = String::new();
         for p in &closure {
@@ -235,11 +234,23 @@ fn prepare_structured_attrs(i: &EnvInputs, mut json: Value) -> Result<Value, Env
             for p in &closure {
                 let info = i.store.path_info(p)?;
                 let mut o = Map::new();
-                o.insert("closureSize".into(), Value::from(i.store.closure([p.clone()])?.iter().map(|q| i.store.path_info(q).map(|x| x.nar_size).unwrap_or(0)).sum::<u64>()));
+                o.insert(
+                    "closureSize".into(),
+                    Value::from(
+                        i.store
+                            .closure([p.clone()])?
+                            .iter()
+                            .map(|q| i.store.path_info(q).map(|x| x.nar_size).unwrap_or(0))
+                            .sum::<u64>(),
+                    ),
+                );
                 o.insert("narHash".into(), Value::String(info.nar_hash.to_typed(store::hash::Encoding::Nix32)));
                 o.insert("narSize".into(), Value::from(info.nar_size));
                 o.insert("path".into(), Value::String(i.store.display(p)));
-                o.insert("references".into(), Value::Array(info.reference_paths(i.store.store_dir()).into_iter().map(Value::String).collect()));
+                o.insert(
+                    "references".into(),
+                    Value::Array(info.reference_paths(i.store.store_dir()).into_iter().map(Value::String).collect()),
+                );
                 infos.push(Value::Object(o));
             }
             obj.insert(key, Value::Array(infos));
@@ -285,8 +296,10 @@ fn structured_attrs_shell(json: &Value) -> String {
                 out.push_str(&format!("declare -a {key}=({joined})\n"));
             }
         } else if let Value::Object(items) = value {
-            let parts: Option<Vec<String>> =
-                items.iter().map(|(k, v)| simple_shell_value(v).map(|s| format!("[{}]={s} ", shell_escape(k)))).collect();
+            let parts: Option<Vec<String>> = items
+                .iter()
+                .map(|(k, v)| simple_shell_value(v).map(|s| format!("[{}]={s} ", shell_escape(k))))
+                .collect();
             if let Some(parts) = parts {
                 out.push_str(&format!("declare -A {key}=({})\n", parts.concat()));
             }

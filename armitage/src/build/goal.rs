@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use store::store_path::StorePath;
-use worker_protocol::{BuildMode, BuildStatus, Verbosity};
 use tokio::sync::{mpsc, watch};
+use worker_protocol::{BuildMode, BuildStatus, Verbosity};
 
 /// What a goal is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,10 +54,23 @@ pub enum Event {
     /// after it: building, repairing or checking outputs).
     BuildStarted(StorePath, BuildModeKey),
     Log(StorePath, String),
-    BuildFinished { drv: StorePath, ok: bool },
-    SubstituteStarted { path: StorePath, cache: String },
-    SubstituteProgress { path: StorePath, done: u64, expected: u64 },
-    SubstituteFinished { path: StorePath, ok: bool },
+    BuildFinished {
+        drv: StorePath,
+        ok: bool,
+    },
+    SubstituteStarted {
+        path: StorePath,
+        cache: String,
+    },
+    SubstituteProgress {
+        path: StorePath,
+        done: u64,
+        expected: u64,
+    },
+    SubstituteFinished {
+        path: StorePath,
+        ok: bool,
+    },
     /// An error CppNix would log (a failed input of a goal someone waits for).
     Error(String),
     /// A warning for the clients.
@@ -109,7 +122,10 @@ impl Outcome {
     pub fn success(&self) -> bool {
         matches!(
             self.status,
-            BuildStatus::Built | BuildStatus::Substituted | BuildStatus::AlreadyValid | BuildStatus::ResolvesToAlreadyValid
+            BuildStatus::Built
+                | BuildStatus::Substituted
+                | BuildStatus::AlreadyValid
+                | BuildStatus::ResolvesToAlreadyValid
         )
     }
 }
@@ -327,12 +343,14 @@ impl Goals {
             // for (the requester of a top-level goal gets it as the result).
             // A path no cache has is not an error of its own (CppNix logs
             // it at debug level): whoever needed it reports the failure.
-            let unavailable = is_substitution && matches!(outcome.status, BuildStatus::NoSubstituters | BuildStatus::DependencyFailed);
+            let unavailable = is_substitution
+                && matches!(outcome.status, BuildStatus::NoSubstituters | BuildStatus::DependencyFailed);
             if let (Some(e), Some(g)) = (&outcome.error, me.upgrade())
                 && !outcome.success()
                 && !unavailable
             {
-                let waited_for = g.parents.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|p| p.strong_count() > 0);
+                let waited_for =
+                    g.parents.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|p| p.strong_count() > 0);
                 if waited_for {
                     g.emit(Event::Error(e.clone()));
                 }
@@ -347,7 +365,11 @@ impl Goals {
 
 /// Waits for `inputs`; without `keep_going` stops at the first failure
 /// (dropping the rest). Returns the number that failed and the first error.
-pub async fn wait_inputs(parent: &Weak<Goal>, inputs: Vec<Arc<Goal>>, keep_going: bool) -> (usize, Vec<(Arc<Goal>, Arc<Outcome>)>) {
+pub async fn wait_inputs(
+    parent: &Weak<Goal>,
+    inputs: Vec<Arc<Goal>>,
+    keep_going: bool,
+) -> (usize, Vec<(Arc<Goal>, Arc<Outcome>)>) {
     for i in &inputs {
         i.add_parent(parent);
     }

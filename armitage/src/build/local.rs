@@ -17,6 +17,8 @@ use super::log::{self, BuildLog};
 use super::outputs::{self, Scratch};
 use super::sandbox;
 use super::user_pool::{self, BuildUser};
+use local_store::LocalStore;
+use local_store::lock::PathLocks;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,8 +28,6 @@ use store::derivation::Derivation;
 use store::derivation::DerivationType;
 use store::derivation::hash_placeholder;
 use store::hash::{Algorithm, Hash};
-use local_store::LocalStore;
-use local_store::lock::PathLocks;
 use store::nix_conf::SandboxMode;
 use store::store_path::{StorePath, output_path_name};
 use worker_protocol::BuildStatus;
@@ -99,7 +99,8 @@ pub(super) fn build(p: &LocalParams) -> Result<Ran, BuildError> {
     // Output locks (CppNix's `.lock` files, shared with CppNix processes),
     // then the validity check again: someone may have built them meanwhile.
     let lock_paths: Vec<PathBuf> = p.initial.values().flatten().map(|o| store.real_path(o)).collect();
-    let locks = PathLocks::lock(lock_paths).map_err(|e| BuildError::Other(format!("locking the outputs of '{full}': {e}")))?;
+    let locks =
+        PathLocks::lock(lock_paths).map_err(|e| BuildError::Other(format!("locking the outputs of '{full}': {e}")))?;
     if p.mode == BuildModeKey::Normal
         && let Some(outs) = outputs::all_valid(store, &p.initial)?
     {
@@ -109,7 +110,8 @@ pub(super) fn build(p: &LocalParams) -> Result<Ran, BuildError> {
     }
     check_platform(p, &full)?;
     let drv_type = p.drv.derivation_type().map_err(|e| BuildError::Other(e.to_string()))?;
-    let isolation = if use_sandbox(settings.sandbox, drv_type, &p.drv, &full)? { Isolation::Namespaces } else { Isolation::None };
+    let isolation =
+        if use_sandbox(settings.sandbox, drv_type, &p.drv, &full)? { Isolation::Namespaces } else { Isolation::None };
     let user = build_user(p)?;
     p.b.auto_gc.maybe_collect(store, settings);
     let (tmp_dir, mut cleanup) = build_dir(p, isolation, user.as_ref())?;
@@ -204,7 +206,11 @@ fn build_user(p: &LocalParams) -> Result<Option<BuildUser>, BuildError> {
 
 /// The build directory (`<build-dir or $TMPDIR>/nix-build-…`), and the
 /// clean-up of it and of the chroot (`<drv path>.chroot`) when sandboxed.
-fn build_dir(p: &LocalParams, isolation: Isolation, user: Option<&BuildUser>) -> Result<(PathBuf, Cleanup), BuildError> {
+fn build_dir(
+    p: &LocalParams,
+    isolation: Isolation,
+    user: Option<&BuildUser>,
+) -> Result<(PathBuf, Cleanup), BuildError> {
     let tmp_base = p
         .job
         .settings
@@ -285,8 +291,11 @@ fn exec_spec(
 ) -> Result<ExecSpec, BuildError> {
     let store = &*p.store;
     let settings = &p.job.settings;
-    let build_dir_inside =
-        if isolation == Isolation::Namespaces { PathBuf::from(sandbox::BUILD_DIR_IN_SANDBOX) } else { tmp_dir.to_owned() };
+    let build_dir_inside = if isolation == Isolation::Namespaces {
+        PathBuf::from(sandbox::BUILD_DIR_IN_SANDBOX)
+    } else {
+        tmp_dir.to_owned()
+    };
     let env = super::env::build_env(&super::env::EnvInputs {
         drv: &p.drv,
         store,
@@ -369,7 +378,9 @@ fn failure(
     match result? {
         RunOutcome::Exited(status) if status.success() => Ok(()),
         RunOutcome::Cancelled => Err(BuildError::Interrupted { what: what() }),
-        RunOutcome::TimedOut { silence: true } => Err(BuildError::Silent { what: what(), secs: settings.max_silent_time }),
+        RunOutcome::TimedOut { silence: true } => {
+            Err(BuildError::Silent { what: what(), secs: settings.max_silent_time })
+        }
         RunOutcome::TimedOut { silence: false } => Err(BuildError::TimedOut { what: what(), secs: settings.timeout }),
         RunOutcome::LogLimit => Err(BuildError::LogLimit { what: what(), limit: settings.max_build_log_size }),
         RunOutcome::Exited(status) => {
@@ -383,7 +394,8 @@ fn failure(
                 message.push_str(&full_logs_hint(full, p.job.client_minor, settings));
             }
             // CppNix's heuristic: under 8 MiB free in the store.
-            let free = rustix::fs::statvfs(p.store.store_dir().as_str()).map(|st| st.f_bavail.saturating_mul(st.f_frsize));
+            let free =
+                rustix::fs::statvfs(p.store.store_dir().as_str()).map(|st| st.f_bavail.saturating_mul(st.f_frsize));
             if free.is_ok_and(|f| f < 8 << 20) {
                 message.push_str("\nnote: build failure may have been caused by lack of free disk space");
             }
@@ -400,7 +412,8 @@ fn full_logs_hint(full: &str, client_minor: u64, settings: &store::nix_conf::Set
     if client_minor < 38 {
         return format!("For full logs, run 'nix log {full}'.");
     }
-    let command = if settings.is_enabled(store::nix_conf::ExperimentalFeature::NixCommand) { "nix log" } else { "nix-store -l" };
+    let command =
+        if settings.is_enabled(store::nix_conf::ExperimentalFeature::NixCommand) { "nix log" } else { "nix-store -l" };
     format!("For full logs, run:\n  {command} {full}")
 }
 
@@ -436,7 +449,8 @@ fn fallback_path(store: &LocalStore, drv_path: &StorePath, what: &str, name: &st
 
 fn open_log(store: &LocalStore, drv_path: &StorePath, limit: u64) -> Result<BuildLog, BuildError> {
     let path = store.build_log_path(drv_path);
-    BuildLog::create(&path, 10, limit).map_err(|e| BuildError::Other(format!("creating the build log '{}': {e}", path.display())))
+    BuildLog::create(&path, 10, limit)
+        .map_err(|e| BuildError::Other(format!("creating the build log '{}': {e}", path.display())))
 }
 
 /// Removes the build directory (unless kept) and the chroot.

@@ -102,14 +102,19 @@ impl BuildLog {
 #[derive(Debug, PartialEq, Eq)]
 pub enum JsonMessage {
     /// `"action": "msg"`: a message at CppNix verbosity `level`.
-    Msg { level: u64, text: String },
+    Msg {
+        level: u64,
+        text: String,
+    },
     Other,
 }
 
 pub fn json_message(line: &str) -> Option<JsonMessage> {
     let json: serde_json::Value = serde_json::from_str(line.strip_prefix("@nix ")?).ok()?;
     match json.get("action")?.as_str()? {
-        "msg" => Some(JsonMessage::Msg { level: json.get("level")?.as_u64()?, text: json.get("msg")?.as_str()?.to_owned() }),
+        "msg" => {
+            Some(JsonMessage::Msg { level: json.get("level")?.as_u64()?, text: json.get("msg")?.as_str()?.to_owned() })
+        }
         _ => Some(JsonMessage::Other),
     }
 }

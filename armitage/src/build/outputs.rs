@@ -9,13 +9,13 @@
 //! (after.rs) to sign and register in one transaction. [`all_valid`] says
 //! whether a derivation's outputs are all valid already.
 
+use local_store::LocalStore;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
 use store::derivation::{Derivation, Output};
 use store::hash::{Algorithm, Encoding, HashModuloSink};
-use local_store::LocalStore;
 use store::path_info::PathInfo;
 use store::store_path::{StorePath, StoreReferences};
 use worker_protocol::BuildStatus;
@@ -57,7 +57,10 @@ impl OutputError {
 }
 
 /// Output name → path, when every output has a valid path.
-pub fn all_valid(store: &LocalStore, map: &BTreeMap<String, Option<StorePath>>) -> local_store::Result<Option<BTreeMap<String, StorePath>>> {
+pub fn all_valid(
+    store: &LocalStore,
+    map: &BTreeMap<String, Option<StorePath>>,
+) -> local_store::Result<Option<BTreeMap<String, StorePath>>> {
     let mut outs = BTreeMap::new();
     for (name, path) in map {
         match path {
@@ -125,7 +128,8 @@ pub fn check(p: &RegisterParams) -> Result<Checked, OutputError> {
             ))
         })?;
         use std::os::unix::fs::MetadataExt;
-        if (!meta.file_type().is_symlink() && meta.mode() & 0o022 != 0) || p.build_uid.is_some_and(|u| meta.uid() != u) {
+        if (!meta.file_type().is_symlink() && meta.mode() & 0o022 != 0) || p.build_uid.is_some_and(|u| meta.uid() != u)
+        {
             return Err(OutputError::Other(format!(
                 "suspicious ownership or permission on '{}' for output '{name}'; rejecting this build output",
                 s.location.display()
@@ -162,7 +166,8 @@ pub fn check(p: &RegisterParams) -> Result<Checked, OutputError> {
                 info
             }
             Output::Fixed(ca) => {
-                let (info, got) = ca_output(store, p.drv, &name, s, own_refs, ca.method, ca.hash.algorithm(), &mut rewrites)?;
+                let (info, got) =
+                    ca_output(store, p.drv, &name, s, own_refs, ca.method, ca.hash.algorithm(), &mut rewrites)?;
                 if got != ca.hash {
                     hash_mismatch = Some(format!(
                         "hash mismatch in fixed-output derivation '{drv_full}':\n  specified: {}\n     got:    {}",
@@ -239,7 +244,12 @@ pub fn check(p: &RegisterParams) -> Result<Checked, OutputError> {
 
 /// References with scratch paths of other outputs replaced by their finals,
 /// and a self-reference under the final path.
-fn final_refs(refs: &BTreeSet<StorePath>, scratch: &StorePath, final_path: &StorePath, rewrites: &BTreeMap<String, String>) -> BTreeSet<StorePath> {
+fn final_refs(
+    refs: &BTreeSet<StorePath>,
+    scratch: &StorePath,
+    final_path: &StorePath,
+    rewrites: &BTreeMap<String, String>,
+) -> BTreeSet<StorePath> {
     refs.iter()
         .map(|r| {
             if r == scratch {
@@ -255,7 +265,11 @@ fn final_refs(refs: &BTreeSet<StorePath>, scratch: &StorePath, final_path: &Stor
 
 /// Replaces hash parts in an output's contents (names, symlink targets,
 /// file contents), through a NAR round trip, as CppNix's `rewriteOutput`.
-fn rewrite_in_place(store: &LocalStore, location: &Path, rewrites: &BTreeMap<String, String>) -> Result<(), OutputError> {
+fn rewrite_in_place(
+    store: &LocalStore,
+    location: &Path,
+    rewrites: &BTreeMap<String, String>,
+) -> Result<(), OutputError> {
     if rewrites.is_empty() {
         return Ok(());
     }
@@ -267,7 +281,8 @@ fn rewrite_in_place(store: &LocalStore, location: &Path, rewrites: &BTreeMap<Str
         return Ok(());
     }
     store.delete_tree(location)?;
-    local_store::nar_fs::unpack(&mut &rewritten[..], location, &store::nar::Limits::default()).map_err(|e| OutputError::Other(e.to_string()))?;
+    local_store::nar_fs::unpack(&mut &rewritten[..], location, &store::nar::Limits::default())
+        .map_err(|e| OutputError::Other(e.to_string()))?;
     Ok(())
 }
 
@@ -323,10 +338,12 @@ fn ca_output(
         .map_err(|e| OutputError::Other(format!("output '{name}': {e}")))?;
     if final_path != s.path {
         rewrites.insert(s.path.hash_part().to_owned(), final_path.hash_part().to_owned());
-        let single: BTreeMap<String, String> = [(s.path.hash_part().to_owned(), final_path.hash_part().to_owned())].into();
+        let single: BTreeMap<String, String> =
+            [(s.path.hash_part().to_owned(), final_path.hash_part().to_owned())].into();
         rewrite_in_place(store, &s.location, &single)?;
     }
-    let (nar_hash, nar_size) = local_store::nar_fs::hash_path(&s.location, Algorithm::Sha256).map_err(|e| OutputError::Other(e.to_string()))?;
+    let (nar_hash, nar_size) = local_store::nar_fs::hash_path(&s.location, Algorithm::Sha256)
+        .map_err(|e| OutputError::Other(e.to_string()))?;
     let mut info = PathInfo::new(final_path.clone(), nar_hash, nar_size);
     info.ca = Some(ca);
     info.references = others;
@@ -336,7 +353,11 @@ fn ca_output(
     Ok((info, got))
 }
 
-fn topo_sort(p: &RegisterParams, refs: &BTreeMap<String, BTreeSet<StorePath>>, drv_full: &str) -> Result<Vec<String>, OutputError> {
+fn topo_sort(
+    p: &RegisterParams,
+    refs: &BTreeMap<String, BTreeSet<StorePath>>,
+    drv_full: &str,
+) -> Result<Vec<String>, OutputError> {
     let by_scratch: BTreeMap<&StorePath, &String> = p.scratch.iter().map(|(n, s)| (&s.path, n)).collect();
     let mut order = Vec::new();
     let mut state: BTreeMap<&String, u8> = BTreeMap::new();
@@ -423,7 +444,11 @@ fn check_outputs(p: &RegisterParams, infos: &BTreeMap<String, PathInfo>) -> Resu
                 let Some(oc) = json.get("outputChecks").and_then(|o| o.get(name)) else { continue };
                 checks.max_size = oc.get("maxSize").and_then(Value::as_u64);
                 checks.max_closure = oc.get("maxClosureSize").and_then(Value::as_u64);
-                for (i, key) in ["allowedReferences", "allowedRequisites", "disallowedReferences", "disallowedRequisites"].iter().enumerate() {
+                for (i, key) in
+                    ["allowedReferences", "allowedRequisites", "disallowedReferences", "disallowedRequisites"]
+                        .iter()
+                        .enumerate()
+                {
                     if let Some(v) = oc.get(*key) {
                         let list = v
                             .as_array()
@@ -440,9 +465,15 @@ fn check_outputs(p: &RegisterParams, infos: &BTreeMap<String, PathInfo>) -> Resu
             }
             None => {
                 checks.ignore_self = true;
-                for (i, key) in ["allowedReferences", "allowedRequisites", "disallowedReferences", "disallowedRequisites"].iter().enumerate() {
-                    checks.lists[i] =
-                        p.drv.env_var(key).map(|v| String::from_utf8_lossy(v).split_whitespace().map(str::to_owned).collect());
+                for (i, key) in
+                    ["allowedReferences", "allowedRequisites", "disallowedReferences", "disallowedRequisites"]
+                        .iter()
+                        .enumerate()
+                {
+                    checks.lists[i] = p
+                        .drv
+                        .env_var(key)
+                        .map(|v| String::from_utf8_lossy(v).split_whitespace().map(str::to_owned).collect());
                 }
             }
         }
@@ -472,7 +503,9 @@ fn check_outputs(p: &RegisterParams, infos: &BTreeMap<String, PathInfo>) -> Resu
                 } else if let Some(o) = infos.get(item) {
                     spec.insert(o.path.clone());
                 } else {
-                    return Err(OutputError::Other(format!("derivation contains an illegal reference specifier '{item}'")));
+                    return Err(OutputError::Other(format!(
+                        "derivation contains an illegal reference specifier '{item}'"
+                    )));
                 }
             }
             let mut used = if recursive { closure(&info.path)?.0 } else { info.references.clone() };

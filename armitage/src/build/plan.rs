@@ -10,9 +10,9 @@
 //! another made a 300-path closure cost 300 round trips (bench/build.sh).
 
 use crate::substitute::{Substitutable, Substituters, parallel_map};
+use local_store::LocalStore;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use store::derivation::Derivation;
-use local_store::LocalStore;
 use store::store_path::StorePath;
 use worker_protocol::{DerivedPath, Missing};
 
@@ -23,7 +23,11 @@ struct Candidate {
     invalid: Vec<StorePath>,
 }
 
-pub fn query_missing(store: &LocalStore, subs: Option<&Substituters>, targets: &[DerivedPath]) -> local_store::Result<Missing> {
+pub fn query_missing(
+    store: &LocalStore,
+    subs: Option<&Substituters>,
+    targets: &[DerivedPath],
+) -> local_store::Result<Missing> {
     let mut missing = Missing::default();
     let mut done: HashSet<String> = HashSet::new();
     let mut todo: Vec<DerivedPath> = targets.to_vec();

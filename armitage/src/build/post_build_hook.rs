@@ -24,7 +24,13 @@ pub enum HookError {
     Failed { hook: String, status: String },
 }
 
-pub(super) fn run(hook: &str, drv: &StorePath, drv_full: &str, outs: &[String], ctx: &GoalCtx) -> Result<(), HookError> {
+pub(super) fn run(
+    hook: &str,
+    drv: &StorePath,
+    drv_full: &str,
+    outs: &[String],
+    ctx: &GoalCtx,
+) -> Result<(), HookError> {
     ctx.emit(Event::HookStarted(drv.clone()));
     let result = run_inner(hook, drv, drv_full, outs, ctx);
     ctx.emit(Event::HookFinished(drv.clone()));

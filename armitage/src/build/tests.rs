@@ -8,6 +8,7 @@
 
 use super::executor::{ExecError, ExecIo, ExecSpec, Executor, RunOutcome, Setup};
 use super::{BuildModeKey, Builder, Job};
+use local_store::{AddOptions, LiveStore, LocalStore, LocalStoreConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -15,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::derivation::{Derivation, DrvHasher, InputOutputs, Output};
-use local_store::{AddOptions, LiveStore, LocalStore, LocalStoreConfig};
 use store::nix_conf::{ConfigEnv, Host, SandboxMode, Settings};
 use store::signing::PublicKeys;
 use store::store_path::{StoreDir, StorePath};
@@ -63,7 +63,8 @@ impl Executor for Fake {
     }
 
     fn run(&self, spec: &ExecSpec, _setup: Setup, io: &mut ExecIo<'_>) -> Result<RunOutcome, ExecError> {
-        let name = spec.env.iter().find(|(k, _)| k == b"name").map(|(_, v)| String::from_utf8_lossy(v).into_owned()).unwrap();
+        let name =
+            spec.env.iter().find(|(k, _)| k == b"name").map(|(_, v)| String::from_utf8_lossy(v).into_owned()).unwrap();
         let store = self.store.session().unwrap();
         {
             let mut r = self.record();
@@ -132,7 +133,13 @@ fn setup(acts: &[(&str, Act)]) -> TestBed {
         record: Mutex::default(),
     });
     let builder = Builder::new(live.clone(), &settings, PublicKeys::default()).unwrap().with_executor(fake.clone());
-    TestBed { store: live.session().unwrap(), _dir: dir, builder: Arc::new(builder), fake, system: settings.system.clone() }
+    TestBed {
+        store: live.session().unwrap(),
+        _dir: dir,
+        builder: Arc::new(builder),
+        fake,
+        system: settings.system.clone(),
+    }
 }
 
 impl TestBed {
@@ -246,7 +253,10 @@ async fn a_failure_without_keep_going_stops_the_dependents_and_the_rest() {
     let g = t.builder.derivation(&t.job(false), top.clone(), BuildModeKey::Normal);
     let o = g.outcome().await;
     assert_eq!(o.status, BuildStatus::DependencyFailed);
-    assert_eq!(o.error.as_deref(), Some(format!("1 dependencies of derivation '{}' failed to build", t.store.display(&top)).as_str()));
+    assert_eq!(
+        o.error.as_deref(),
+        Some(format!("1 dependencies of derivation '{}' failed to build", t.store.display(&top)).as_str())
+    );
     assert_eq!(t.fake.started("top"), 0);
     // The other branch was dropped: cancelled if it had started.
     until("the blocked build is cancelled or never ran", || {
@@ -277,7 +287,12 @@ async fn a_failure_with_keep_going_lets_other_branches_finish() {
     assert_eq!(failed.status, BuildStatus::PermanentFailure);
     let msg = failed.error.as_deref().unwrap();
     let shown = t.store.display(&bad);
-    assert!(msg.starts_with(&format!("builder for '{shown}' failed with exit code 1;\nlast 1 log lines:\n> failing on purpose\n")), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "builder for '{shown}' failed with exit code 1;\nlast 1 log lines:\n> failing on purpose\n"
+        )),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

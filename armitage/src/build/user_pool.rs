@@ -3,8 +3,8 @@
 //! `$state/userpool/<uid>`, held for the build. The build's gid is the
 //! group's; the user's other groups are added.
 
-use std::path::Path;
 use local_store::lock::{LockFile, LockKind};
+use std::path::Path;
 
 /// A claimed build user.
 pub struct BuildUser {
@@ -44,9 +44,14 @@ pub fn try_acquire(state_dir: &Path, group: &str, daemon_uid: u32) -> Result<Opt
             return Err(UserPoolError::DaemonIsMember(group.to_owned()));
         }
         let path = pool.join(uid.to_string());
-        let lock = LockFile::open(&path, true).map_err(|e| UserPoolError::Io(format!("opening '{}': {e}", path.display())))?;
-        if lock.try_lock(LockKind::Exclusive).map_err(|e| UserPoolError::Io(format!("locking '{}': {e}", path.display())))? {
-            let groups = all.iter().filter(|g| g.gid != entry.gid && g.members.contains(member)).map(|g| g.gid).collect();
+        let lock =
+            LockFile::open(&path, true).map_err(|e| UserPoolError::Io(format!("opening '{}': {e}", path.display())))?;
+        if lock
+            .try_lock(LockKind::Exclusive)
+            .map_err(|e| UserPoolError::Io(format!("locking '{}': {e}", path.display())))?
+        {
+            let groups =
+                all.iter().filter(|g| g.gid != entry.gid && g.members.contains(member)).map(|g| g.gid).collect();
             return Ok(Some(BuildUser { uid, gid: entry.gid, name: member.clone(), groups, _lock: lock }));
         }
     }

@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 use armitage::config::Config;
 use armitage::daemon::{self, DaemonState, Trust};
 use clap::Args;
+use local_store::{LocalStore, LocalStoreConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use local_store::{LocalStore, LocalStoreConfig};
 use store::nix_conf::{ConfigEnv, Host, Settings};
 
 #[derive(Args)]
@@ -59,8 +59,10 @@ impl DaemonArgs {
         let state_dir = g.state_dir()?;
         let log_dir = g.log_dir()?;
         let config = LocalStoreConfig::from_settings(store_dir.clone(), &state_dir, &log_dir, &settings);
-        let store = LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))?;
-        let state = Arc::new(DaemonState::new(store, settings, own.daemon.reported_version).map_err(anyhow::Error::msg)?);
+        let store =
+            LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))?;
+        let state =
+            Arc::new(DaemonState::new(store, settings, own.daemon.reported_version).map_err(anyhow::Error::msg)?);
 
         let fd_limit = daemon::raise_fd_limit();
         tracing::debug!(fd_limit, "open files limit");
@@ -119,23 +121,27 @@ impl DaemonArgs {
     fn settings(&self, home: Option<&std::path::Path>, host: &Host) -> Result<Settings> {
         let env = ConfigEnv::from_process();
         let home_conf = home.map(|h| h.join("etc/nix.conf")).filter(|f| f.exists());
-        let loaded = match self.nix_conf.as_ref().or(home_conf.as_ref()) {
-            Some(file) => store::nix_conf::load_file(file, &env, host).with_context(|| format!("reading '{}'", file.display()))?,
-            None if home.is_some() => {
-                let mut s = Settings::new(host, &env);
-                let me = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
-                    rustix::process::getuid().as_raw().to_string()
-                });
-                let mut warnings = Vec::new();
-                s.set("trusted-users", &format!("root {me}"), &mut warnings)?;
-                s.set("substituters", "", &mut warnings)?;
-                if !host.is_root {
-                    s.set("build-users-group", "", &mut warnings)?;
+        let loaded =
+            match self.nix_conf.as_ref().or(home_conf.as_ref()) {
+                Some(file) => store::nix_conf::load_file(file, &env, host)
+                    .with_context(|| format!("reading '{}'", file.display()))?,
+                None if home.is_some() => {
+                    let mut s = Settings::new(host, &env);
+                    let me = std::env::var("USER")
+                        .ok()
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| rustix::process::getuid().as_raw().to_string());
+                    let mut warnings = Vec::new();
+                    s.set("trusted-users", &format!("root {me}"), &mut warnings)?;
+                    s.set("substituters", "", &mut warnings)?;
+                    if !host.is_root {
+                        s.set("build-users-group", "", &mut warnings)?;
+                    }
+                    store::nix_conf::Loaded { settings: s, warnings }
                 }
-                store::nix_conf::Loaded { settings: s, warnings }
-            }
-            None => store::nix_conf::load(&env, host).with_context(|| format!("reading '{}'", env.conf_file().display()))?,
-        };
+                None => store::nix_conf::load(&env, host)
+                    .with_context(|| format!("reading '{}'", env.conf_file().display()))?,
+            };
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
@@ -144,12 +150,13 @@ impl DaemonArgs {
 
     /// armitage.toml (see [`armitage::config`] for where it is looked for).
     fn config(&self, home: Option<&std::path::Path>) -> Result<Config> {
-        let (path, must_exist) = match (&self.config, std::env::var_os("ARMITAGE_CONFIG").filter(|v| !v.is_empty()), home) {
-            (Some(file), _, _) => (file.clone(), true),
-            (None, Some(file), _) => (PathBuf::from(file), false),
-            (None, None, Some(home)) => (home.join("etc/armitage.toml"), false),
-            (None, None, None) => (PathBuf::from(armitage::config::DEFAULT_PATH), false),
-        };
+        let (path, must_exist) =
+            match (&self.config, std::env::var_os("ARMITAGE_CONFIG").filter(|v| !v.is_empty()), home) {
+                (Some(file), _, _) => (file.clone(), true),
+                (None, Some(file), _) => (PathBuf::from(file), false),
+                (None, None, Some(home)) => (home.join("etc/armitage.toml"), false),
+                (None, None, None) => (PathBuf::from(armitage::config::DEFAULT_PATH), false),
+            };
         Ok(Config::load(&path, must_exist)?)
     }
 }

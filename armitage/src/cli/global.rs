@@ -80,7 +80,8 @@ impl GlobalOpts {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
-        let config = LocalStoreConfig::from_settings(store_dir.clone(), self.state_dir()?, self.log_dir()?, &loaded.settings);
+        let config =
+            LocalStoreConfig::from_settings(store_dir.clone(), self.state_dir()?, self.log_dir()?, &loaded.settings);
         LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))
     }
 }

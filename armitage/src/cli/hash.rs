@@ -58,7 +58,9 @@ impl HashCommand {
                 std::io::copy(&mut f, &mut sink).with_context(|| format!("reading '{}'", path.display()))?;
                 sink.finish().0
             } else {
-                local_store::nar_fs::hash_path(path, algorithm).with_context(|| format!("hashing '{}'", path.display()))?.0
+                local_store::nar_fs::hash_path(path, algorithm)
+                    .with_context(|| format!("hashing '{}'", path.display()))?
+                    .0
             };
             println!("{}", hash.encode(encoding));
         }

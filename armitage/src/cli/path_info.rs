@@ -4,12 +4,12 @@
 use super::global::GlobalOpts;
 use anyhow::Result;
 use clap::Args;
+use local_store::LocalStore;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use store::hash::Encoding;
-use local_store::LocalStore;
 use store::path_info::PathInfo;
 use store::store_path::StorePath;
 

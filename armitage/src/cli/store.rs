@@ -5,12 +5,12 @@ use super::global::GlobalOpts;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use local_store::{AddOptions, GcAction, GcOptions};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use store::content_address::FileIngestionMethod;
 use store::hash::Algorithm;
-use local_store::{AddOptions, GcAction, GcOptions};
 
 #[derive(Subcommand)]
 pub enum StoreCommand {

@@ -12,12 +12,13 @@ use super::ops;
 use super::peer::Peer;
 use super::session::{Input, OpError, Output, Session, Trust};
 use super::state::DaemonState;
-use std::sync::Arc;
 use local_store::LocalStore;
-use worker_protocol::{
-    self as wp, ClientOptions, MIN_CLIENT_VERSION, PROTOCOL_VERSION, ProtoError, WORKER_MAGIC_1, WORKER_MAGIC_2, WireRead, WireWrite,
-};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use worker_protocol::{
+    self as wp, ClientOptions, MIN_CLIENT_VERSION, PROTOCOL_VERSION, ProtoError, WORKER_MAGIC_1, WORKER_MAGIC_2,
+    WireRead, WireWrite,
+};
 
 /// How long a connection keeps its staging directory after an add while
 /// the client sends nothing: long enough for a client adding paths one
@@ -54,7 +55,14 @@ fn default_options(daemon: &DaemonState) -> ClientOptions {
 impl<R: Input, W: Output> Connection<R, W> {
     /// A connection working on `store` (a handle of its own on the store
     /// as it is on disk now: [`DaemonState::connection_store`]).
-    pub fn new(reader: R, writer: W, trust: Trust, peer: Option<Peer>, daemon: Arc<DaemonState>, store: LocalStore) -> Self {
+    pub fn new(
+        reader: R,
+        writer: W,
+        trust: Trust,
+        peer: Option<Peer>,
+        daemon: Arc<DaemonState>,
+        store: LocalStore,
+    ) -> Self {
         let session = Session::new(reader, writer, trust, store, default_options(&daemon));
         Connection { session, peer, daemon }
     }

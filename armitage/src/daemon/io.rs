@@ -6,10 +6,10 @@
 //! A leaf: it uses no other module of the daemon.
 
 use std::io::{self, Read, Write};
-use worker_protocol::{StderrMessage, WireRead};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::runtime::Handle;
 use tokio_util::io::SyncIoBridge;
+use worker_protocol::{StderrMessage, WireRead};
 
 /// Synchronous readers over async streams.
 pub struct SyncReader;

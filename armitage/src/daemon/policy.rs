@@ -21,8 +21,8 @@
 //! Refusals keep CppNix's wording, byte for byte.
 
 use super::peer::Peer;
-use local_store::users::group_members;
 use super::session::{OpError, Trust};
+use local_store::users::group_members;
 use store::nix_conf::Settings;
 use store::path_info::PathInfo;
 use store::signing::PublicKeys;
@@ -56,7 +56,8 @@ pub fn matches(list: &[String], peer: &Peer) -> bool {
 /// nor allowed, or if the peer's primary group is the build users group.
 pub fn admit(peer: &Peer, trusted_users: &[String], allowed_users: &[String], build_users_group: &str) -> Admission {
     let trusted = matches(trusted_users, peer);
-    if (!trusted && !matches(allowed_users, peer)) || (!build_users_group.is_empty() && peer.group == build_users_group) {
+    if (!trusted && !matches(allowed_users, peer)) || (!build_users_group.is_empty() && peer.group == build_users_group)
+    {
         return Admission::Refused;
     }
     if trusted { Admission::Trusted } else { Admission::Untrusted }
@@ -163,7 +164,12 @@ pub fn add_repair(_trust: Trust, repair: bool) -> bool {
 /// `require-sigs`, it must be content-addressed (its path follows from
 /// its content address) or carry a valid signature by a trusted key
 /// (CppNix `pathInfoIsUntrusted`).
-pub fn check_signatures(require_sigs: bool, keys: &PublicKeys, dir: &StoreDir, info: &PathInfo) -> local_store::Result<()> {
+pub fn check_signatures(
+    require_sigs: bool,
+    keys: &PublicKeys,
+    dir: &StoreDir,
+    info: &PathInfo,
+) -> local_store::Result<()> {
     if !require_sigs {
         return Ok(());
     }
@@ -314,7 +320,8 @@ mod tests {
     }
 
     fn info(dir: &StoreDir, path: &str) -> PathInfo {
-        let hash = store::hash::Hash::parse_any("sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s", None).unwrap();
+        let hash =
+            store::hash::Hash::parse_any("sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s", None).unwrap();
         PathInfo::new(dir.parse_path(path).unwrap(), hash, 1024)
     }
 
@@ -330,7 +337,14 @@ mod tests {
             check_signatures(true, &keys, &dir, &unsigned).unwrap_err().to_string(),
             "cannot add path '/nix/store/8fx8g9z51y79wk98hj0bgxa58p186zsi-hello' because it lacks a signature by a trusted key"
         );
-        let fp = store::signing::fingerprint(&dir, &unsigned.path, &unsigned.nar_hash, unsigned.nar_size, &unsigned.references).unwrap();
+        let fp = store::signing::fingerprint(
+            &dir,
+            &unsigned.path,
+            &unsigned.nar_hash,
+            unsigned.nar_size,
+            &unsigned.references,
+        )
+        .unwrap();
         unsigned.sigs.insert(key.sign(fp.as_bytes()).to_string());
         assert!(check_signatures(true, &keys, &dir, &unsigned).is_ok());
         // A signature by a key the daemon does not trust counts for nothing.
@@ -340,8 +354,17 @@ mod tests {
     #[test]
     fn a_content_addressed_path_needs_no_signature() {
         let dir = StoreDir::default();
-        let ca = store::content_address::ContentAddress::parse("text:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s").unwrap();
-        let path = dir.make_path_from_ca("hello", &ca, &store::store_path::StoreReferences { others: Default::default(), self_ref: false }).unwrap();
+        let ca = store::content_address::ContentAddress::parse(
+            "text:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s",
+        )
+        .unwrap();
+        let path = dir
+            .make_path_from_ca(
+                "hello",
+                &ca,
+                &store::store_path::StoreReferences { others: Default::default(), self_ref: false },
+            )
+            .unwrap();
         let mut info = info(&dir, &dir.display(&path));
         info.ca = Some(ca);
         assert!(check_signatures(true, &PublicKeys::new(), &dir, &info).is_ok());
@@ -398,7 +421,11 @@ mod tests {
                 "ignoring untrusted substituter 'https://evil.example.org', you are not a trusted user.\nRun `man nix.conf` for more information on the `substituters` configuration option.",
             ]
         );
-        let (got, warnings) = client_options(NotTrusted, &settings(), options(&[("builders", "ssh://x"), ("extra-experimental-features", "x")]));
+        let (got, warnings) = client_options(
+            NotTrusted,
+            &settings(),
+            options(&[("builders", "ssh://x"), ("extra-experimental-features", "x")]),
+        );
         assert!(got.overrides.is_empty());
         assert_eq!(warnings.len(), 2);
     }

@@ -8,11 +8,11 @@
 //! A leaf: it uses no other module of the daemon, so that the connection
 //! loop, the operations, the policy and the build reporting can all use it.
 
-use std::sync::Arc;
 use local_store::LocalStore;
+use std::sync::Arc;
 use store::store_path::StorePath;
-use worker_protocol::{self as wp, ClientOptions, ProtoError, StderrMessage, WireWrite};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use worker_protocol::{self as wp, ClientOptions, ProtoError, StderrMessage, WireWrite};
 
 /// The connection's read and write buffers. Requests and most replies are a
 /// few hundred bytes, and NARs do not go through these buffers' copies (large
@@ -171,7 +171,10 @@ impl<R: Input, W: Output> Session<R, W> {
     }
 
     /// A set of store paths, as a reply.
-    pub async fn write_paths<'p>(&mut self, paths: impl ExactSizeIterator<Item = &'p StorePath>) -> std::io::Result<()> {
+    pub async fn write_paths<'p>(
+        &mut self,
+        paths: impl ExactSizeIterator<Item = &'p StorePath>,
+    ) -> std::io::Result<()> {
         let dir = self.store.store_dir().clone();
         self.writer.write_u64_wire(paths.len() as u64).await?;
         for p in paths {

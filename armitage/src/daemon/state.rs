@@ -3,8 +3,8 @@
 //! progress, and the builder. Plain data, used by the connection loop and
 //! by the operations; it uses no other module of the daemon.
 
-use std::sync::Arc;
 use local_store::{LiveStore, LocalStore};
+use std::sync::Arc;
 use store::nix_conf::Settings;
 use store::signing::PublicKeys;
 use worker_protocol::Limits;

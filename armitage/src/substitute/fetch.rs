@@ -13,11 +13,11 @@
 
 use super::cache::BinaryCache;
 use super::decompress::{Decoder, Method};
-use super::http::Client;
 use super::error::SubstituteError;
+use super::http::Client;
+use local_store::{AddOptions, LocalStore};
 use std::io::{self, BufReader, Read};
 use store::hash::{Algorithm, Encoding, Hash, HashSink};
-use local_store::{AddOptions, LocalStore};
 use store::narinfo::NarInfo;
 use store::path_info::PathInfo;
 
@@ -48,7 +48,8 @@ pub(super) fn fetch(
     let body = cache
         .open(client, &info.url)?
         .ok_or_else(|| SubstituteError::Gone { name: info.url.clone(), cache: cache.url.clone() })?;
-    let source = FileReader { inner: body, hash: info.file_hash.map(|h| HashSink::new(h.algorithm())), size: 0, error: None };
+    let source =
+        FileReader { inner: body, hash: info.file_hash.map(|h| HashSink::new(h.algorithm())), size: 0, error: None };
     let decoder = Decoder::new(method, source).map_err(|e| SubstituteError::Decompress {
         url: url.clone(),
         method: info.compression.clone(),
@@ -142,7 +143,9 @@ impl NarStream<'_> {
     fn read_error(&mut self, e: io::Error) -> SubstituteError {
         match self.decoder.source_mut().error.clone() {
             Some(why) => SubstituteError::Download { url: self.url.clone(), why },
-            None => SubstituteError::Decompress { url: self.url.clone(), method: self.method.clone(), why: e.to_string() },
+            None => {
+                SubstituteError::Decompress { url: self.url.clone(), method: self.method.clone(), why: e.to_string() }
+            }
         }
     }
 

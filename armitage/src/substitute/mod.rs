@@ -42,14 +42,14 @@ pub use error::SubstituteError;
 pub use plan::FetchPlan;
 
 use cache::BinaryCache;
+use local_store::LocalStore;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
-use local_store::LocalStore;
+use store::backend::trust;
 use store::narinfo::NarInfo;
 use store::path_info::PathInfo;
 use store::signing::PublicKeys;
-use store::backend::trust;
 use store::store_path::{StoreDir, StorePath};
 
 /// What a cache offers for a path.
@@ -383,5 +383,10 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl F
             });
         }
     });
-    results.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().map(|r| r.expect("every item was mapped")).collect()
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every item was mapped"))
+        .collect()
 }

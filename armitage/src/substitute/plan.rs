@@ -6,9 +6,9 @@
 
 use super::error::SubstituteError;
 use super::{Substitutable, Substituters, parallel_map};
+use local_store::LocalStore;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Condvar, Mutex};
-use local_store::LocalStore;
 use store::path_info::PathInfo;
 use store::store_path::StorePath;
 

@@ -6,8 +6,8 @@ use compat_tests::proto_client::{Client, Wire};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, armitage_bin, line, output, run, write_file};
+use worker_protocol::Op;
 
 /// `armitage daemon --stdio` on one end of a socket pair.
 fn stdio_daemon(store: &TestStore, extra: &[&str]) -> (std::process::Child, Client) {
@@ -109,7 +109,9 @@ fn allowed_users_keeps_others_out() {
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
         home
     };
-    for (allowed, expect_ok) in [("root", false), ("*", true), ("nobody", true), ("root @wheel", false), ("@nogroup", true)] {
+    for (allowed, expect_ok) in
+        [("root", false), ("*", true), ("nobody", true), ("root @wheel", false), ("@nogroup", true)]
+    {
         let store = TestStore::with_conf(&format!("allowed-users = {allowed}\ntrusted-users = root\n"));
         let daemon = Daemon::armitage(&store);
         let f = store.work_dir("in").join("f");
@@ -150,7 +152,10 @@ fn reported_version(daemon: &Daemon, store: &TestStore, nix: &Nix) -> String {
             let out = output(cmd.args(["store", "ping"]));
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let text = String::from_utf8_lossy(&out.stderr).into_owned();
-            text.lines().find_map(|l| l.strip_prefix("Version: ")).unwrap_or_else(|| panic!("no version in:\n{text}")).to_owned()
+            text.lines()
+                .find_map(|l| l.strip_prefix("Version: "))
+                .unwrap_or_else(|| panic!("no version in:\n{text}"))
+                .to_owned()
         }
         NixVersion::V2_26 => {
             let json: serde_json::Value = serde_json::from_str(&run(cmd.args(["store", "info", "--json"]))).unwrap();
@@ -178,7 +183,11 @@ fn reported_version_orders_among_nix_versions_and_can_be_set() {
         let reported = reported_version(&Daemon::armitage(&store), &store, &nix);
         assert_eq!(reported, format!("2.26.3-armitage-{}", env!("CARGO_PKG_VERSION")), "{version}");
         for (other, order) in [("2.26.3", 1), ("2.26.4", -1), ("2.8.0", 1), ("2.27", -1), ("2.26.3pre20250101", 1)] {
-            assert_eq!(compare_versions(&store, &nix, &reported, other), order, "{version}: compareVersions {reported} {other}");
+            assert_eq!(
+                compare_versions(&store, &nix, &reported, other),
+                order,
+                "{version}: compareVersions {reported} {other}"
+            );
         }
 
         // Set to what nix-daemon of this version reports, it reads the same.

@@ -3,9 +3,9 @@
 //! with the database, schema and lock files as either leaves them.
 
 use compat_tests::{armitage_path_info, armitage_verify, make_tree, nix_path_info, nix_verify, open_store};
+use local_store::AddOptions;
 use std::collections::{BTreeMap, BTreeSet};
 use store::hash::Algorithm;
-use local_store::AddOptions;
 use store::path_info::PathInfo;
 use testkit::{Nix, NixVersion, TestStore, line, run, write_file};
 
@@ -110,15 +110,20 @@ fn armitage_made_paths_are_accepted_by_nix(version: NixVersion) {
     make_tree(&work.join("tree"), 11, 60, 5000);
     let tree = line(run(store.armitage().arg("store").arg("add").arg(work.join("tree"))));
     let tree_path = lib.parse_path(&tree).unwrap();
-    let text = lib.add_text("note.txt", format!("refers to {tree}").as_bytes(), &[tree_path.clone()].into(), AddOptions::default()).unwrap();
+    let text = lib
+        .add_text(
+            "note.txt",
+            format!("refers to {tree}").as_bytes(),
+            &[tree_path.clone()].into(),
+            AddOptions::default(),
+        )
+        .unwrap();
 
     make_tree(&work.join("imported"), 12, 10, 2000);
     let mut nar = Vec::new();
     local_store::nar_fs::dump(&work.join("imported"), &mut nar).unwrap();
-    let imported_path = lib
-        .store_dir()
-        .make_store_path("output:out", &Algorithm::Sha256.digest(b"some output"), "imported")
-        .unwrap();
+    let imported_path =
+        lib.store_dir().make_store_path("output:out", &Algorithm::Sha256.digest(b"some output"), "imported").unwrap();
     let mut info = PathInfo::new(imported_path.clone(), Algorithm::Sha256.digest(&nar), nar.len() as u64);
     info.references = [tree_path.clone(), text.path.clone(), imported_path.clone()].into();
     info.deriver = Some(readded.path.clone());
@@ -191,6 +196,13 @@ fn schemas_match_and_open_both_ways() {
         assert!(ok, "Nix 2.8 cannot reopen its store after armitage used it (ca = {ca}):\n{err}");
         let (ok, err) = nix_verify(&by_old, &nix226);
         assert!(ok, "Nix 2.26 cannot open a 2.8 store armitage used (ca = {ca}):\n{err}");
-        assert!(by_old.nix(&nix28, "nix-store").args(["--check-validity", &format!("{}/{}", by_old.store_dir, p.path)]).status().unwrap().success());
+        assert!(
+            by_old
+                .nix(&nix28, "nix-store")
+                .args(["--check-validity", &format!("{}/{}", by_old.store_dir, p.path)])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 }

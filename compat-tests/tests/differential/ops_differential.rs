@@ -28,7 +28,9 @@
 //! runs, `OPS_DIFF_DUMP=<dir>` writes both runs, normalised, to
 //! `<dir>/armitage.txt` and `<dir>/nix.txt`.
 
-use compat_tests::proto_client::{AfterError, Client, ClientError, Options, Outcome, Token, Value, Wire, export_record, export_stream};
+use compat_tests::proto_client::{
+    AfterError, Client, ClientError, Options, Outcome, Token, Value, Wire, export_record, export_stream,
+};
 use compat_tests::{base_name, make_tree};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,8 +38,8 @@ use std::time::{Duration, Instant};
 use store::content_address::FileIngestionMethod;
 use store::hash::Algorithm;
 use store::store_path::{StoreDir, StorePath, StoreReferences};
-use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, run, write_file};
+use worker_protocol::Op;
 
 /// The client minors the script runs at: 1.21 (Nix 2.3; STDERR_READ
 /// uploads, legacy errors), 1.23 (framed AddToStoreNar), 1.25 (new
@@ -171,7 +173,15 @@ fn nar_of(contents: &[u8]) -> (Vec<u8>, String) {
 /// A `ValidPathInfo` in the minor-16 layout AddToStoreNar and
 /// AddMultipleToStore use, without the NAR.
 #[allow(clippy::too_many_arguments)]
-fn path_info_fields(path: &str, deriver: &str, nar: &[u8], refs: &[&str], ultimate: bool, sigs: &[&str], ca: &str) -> Wire {
+fn path_info_fields(
+    path: &str,
+    deriver: &str,
+    nar: &[u8],
+    refs: &[&str],
+    ultimate: bool,
+    sigs: &[&str],
+    ca: &str,
+) -> Wire {
     Wire::new()
         .str(path)
         .str(deriver)
@@ -241,8 +251,9 @@ fn connect_as_nobody(socket: &Path) -> std::os::unix::net::UnixStream {
 
 /// Opens a connection and shakes hands.
 fn handshake(daemon: &Daemon, minor: u64, untrusted: bool) -> (Client, compat_tests::proto_client::Hello) {
-    let mut client = if untrusted { Client::from_stream(connect_as_nobody(&daemon.socket)) } else { Client::open(&daemon.socket) }
-        .unwrap_or_else(|e| panic!("{}: connecting: {e}", daemon.name));
+    let mut client =
+        if untrusted { Client::from_stream(connect_as_nobody(&daemon.socket)) } else { Client::open(&daemon.socket) }
+            .unwrap_or_else(|e| panic!("{}: connecting: {e}", daemon.name));
     let hello = client
         .handshake(compat_tests::proto_client::version(minor), &[])
         .unwrap_or_else(|e| panic!("{}: handshake at 1.{minor}: {e}", daemon.name));
@@ -261,9 +272,15 @@ fn connect(daemon: &Daemon, minor: u64, untrusted: bool) -> Client {
 impl<'a> Session<'a> {
     fn open(daemon: &'a Daemon, minor: u64, untrusted: bool) -> Session<'a> {
         let (mut client, hello) = handshake(daemon, minor, untrusted);
-        let handshake =
-            Step { name: "handshake".into(), op: 0, tokens: client.take_transcript(), outcome: Some(hello.startup), after: None };
-        let options = client.set_options(&Options::default()).unwrap_or_else(|e| panic!("{}: SetOptions: {e}", daemon.name));
+        let handshake = Step {
+            name: "handshake".into(),
+            op: 0,
+            tokens: client.take_transcript(),
+            outcome: Some(hello.startup),
+            after: None,
+        };
+        let options =
+            client.set_options(&Options::default()).unwrap_or_else(|e| panic!("{}: SetOptions: {e}", daemon.name));
         let set_options = Step {
             name: "SetOptions".into(),
             op: Op::SetOptions as u64,
@@ -281,7 +298,13 @@ impl<'a> Session<'a> {
         self.step_with_source(name, wire, None, reply)
     }
 
-    fn step_with_source(&mut self, name: impl Into<String>, wire: Wire, source: Option<(Vec<u8>, usize)>, reply: Reply<'_>) {
+    fn step_with_source(
+        &mut self,
+        name: impl Into<String>,
+        wire: Wire,
+        source: Option<(Vec<u8>, usize)>,
+        reply: Reply<'_>,
+    ) {
         let name = name.into();
         let who = format!("{} at 1.{}: {name}", self.daemon.name, self.minor);
         if let Some((data, chunk)) = &source {
@@ -338,7 +361,9 @@ impl<'a> Session<'a> {
             // A request expected to fail succeeded: keep what follows, up to
             // the end of the connection.
             Some(_) => {
-                let (rest, closed) = client.read_until_closed(Duration::from_secs(2)).unwrap_or_else(|e| panic!("{who}: reading on: {e}"));
+                let (rest, closed) = client
+                    .read_until_closed(Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("{who}: reading on: {e}"));
                 tokens.push(Token { label: "afterLast", value: Value::Raw(rest) });
                 tokens.push(Token { label: "closed", value: Value::U64(u64::from(closed)) });
                 None
@@ -386,7 +411,12 @@ fn script(s: &mut Session, ctx: &Ctx) {
             }),
         );
     }
-    for (what, p) in [("built_out", seeds.built_out.as_str()), ("hello", hello), ("built_drv", &seeds.built_drv), ("missing", missing)] {
+    for (what, p) in [
+        ("built_out", seeds.built_out.as_str()),
+        ("hello", hello),
+        ("built_drv", &seeds.built_drv),
+        ("missing", missing),
+    ] {
         s.step(
             format!("QueryPathInfo({what})"),
             Wire::op(Op::QueryPathInfo).str(p),
@@ -412,7 +442,11 @@ fn script(s: &mut Session, ctx: &Ctx) {
         ("missing_drv", &missing.replace("-missing", "-missing.drv")),
     ] {
         s.step(format!("QueryDerivationOutputs({what})"), Wire::op(Op::QueryDerivationOutputs).str(p), strings());
-        s.step(format!("QueryDerivationOutputNames({what})"), Wire::op(Op::QueryDerivationOutputNames).str(p), strings());
+        s.step(
+            format!("QueryDerivationOutputNames({what})"),
+            Wire::op(Op::QueryDerivationOutputNames).str(p),
+            strings(),
+        );
         s.step(
             format!("QueryDerivationOutputMap({what})"),
             Wire::op(Op::QueryDerivationOutputMap).str(p),
@@ -435,7 +469,11 @@ fn script(s: &mut Session, ctx: &Ctx) {
     }
     s.step("QueryValidPaths", qvp, strings());
     if m >= 27 {
-        s.step("QueryValidPaths(substitute)", Wire::op(Op::QueryValidPaths).strings([missing, hello]).bool(true), strings());
+        s.step(
+            "QueryValidPaths(substitute)",
+            Wire::op(Op::QueryValidPaths).strings([missing, hello]).bool(true),
+            strings(),
+        );
     }
     s.step("QuerySubstitutablePaths", Wire::op(Op::QuerySubstitutablePaths).strings([missing, hello]), strings());
     let qspi = if m >= 22 {
@@ -474,7 +512,13 @@ fn script(s: &mut Session, ctx: &Ctx) {
     s.step(
         "BuildPathsWithResults",
         Wire::op(Op::BuildPathsWithResults)
-            .strings([hello, &format!("{}!out", seeds.built_drv), &format!("{}!dev,out", seeds.built_drv), &all_outputs, missing])
+            .strings([
+                hello,
+                &format!("{}!out", seeds.built_drv),
+                &format!("{}!dev,out", seeds.built_drv),
+                &all_outputs,
+                missing,
+            ])
             .u64(0),
         Box::new(|c| c.read_keyed_build_results().map(drop)),
     );
@@ -483,28 +527,56 @@ fn script(s: &mut Session, ctx: &Ctx) {
 
     // Adding paths, in the encodings of this minor.
     let text = format!("text added at 1.{m}, referring to {hello}\n");
-    s.step("AddTextToStore", Wire::op(Op::AddTextToStore).str(&format!("text-{m}")).str(&text).strings([hello]), one_string());
+    s.step(
+        "AddTextToStore",
+        Wire::op(Op::AddTextToStore).str(&format!("text-{m}")).str(&text).strings([hello]),
+        one_string(),
+    );
     let flat = format!("flat file added at 1.{m}\n");
     if m >= 25 {
         let add = |name: &str, cam: &str, refs: &[&str], data: &[u8]| {
             Wire::op(Op::AddToStore).str(name).str(cam).strings(refs).bool(false).framed(data, 7)
         };
         let vpi: fn() -> Reply<'static> = || Box::new(|c| c.read_valid_path_info().map(drop));
-        s.step("AddToStore(text:sha256)", add(&format!("cam-text-{m}"), "text:sha256", &[hello], text.as_bytes()), vpi());
+        s.step(
+            "AddToStore(text:sha256)",
+            add(&format!("cam-text-{m}"), "text:sha256", &[hello], text.as_bytes()),
+            vpi(),
+        );
         s.step("AddToStore(fixed:r:sha256)", add(&format!("tree-{m}"), "fixed:r:sha256", &[], &ctx.tree_nar), vpi());
-        s.step("AddToStore(fixed:r:sha256, refs)", add(&format!("tree-refs-{m}"), "fixed:r:sha256", &[hello], &ctx.tree_nar), vpi());
+        s.step(
+            "AddToStore(fixed:r:sha256, refs)",
+            add(&format!("tree-refs-{m}"), "fixed:r:sha256", &[hello], &ctx.tree_nar),
+            vpi(),
+        );
         s.step("AddToStore(fixed:sha256)", add(&format!("flat-{m}"), "fixed:sha256", &[], flat.as_bytes()), vpi());
         s.step("AddToStore(fixed:sha1)", add(&format!("flat-sha1-{m}"), "fixed:sha1", &[], flat.as_bytes()), vpi());
-        s.step("AddToStore(fixed:r:sha512)", add(&format!("tree-sha512-{m}"), "fixed:r:sha512", &[], &ctx.tree_nar), vpi());
+        s.step(
+            "AddToStore(fixed:r:sha512)",
+            add(&format!("tree-sha512-{m}"), "fixed:r:sha512", &[], &ctx.tree_nar),
+            vpi(),
+        );
         s.step("AddToStore(fixed:md5, empty)", add(&format!("empty-{m}"), "fixed:md5", &[], b""), vpi());
     } else {
         let add = |name: &str, fixed: bool, recursive: u64, algo: &str, nar: &[u8]| {
             Wire::op(Op::AddToStore).str(name).bool(fixed).u64(recursive).str(algo).raw(nar)
         };
         let flat_nar = store::nar::dump_bytes(flat.as_bytes(), false);
-        s.step("AddToStore(legacy, not fixed)", add(&format!("tree-{m}"), false, 1, "sha256", &ctx.tree_nar), one_string());
-        s.step("AddToStore(legacy, r:sha1)", add(&format!("tree-sha1-{m}"), true, 1, "sha1", &ctx.tree_nar), one_string());
-        s.step("AddToStore(legacy, flat sha256)", add(&format!("flat-{m}"), true, 0, "sha256", &flat_nar), one_string());
+        s.step(
+            "AddToStore(legacy, not fixed)",
+            add(&format!("tree-{m}"), false, 1, "sha256", &ctx.tree_nar),
+            one_string(),
+        );
+        s.step(
+            "AddToStore(legacy, r:sha1)",
+            add(&format!("tree-sha1-{m}"), true, 1, "sha1", &ctx.tree_nar),
+            one_string(),
+        );
+        s.step(
+            "AddToStore(legacy, flat sha256)",
+            add(&format!("flat-{m}"), true, 0, "sha256", &flat_nar),
+            one_string(),
+        );
         s.step("AddToStore(legacy, flat md5)", add(&format!("flat-md5-{m}"), true, 0, "md5", &flat_nar), one_string());
     }
 
@@ -515,7 +587,8 @@ fn script(s: &mut Session, ctx: &Ctx) {
     };
     let (nar, _) = nar_of(format!("uploaded at 1.{m}\n").as_bytes());
     let uploaded = made_up_path(ctx, &format!("nar-{m}"), &format!("nar-{m}"));
-    let info = path_info_fields(&uploaded, &seeds.built_drv, &nar, &[hello, &uploaded], true, &["test:c2lnbmF0dXJl"], "");
+    let info =
+        path_info_fields(&uploaded, &seeds.built_drv, &nar, &[hello, &uploaded], true, &["test:c2lnbmF0dXJl"], "");
     let (w, src) = nar_upload(info, &nar, 1000);
     s.step_with_source("AddToStoreNar", w, src, none());
     let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -536,7 +609,12 @@ fn script(s: &mut Session, ctx: &Ctx) {
     let ca_hash = Algorithm::Sha256.digest(&ca_nar);
     let ca_path = ctx.path(
         &ctx.dir
-            .make_fixed_output_path(&format!("ca-nar-{m}"), FileIngestionMethod::Recursive, &ca_hash, &StoreReferences::default())
+            .make_fixed_output_path(
+                &format!("ca-nar-{m}"),
+                FileIngestionMethod::Recursive,
+                &ca_hash,
+                &StoreReferences::default(),
+            )
             .expect("a CA path"),
     );
     let ca = format!("fixed:r:sha256:{}", ca_hash.to_nix32());
@@ -566,7 +644,11 @@ fn script(s: &mut Session, ctx: &Ctx) {
         .raw(&nar_a)
         .then(&path_info_fields(&path_b, "", &nar_b, &[&path_a], false, &["a:b"], ""))
         .raw(&nar_b);
-    s.step("AddMultipleToStore", Wire::op(Op::AddMultipleToStore).bool(false).bool(true).framed(stream.as_bytes(), 100), none());
+    s.step(
+        "AddMultipleToStore",
+        Wire::op(Op::AddMultipleToStore).bool(false).bool(true).framed(stream.as_bytes(), 100),
+        none(),
+    );
     s.step(
         "AddMultipleToStore(empty)",
         Wire::op(Op::AddMultipleToStore).bool(false).bool(true).framed(Wire::new().u64(0).as_bytes(), 100),
@@ -587,11 +669,19 @@ fn script(s: &mut Session, ctx: &Ctx) {
     s.step("ExportPath(hello)", Wire::op(Op::ExportPath).str(hello).u64(0), one_u64());
     s.step("ExportPath(imported)", Wire::op(Op::ExportPath).str(&imported).u64(0), one_u64());
     s.step("ExportPath(missing)", Wire::op(Op::ExportPath).str(missing).u64(0), one_u64());
-    s.step("NarFromPath(built_out)", Wire::op(Op::NarFromPath).str(&seeds.built_out), Box::new(|c| c.read_nar().map(drop)));
+    s.step(
+        "NarFromPath(built_out)",
+        Wire::op(Op::NarFromPath).str(&seeds.built_out),
+        Box::new(|c| c.read_nar().map(drop)),
+    );
     s.step("NarFromPath(tree)", Wire::op(Op::NarFromPath).str(&imported_big), Box::new(|c| c.read_nar().map(drop)));
 
     // Signatures, logs, realisations.
-    s.step("AddSignatures", Wire::op(Op::AddSignatures).str(hello).strings([format!("key-{m}:c2ln"), "key:c2ln".into()]), one_u64());
+    s.step(
+        "AddSignatures",
+        Wire::op(Op::AddSignatures).str(hello).strings([format!("key-{m}:c2ln"), "key:c2ln".into()]),
+        one_u64(),
+    );
     s.step(
         "QueryPathInfo(hello, signed)",
         Wire::op(Op::QueryPathInfo).str(hello),
@@ -601,12 +691,19 @@ fn script(s: &mut Session, ctx: &Ctx) {
         }),
     );
     let log = format!("a build log sent at 1.{m}\nsecond line\n");
-    s.step("AddBuildLog", Wire::op(Op::AddBuildLog).str(base_name(&seeds.built_drv)).framed(log.as_bytes(), 5), one_u64());
+    s.step(
+        "AddBuildLog",
+        Wire::op(Op::AddBuildLog).str(base_name(&seeds.built_drv)).framed(log.as_bytes(), 5),
+        one_u64(),
+    );
     let drv_hash = Algorithm::Sha256.digest(format!("drv-{m}").as_bytes()).to_base16();
     let id = format!("sha256:{drv_hash}!out");
     let register = |id: &str, out: &str| {
         if m >= 31 {
-            let json = format!(r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"{}","signatures":[]}}"#, base_name(out));
+            let json = format!(
+                r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"{}","signatures":[]}}"#,
+                base_name(out)
+            );
             Wire::op(Op::RegisterDrvOutput).str(&json)
         } else {
             Wire::op(Op::RegisterDrvOutput).str(id).str(base_name(out))
@@ -621,7 +718,11 @@ fn script(s: &mut Session, ctx: &Ctx) {
     s.step("RegisterDrvOutput(dev)", register(&dev_id, &seeds.built_dev), none());
     s.step("QueryRealisation(dev)", Wire::op(Op::QueryRealisation).str(&dev_id), realisation_reply());
     s.step("RegisterDrvOutput(conflict)", register(&id, hello), none());
-    s.step("QueryRealisation(unknown)", Wire::op(Op::QueryRealisation).str(&format!("sha256:{}!out", "0".repeat(64))), realisation_reply());
+    s.step(
+        "QueryRealisation(unknown)",
+        Wire::op(Op::QueryRealisation).str(&format!("sha256:{}!out", "0".repeat(64))),
+        realisation_reply(),
+    );
     s.step("QueryRealisation(malformed)", Wire::op(Op::QueryRealisation).str("not-an-id"), realisation_reply());
 
     // GC roots.
@@ -636,8 +737,16 @@ fn script(s: &mut Session, ctx: &Ctx) {
     s.step("AddPermRoot(again)", Wire::op(Op::AddPermRoot).str(&imported).str(perm.to_str().unwrap()), one_string());
     let file_root = ctx.roots.join(format!("file-{m}"));
     write_file(&file_root, "a regular file");
-    s.step("AddPermRoot(over a file)", Wire::op(Op::AddPermRoot).str(hello).str(file_root.to_str().unwrap()), one_string());
-    s.step("AddPermRoot(in the store)", Wire::op(Op::AddPermRoot).str(hello).str(&format!("{}/root-{m}", ctx.dir.as_str())), one_string());
+    s.step(
+        "AddPermRoot(over a file)",
+        Wire::op(Op::AddPermRoot).str(hello).str(file_root.to_str().unwrap()),
+        one_string(),
+    );
+    s.step(
+        "AddPermRoot(in the store)",
+        Wire::op(Op::AddPermRoot).str(hello).str(&format!("{}/root-{m}", ctx.dir.as_str())),
+        one_string(),
+    );
     s.step("SyncWithGC", Wire::op(Op::SyncWithGC), one_u64());
     s.step("FindRoots", Wire::op(Op::FindRoots), Box::new(|c| c.read_roots().map(drop)));
 
@@ -665,7 +774,10 @@ fn script(s: &mut Session, ctx: &Ctx) {
     // Requests refused while they are read.
     let outside = "/not/a/store/path-x";
     s.closing_step("IsValidPath(outside the store)", Wire::op(Op::IsValidPath).str(outside));
-    s.closing_step("QueryPathInfo(not a path)", Wire::op(Op::QueryPathInfo).str(&format!("{}/not-a-hash", ctx.dir.as_str())));
+    s.closing_step(
+        "QueryPathInfo(not a path)",
+        Wire::op(Op::QueryPathInfo).str(&format!("{}/not-a-hash", ctx.dir.as_str())),
+    );
     s.closing_step("unknown op 99", Wire::op_number(99).str(hello));
     s.closing_step("QueryFailedPaths (removed)", Wire::op_number(24));
     s.closing_step("ClearFailedPaths (removed)", Wire::op_number(25));
@@ -704,12 +816,23 @@ fn untrusted_script(s: &mut Session, ctx: &Ctx) {
             c.read_path_info().map(drop)
         }),
     );
-    s.step("untrusted AddSignatures", Wire::op(Op::AddSignatures).str(hello).strings([format!("untrusted-{m}:c2ln")]), one_u64());
+    s.step(
+        "untrusted AddSignatures",
+        Wire::op(Op::AddSignatures).str(hello).strings([format!("untrusted-{m}:c2ln")]),
+        one_u64(),
+    );
     s.step("untrusted VerifyStore(repair)", Wire::op(Op::VerifyStore).bool(false).bool(true), one_u64());
     s.step("untrusted FindRoots", Wire::op(Op::FindRoots), Box::new(|c| c.read_roots().map(drop)));
     s.step(
         "untrusted CollectGarbage(dead)",
-        Wire::op(Op::CollectGarbage).u64(1).strings(Vec::<String>::new()).bool(false).u64(u64::MAX).u64(0).u64(0).u64(0),
+        Wire::op(Op::CollectGarbage)
+            .u64(1)
+            .strings(Vec::<String>::new())
+            .bool(false)
+            .u64(u64::MAX)
+            .u64(0)
+            .u64(0)
+            .u64(0),
         Box::new(|c| c.read_gc_result().map(drop)),
     );
     s.step(
@@ -731,7 +854,12 @@ fn untrusted_script(s: &mut Session, ctx: &Ctx) {
     let ca_hash = Algorithm::Sha256.digest(&ca_nar);
     let ca_path = ctx.path(
         &ctx.dir
-            .make_fixed_output_path(&format!("untrusted-ca-{m}"), FileIngestionMethod::Recursive, &ca_hash, &StoreReferences::default())
+            .make_fixed_output_path(
+                &format!("untrusted-ca-{m}"),
+                FileIngestionMethod::Recursive,
+                &ca_hash,
+                &StoreReferences::default(),
+            )
             .expect("a CA path"),
     );
     let ca = format!("fixed:r:sha256:{}", ca_hash.to_nix32());
@@ -756,24 +884,47 @@ fn untrusted_script(s: &mut Session, ctx: &Ctx) {
         none(),
     );
     let export = export_stream(&[export_record(&nar, &unsigned, &[], "")]);
-    s.step_with_source("untrusted ImportPaths(unsigned)", Wire::op(Op::ImportPaths), Some((export.into_bytes(), 5000)), strings());
+    s.step_with_source(
+        "untrusted ImportPaths(unsigned)",
+        Wire::op(Op::ImportPaths),
+        Some((export.into_bytes(), 5000)),
+        strings(),
+    );
     if m >= 25 {
         let add = |name: &str, repair: bool| {
-            Wire::op(Op::AddToStore).str(name).str("fixed:r:sha256").strings(Vec::<String>::new()).bool(repair).framed(&ctx.tree_nar, 50)
+            Wire::op(Op::AddToStore)
+                .str(name)
+                .str("fixed:r:sha256")
+                .strings(Vec::<String>::new())
+                .bool(repair)
+                .framed(&ctx.tree_nar, 50)
         };
-        s.step("untrusted AddToStore", add(&format!("untrusted-tree-{m}"), false), Box::new(|c| c.read_valid_path_info().map(drop)));
-        s.step("untrusted AddToStore(repair)", add(&format!("untrusted-tree-{m}"), true), Box::new(|c| c.read_valid_path_info().map(drop)));
+        s.step(
+            "untrusted AddToStore",
+            add(&format!("untrusted-tree-{m}"), false),
+            Box::new(|c| c.read_valid_path_info().map(drop)),
+        );
+        s.step(
+            "untrusted AddToStore(repair)",
+            add(&format!("untrusted-tree-{m}"), true),
+            Box::new(|c| c.read_valid_path_info().map(drop)),
+        );
     }
     let drv_hash = Algorithm::Sha256.digest(format!("untrusted-drv-{m}").as_bytes()).to_base16();
     let id = format!("sha256:{drv_hash}!out");
     let register = if m >= 31 {
-        let json = format!(r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"{}","signatures":[]}}"#, base_name(hello));
+        let json =
+            format!(r#"{{"dependentRealisations":{{}},"id":"{id}","outPath":"{}","signatures":[]}}"#, base_name(hello));
         Wire::op(Op::RegisterDrvOutput).str(&json)
     } else {
         Wire::op(Op::RegisterDrvOutput).str(&id).str(base_name(hello))
     };
     s.step("untrusted RegisterDrvOutput", register, none());
-    s.step("untrusted QueryRealisation", Wire::op(Op::QueryRealisation).str(&id), Box::new(|c| c.read_strings("realisation").map(drop)));
+    s.step(
+        "untrusted QueryRealisation",
+        Wire::op(Op::QueryRealisation).str(&id),
+        Box::new(|c| c.read_strings("realisation").map(drop)),
+    );
 
     // Refused while the request is read, or leaving it unread: own connections.
     let mode_repair = |op: Op| Wire::op(op).strings([hello]).u64(1);
@@ -781,7 +932,10 @@ fn untrusted_script(s: &mut Session, ctx: &Ctx) {
     s.closing_step("untrusted BuildPathsWithResults(repair)", mode_repair(Op::BuildPathsWithResults));
     let perm = ctx.roots.join(format!("untrusted-perm-{m}"));
     s.closing_step("untrusted AddPermRoot", Wire::op(Op::AddPermRoot).str(hello).str(perm.to_str().unwrap()));
-    s.closing_step("untrusted AddBuildLog", Wire::op(Op::AddBuildLog).str(base_name(&seeds.built_drv)).framed(b"a log\n", 5));
+    s.closing_step(
+        "untrusted AddBuildLog",
+        Wire::op(Op::AddBuildLog).str(base_name(&seeds.built_drv)).framed(b"a log\n", 5),
+    );
 }
 
 /// Runs the script at every minor against a daemon.
@@ -1031,14 +1185,20 @@ fn check_difference(minor: u64, a: &Step, b: &Step, theirs: &[Step]) -> Option<V
             let failed = |s: &Step| s.outcome.as_ref().is_some_and(|o| !o.is_ok());
             expect(failed(a) && failed(b), format!("armitage: {:?}; nix-daemon: {:?}", a.outcome, b.outcome));
             expect(a.after == Some(AfterError::Continues), format!("armitage after the error: {:?}", a.after));
-            expect(b.after == Some(AfterError::Closes { further_errors: vec![] }), format!("nix-daemon after the error: {:?}", b.after));
+            expect(
+                b.after == Some(AfterError::Closes { further_errors: vec![] }),
+                format!("nix-daemon after the error: {:?}", b.after),
+            );
         }
         "untrusted BuildPaths" | "untrusted AddPermRoot" | "untrusted AddBuildLog" => {
             // The same error first; then CppNix closes, armitage goes on.
             let diff = token_difference(&normalise(&a.name, &a.tokens), &normalise(&b.name, &b.tokens));
             expect(diff.is_none(), diff.unwrap_or_default());
             expect(a.after == Some(AfterError::Continues), format!("armitage after the error: {:?}", a.after));
-            expect(matches!(b.after, Some(AfterError::Closes { .. })), format!("nix-daemon after the error: {:?}", b.after));
+            expect(
+                matches!(b.after, Some(AfterError::Closes { .. })),
+                format!("nix-daemon after the error: {:?}", b.after),
+            );
         }
         "CollectGarbage(delete live)" => {
             let before_1_37 = |mut t: Token| {
@@ -1054,10 +1214,14 @@ fn check_difference(minor: u64, a: &Step, b: &Step, theirs: &[Step]) -> Option<V
             let theirs: Vec<Token> = normalise(&b.name, &b.tokens).into_iter().map(before_1_37).collect();
             let diff = token_difference(&normalise(&a.name, &a.tokens), &theirs);
             expect(diff.is_none(), diff.unwrap_or_default());
-            expect(a.after == b.after, format!("after the error, armitage: {:?}; nix-daemon 2.26: {:?}", a.after, b.after));
+            expect(
+                a.after == b.after,
+                format!("after the error, armitage: {:?}; nix-daemon 2.26: {:?}", a.after, b.after),
+            );
         }
         "NarFromPath(missing)" => {
-            let ours_err = a.outcome.as_ref().and_then(|o| o.result.clone().err()).map(|e| normalise_error_text(&e.message));
+            let ours_err =
+                a.outcome.as_ref().and_then(|o| o.result.clone().err()).map(|e| normalise_error_text(&e.message));
             expect(
                 ours_err.as_deref().is_some_and(|m| m.starts_with("path '") && m.ends_with("' is not valid")),
                 format!("armitage: {:?}", a.outcome),
@@ -1070,12 +1234,18 @@ fn check_difference(minor: u64, a: &Step, b: &Step, theirs: &[Step]) -> Option<V
         }
         _ => {
             // Build operations: all but the activities.
-            let (na, nb) = (without_activities(&normalise(&a.name, &a.tokens)), without_activities(&normalise(&b.name, &b.tokens)));
+            let (na, nb) = (
+                without_activities(&normalise(&a.name, &a.tokens)),
+                without_activities(&normalise(&b.name, &b.tokens)),
+            );
             if let Some(diff) = token_difference(&na, &nb) {
                 problems.push(format!("1.{minor} {} (activities left out): {diff}", a.name));
             }
             if a.after != b.after && !repeated_error_before_close(a, b) {
-                problems.push(format!("1.{minor} {}: after the error, armitage: {:?}; nix-daemon 2.26: {:?}", a.name, a.after, b.after));
+                problems.push(format!(
+                    "1.{minor} {}: after the error, armitage: {:?}; nix-daemon 2.26: {:?}",
+                    a.name, a.after, b.after
+                ));
             }
         }
     }
@@ -1105,7 +1275,8 @@ fn token_difference(na: &[Token], nb: &[Token]) -> Option<String> {
 /// performOp's handler, then again in the outer one). Armitage sends it once,
 /// as worker-protocol.md §5 recommends; the first one is compared as usual.
 fn repeated_error_before_close(a: &Step, b: &Step) -> bool {
-    let first = |s: &Step| s.outcome.as_ref().and_then(|o| o.result.clone().err()).map(|e| normalise_error_text(&e.message));
+    let first =
+        |s: &Step| s.outcome.as_ref().and_then(|o| o.result.clone().err()).map(|e| normalise_error_text(&e.message));
     match (&a.after, &b.after) {
         (Some(AfterError::Closes { further_errors: ours }), Some(AfterError::Closes { further_errors: theirs })) => {
             ours.is_empty() && theirs.len() == 1 && Some(normalise_error_text(&theirs[0].message)) == first(b)
@@ -1173,7 +1344,11 @@ fn compare(minor: u64, ours: &[Step], theirs: &[Step]) -> Vec<String> {
     let mut problems = Vec::new();
     let names = |s: &[Step]| s.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
     if names(ours) != names(theirs) {
-        problems.push(format!("1.{minor}: the scripts diverged:\n  armitage: {:?}\n  nix: {:?}", names(ours), names(theirs)));
+        problems.push(format!(
+            "1.{minor}: the scripts diverged:\n  armitage: {:?}\n  nix: {:?}",
+            names(ours),
+            names(theirs)
+        ));
         return problems;
     }
     for (a, b) in ours.iter().zip(theirs) {
@@ -1182,7 +1357,8 @@ fn compare(minor: u64, ours: &[Step], theirs: &[Step]) -> Vec<String> {
             continue;
         }
         if a.outcome.is_none() != b.outcome.is_none() {
-            let said = |s: &Step| if s.outcome.is_none() { "closed the connection without an answer" } else { "answered" };
+            let said =
+                |s: &Step| if s.outcome.is_none() { "closed the connection without an answer" } else { "answered" };
             problems.push(format!("1.{minor} {}: armitage {}; nix-daemon 2.26 {}", a.name, said(a), said(b)));
         }
         let (na, mut nb) = (normalise(&a.name, &a.tokens), normalise(&b.name, &b.tokens));
@@ -1193,7 +1369,10 @@ fn compare(minor: u64, ours: &[Step], theirs: &[Step]) -> Vec<String> {
             problems.push(format!("1.{minor} {}: {diff}", a.name));
         }
         if a.after != b.after && !repeated_error_before_close(a, b) {
-            problems.push(format!("1.{minor} {}: after the error, armitage: {:?}; nix-daemon 2.26: {:?}", a.name, a.after, b.after));
+            problems.push(format!(
+                "1.{minor} {}: after the error, armitage: {:?}; nix-daemon 2.26: {:?}",
+                a.name, a.after, b.after
+            ));
         }
     }
     problems
@@ -1253,7 +1432,8 @@ fn every_op_at_every_minor_matches_nix_daemon_2_26() {
     // would build: armitage does not build yet).
     for minor in MINORS {
         let sent: std::collections::BTreeSet<u64> = by_armitage[&minor].iter().map(|s| s.op).collect();
-        let unsent: Vec<Op> = Op::ALL.into_iter().filter(|op| *op != Op::BuildDerivation && !sent.contains(&(*op as u64))).collect();
+        let unsent: Vec<Op> =
+            Op::ALL.into_iter().filter(|op| *op != Op::BuildDerivation && !sent.contains(&(*op as u64))).collect();
         assert!(unsent.is_empty(), "1.{minor}: the script does not send {unsent:?}");
     }
     let mut problems = Vec::new();

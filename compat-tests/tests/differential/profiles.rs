@@ -309,7 +309,10 @@ fn nix_env_profiles(version: NixVersion) {
     // A profile given relative to the working directory.
     let rel = [tw.ours.work_dir("rel"), tw.theirs.work_dir("rel")];
     let outs = both(&tw, "nix-env", |side, c| {
-        c.current_dir(&rel[if side == Side::Ours { 0 } else { 1 }]).args(["-p", "./prof", "-f"]).arg(&x).args(["-iA", "hello"]);
+        c.current_dir(&rel[if side == Side::Ours { 0 } else { 1 }])
+            .args(["-p", "./prof", "-f"])
+            .arg(&x)
+            .args(["-iA", "hello"]);
     });
     both_ok(&tw, "nix-env -p ./prof -iA hello", &outs);
     same_profile(&tw, "nix-env -p ./prof", [&rel[0], &rel[1]], "prof");
@@ -362,7 +365,8 @@ fn nix_env_profiles(version: NixVersion) {
     });
     both_ok(&tw, "nix-env -iA clash after --set-flag", &outs);
     check("nix-env -iA clash after --set-flag");
-    let hello = std::fs::read_link(std::fs::canonicalize(profile(Side::Theirs)).expect("the profile").join("bin/hello"));
+    let hello =
+        std::fs::read_link(std::fs::canonicalize(profile(Side::Theirs)).expect("the profile").join("bin/hello"));
     assert!(hello.expect("bin/hello").to_string_lossy().contains("-clash-1.0/"), "clash's bin/hello wins");
 
     nix_env("nix-env -e tools clash", &["-e", "tools", "clash"]);
@@ -410,7 +414,9 @@ fn nix_env_profiles(version: NixVersion) {
     same_profile(&tw, "nix-collect-garbage -d: the relative profile", [&rel[0], &rel[1]], "prof");
     let kept = |side: Side| generations(&dir(side), "prof").len();
     assert_eq!(kept(Side::Theirs), 2, "the profile and its current generation");
-    let summary = |o: &Output| text(&o.stdout).lines().filter(|l| l.contains("store paths deleted")).map(str::to_owned).collect::<Vec<_>>();
+    let summary = |o: &Output| {
+        text(&o.stdout).lines().filter(|l| l.contains("store paths deleted")).map(str::to_owned).collect::<Vec<_>>()
+    };
     assert_eq!(summary(&outs[0]), summary(&outs[1]), "nix-collect-garbage -d: what was deleted (armitage's first)");
     tw.same_lines("nix-store -qR of the profile", "nix-store", |side, c| {
         c.arg("-qR").arg(profile(side));
@@ -540,7 +546,10 @@ fn channels(version: NixVersion) {
                 assert!(!o.status.success(), "{}: a channelName with a slash was built", tw.daemon(side).name);
             }
             let ours = strip_ansi(&text(&outs[0].stderr));
-            assert!(ours.contains("channelName is not allowed to contain filesystem separators, got sub/name"), "{ours}");
+            assert!(
+                ours.contains("channelName is not allowed to contain filesystem separators, got sub/name"),
+                "{ours}"
+            );
         }
     }
 }

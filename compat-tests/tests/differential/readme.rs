@@ -45,7 +45,12 @@ enum Runner {
 /// A shell running `script` in `dir` with `PATH` holding `bins` (as
 /// `runner`); a clean environment but for `HOME`.
 fn shell(runner: Runner, dir: &Path, bins: &[PathBuf], script: &str) -> Command {
-    let path = bins.iter().map(|b| b.display().to_string()).chain(["/usr/bin".into(), "/bin".into()]).collect::<Vec<_>>().join(":");
+    let path = bins
+        .iter()
+        .map(|b| b.display().to_string())
+        .chain(["/usr/bin".into(), "/bin".into()])
+        .collect::<Vec<_>>()
+        .join(":");
     let mut cmd = match runner {
         Runner::Me => Command::new("sh"),
         Runner::User(uid, gid) => {
@@ -85,12 +90,17 @@ fn armitage_for(runner: Runner) -> PathBuf {
 fn readme_as_written(runner: Runner, nix: &Nix, shell_of_the_machine: Option<&str>) {
     let readme = repo_file("README.md");
     let daemon_line = sh_block(&readme, Some(README_DAEMON)).into_iter().next().expect("the run command");
-    let args = daemon_line.strip_prefix(CARGO_RUN).unwrap_or_else(|| panic!("the run command no longer starts with {CARGO_RUN:?}: {daemon_line}"));
+    let args = daemon_line
+        .strip_prefix(CARGO_RUN)
+        .unwrap_or_else(|| panic!("the run command no longer starts with {CARGO_RUN:?}: {daemon_line}"));
     let first_build = sh_block(&readme, Some(README_FIRST_BUILD)).join("\n");
 
     let dir = work_dir(runner);
     if let Some(sh) = shell_of_the_machine {
-        testkit::write_file(dir.path().join("armitage-home/etc/armitage.toml"), format!("[daemon]\nsandbox-shell = \"{sh}\"\n"));
+        testkit::write_file(
+            dir.path().join("armitage-home/etc/armitage.toml"),
+            format!("[daemon]\nsandbox-shell = \"{sh}\"\n"),
+        );
         if let Runner::User(uid, gid) = runner {
             for d in ["armitage-home", "armitage-home/etc", "armitage-home/etc/armitage.toml"] {
                 std::os::unix::fs::chown(dir.path().join(d), Some(uid), Some(gid)).unwrap();
@@ -162,7 +172,12 @@ fn daemon_page_opening_commands_as_written() {
     let block = sh_block(&repo_file("docs/daemon.md"), None).join("\n");
     let dir = work_dir(Runner::Me);
     let bin_dir = armitage_bin().parent().unwrap().to_owned();
-    let out = output(&mut shell(Runner::Me, dir.path(), &[bin_dir, nix.bin_dir().to_owned()], &format!("{block}\nkill $!\nwait")));
+    let out = output(&mut shell(
+        Runner::Me,
+        dir.path(),
+        &[bin_dir, nix.bin_dir().to_owned()],
+        &format!("{block}\nkill $!\nwait"),
+    ));
     assert!(out.status.success() || out.status.code() == Some(143), "{}", String::from_utf8_lossy(&out.stderr));
     // The daemon's export line comes first; path-info's JSON last.
     let stdout = String::from_utf8_lossy(&out.stdout);

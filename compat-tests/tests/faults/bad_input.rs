@@ -863,7 +863,12 @@ fn a_big_legacy_flat_upload_is_streamed_not_buffered() {
     let dir = store_dir(&store);
     let hash = expected.finish().0;
     let want = dir
-        .make_fixed_output_path("big-flat", store::content_address::FileIngestionMethod::Flat, &hash, &Default::default())
+        .make_fixed_output_path(
+            "big-flat",
+            store::content_address::FileIngestionMethod::Flat,
+            &hash,
+            &Default::default(),
+        )
         .unwrap();
     assert_eq!(path, dir.display(&want));
     let real = Path::new(&store.store_dir).join(want.base_name());
@@ -1039,7 +1044,8 @@ fn a_thousand_half_open_connections_and_hostile_clients_leave_good_clients_unhar
     std::thread::scope(|scope| {
         // Well-behaved clients, all along.
         let stock = scope.spawn(|| nix_loop(&daemon, &store, &nix, 15, "during"));
-        let scripted = scope.spawn(|| (0..4).map(|k| scripted_loop(&daemon.socket, 50, &format!("during-{k}"))).sum::<usize>());
+        let scripted =
+            scope.spawn(|| (0..4).map(|k| scripted_loop(&daemon.socket, 50, &format!("during-{k}"))).sum::<usize>());
         // And one more for 12 s at least, so that the slow-loris clients get
         // past the handshake into a request while good clients work.
         let steady = scope.spawn(|| {
@@ -1082,7 +1088,10 @@ fn a_thousand_half_open_connections_and_hostile_clients_leave_good_clients_unhar
         // Give the daemon time to take every connection as far as it goes.
         std::thread::sleep(Duration::from_secs(2));
         let fds_held = open_fds(pid);
-        assert!(fds_held >= fds_before + 1000, "the daemon holds {fds_held} fds for 1000 connections (had {fds_before})");
+        assert!(
+            fds_held >= fds_before + 1000,
+            "the daemon holds {fds_held} fds for 1000 connections (had {fds_before})"
+        );
 
         assert_serving(&daemon, "1000 half-open connections");
         hostile.join().expect("hostile clients were answered as expected");

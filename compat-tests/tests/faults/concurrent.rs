@@ -3,10 +3,10 @@
 //! side's temp roots through the `gc.lock`/`gc-socket` protocol.
 
 use compat_tests::{armitage_verify, make_tree, nix_verify, open_store};
+use local_store::{GcAction, GcOptions};
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use local_store::{GcAction, GcOptions};
 use testkit::{Nix, NixVersion, TestStore, line, run, write_file};
 
 /// Writers of both kinds add files (some identical across writers, so the

@@ -52,11 +52,7 @@ fn phase_of(line: &str) -> Option<&str> {
 
 /// Announces every phase; holds `hold` (if any) for HOLD_MS.
 fn pauses(hold: Option<&str>) -> String {
-    PHASES
-        .iter()
-        .map(|p| format!("{p}:{}", if Some(*p) == hold { HOLD_MS } else { 0 }))
-        .collect::<Vec<_>>()
-        .join(",")
+    PHASES.iter().map(|p| format!("{p}:{}", if Some(*p) == hold { HOLD_MS } else { 0 })).collect::<Vec<_>>().join(",")
 }
 
 /// `tmp-*` staging directories in the store.
@@ -89,11 +85,7 @@ fn kill_9_during_add_leaves_nothing_or_a_valid_path() {
     let canon = stamps["renaming"] - stamps["canonicalising"];
     eprintln!("calibration: unpacking {unpack:?}, canonicalising {canon:?}");
     let path = line(String::from_utf8(cal.child.wait_with_output().unwrap().stdout).unwrap_or_default());
-    let path = if path.is_empty() {
-        line(run(store.armitage().args(["store", "add"]).arg(&tree)))
-    } else {
-        path
-    };
+    let path = if path.is_empty() { line(run(store.armitage().args(["store", "add"]).arg(&tree))) } else { path };
     run(store.armitage().args(["store", "gc", "--delete", &path]));
 
     let mut landed: BTreeMap<String, usize> = BTreeMap::new();
@@ -125,7 +117,8 @@ fn kill_9_during_add_leaves_nothing_or_a_valid_path() {
             let _ = r.child.kill();
             let _ = r.child.wait();
             seen.extend(r.lines.try_iter().filter_map(|(_, l)| phase_of(&l).map(str::to_owned)));
-            let at = if finished_first { "after completion".to_owned() } else { seen.last().cloned().unwrap_or_default() };
+            let at =
+                if finished_first { "after completion".to_owned() } else { seen.last().cloned().unwrap_or_default() };
             eprintln!("kill {kill_no}: aimed at {aim}, landed in {at} ({delay:?} into the phase)");
             *landed.entry(at).or_default() += 1;
 

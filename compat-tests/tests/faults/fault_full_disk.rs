@@ -28,22 +28,12 @@ impl Mount {
     fn tmpfs(dir: &Path, mib: u64) -> Result<Mount, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={mib}m,mode=0755"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0755"), "tmpfs"])
             .arg(dir)
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
         if !out.status.success() {
-            return Err(format!(
-                "mount failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(format!("mount failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
         }
         Ok(Mount(dir.to_owned()))
     }
@@ -51,10 +41,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
         if !ok {
             // Something still has it open (a daemon that has not died yet):
             // detach it so the temp folder can go.
@@ -66,10 +53,7 @@ impl Drop for Mount {
 /// Bytes free on the filesystem holding `dir`.
 fn free_bytes(dir: &str) -> u64 {
     let out = run(Command::new("df").args(["--output=avail", "-B1"]).arg(dir));
-    out.lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("cannot read df output:\n{out}"))
+    out.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("cannot read df output:\n{out}"))
 }
 
 /// `len` bytes of pseudo-random data from `seed` (xorshift: every file is
@@ -104,30 +88,19 @@ impl Env<'_> {
     }
 
     fn valid(&self, path: &str) -> bool {
-        output(self.client("nix-store").args(["--check-validity", path]))
-            .status
-            .success()
+        output(self.client("nix-store").args(["--check-validity", path])).status.success()
     }
 
     fn path_info_ok(&self, path: &str) -> bool {
-        output(self.client("nix").args(["path-info", path]))
-            .status
-            .success()
+        output(self.client("nix").args(["path-info", path])).status.success()
     }
 
     /// A command that must fail for lack of space: checks its status and
     /// message, and returns its stderr.
     fn must_fail_for_space(&self, what: &str, out: &Output) -> String {
         let err = text(&out.stderr);
-        eprintln!(
-            "{what} failed as it should ({} bytes free now):\n{err}",
-            free_bytes(&self.store.store_dir)
-        );
-        assert!(
-            !out.status.success(),
-            "{what} succeeded on a full store:\n{}",
-            text(&out.stdout)
-        );
+        eprintln!("{what} failed as it should ({} bytes free now):\n{err}", free_bytes(&self.store.store_dir));
+        assert!(!out.status.success(), "{what} succeeded on a full store:\n{}", text(&out.stdout));
         assert!(
             says_no_space(&err),
             "{what} failed, but its error does not say space ran out:\n{err}\ndaemon log:\n{}",
@@ -145,11 +118,7 @@ impl Env<'_> {
         loop {
             let mut bad = Vec::new();
             for e in std::fs::read_dir(&self.store.store_dir).expect("list the store dir") {
-                let name = e
-                    .expect("store dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned();
+                let name = e.expect("store dir entry").file_name().to_string_lossy().into_owned();
                 // CppNix, too, leaves a path's empty `.lock` file behind
                 // when adding it fails: not a partial path.
                 if name == ".links"
@@ -158,10 +127,7 @@ impl Env<'_> {
                 {
                     continue;
                 }
-                if name.starts_with("tmp-")
-                    || name.starts_with('.')
-                    || !self.valid(&self.store.path_of(&name))
-                {
+                if name.starts_with("tmp-") || name.starts_with('.') || !self.valid(&self.store.path_of(&name)) {
                     bad.push(name);
                 }
             }
@@ -180,21 +146,14 @@ impl Env<'_> {
 
     /// Both verifiers find every valid path intact.
     fn verify(&self, after: &str) {
-        let out = output(
-            self.client("nix-store")
-                .args(["--verify", "--check-contents"]),
-        );
+        let out = output(self.client("nix-store").args(["--verify", "--check-contents"]));
         let err = text(&out.stderr);
         assert!(
             out.status.success() && !err.contains("was modified") && !err.contains("error"),
             "after {after}: nix-store --verify --check-contents through the daemon ({}):\n{err}",
             out.status
         );
-        let out = output(
-            self.store
-                .armitage()
-                .args(["store", "verify", "--check-contents"]),
-        );
+        let out = output(self.store.armitage().args(["store", "verify", "--check-contents"]));
         assert!(
             out.status.success(),
             "after {after}: armitage store verify --check-contents ({}):\n{}{}",
@@ -209,15 +168,9 @@ impl Env<'_> {
     /// CppNix leaves it without a sandbox (deleted before the next attempt).
     fn after_failure(&self, what: &str, path: &str, leftover_allowed: bool) {
         assert!(!self.valid(path), "{path} is valid after {what} failed");
-        assert!(
-            !self.path_info_ok(path),
-            "nix path-info {path} succeeds after {what} failed"
-        );
+        assert!(!self.path_info_ok(path), "nix path-info {path} succeeds after {what} failed");
         if !leftover_allowed {
-            assert!(
-                !Path::new(path).exists(),
-                "{path} is on disk after {what} failed"
-            );
+            assert!(!Path::new(path).exists(), "{path} is on disk after {what} failed");
         }
         self.no_debris(what, if leftover_allowed { Some(path) } else { None });
         self.verify(what);
@@ -251,11 +204,7 @@ fn full_store_filesystem_with_nix_2_8() {
     let big = BIG_MIB << 20;
 
     let daemon = Daemon::armitage(&store);
-    let env = Env {
-        nix: &nix,
-        store: &store,
-        daemon: &daemon,
-    };
+    let env = Env { nix: &nix, store: &store, daemon: &daemon };
 
     // The NAR export to import: made while the store is empty, then the
     // path is deleted again.
@@ -267,17 +216,11 @@ fn full_store_filesystem_with_nix_2_8() {
     assert!(bytes.len() as u64 > big, "the export holds the file");
     write_file(&export, bytes);
     run(env.client("nix-store").args(["--delete", &imported]));
-    assert!(
-        !env.valid(&imported),
-        "{imported} still valid after nix-store --delete"
-    );
+    assert!(!env.valid(&imported), "{imported} still valid after nix-store --delete");
 
     // The build's derivation goes in while there is room (it is small).
     let nix_file = store.work_dir("build").join("too-big.nix");
-    write_file(
-        &nix_file,
-        BUILD_NIX.replace("@COUNT@", &(big / 65536).to_string()),
-    );
+    write_file(&nix_file, BUILD_NIX.replace("@COUNT@", &(big / 65536).to_string()));
     let drv = line(run(env.client("nix-instantiate").arg(&nix_file)));
     let build_out = line(run(env.client("nix-store").args(["-q", "--outputs", &drv])));
 
@@ -295,11 +238,7 @@ fn full_store_filesystem_with_nix_2_8() {
             break;
         }
         fillers.push(line(text(&out.stdout)));
-        assert!(
-            fillers.len() < 64,
-            "the store never fills up: df says {} bytes free",
-            free_bytes(&store.store_dir)
-        );
+        assert!(fillers.len() < 64, "the store never fills up: df says {} bytes free", free_bytes(&store.store_dir));
     }
     assert!(!fillers.is_empty(), "no filler fitted");
     env.verify("filling the store");
@@ -308,10 +247,7 @@ fn full_store_filesystem_with_nix_2_8() {
     let big_file = work.join("big-file");
     write_file(&big_file, random_bytes(2, big));
     // Where it would go (computed, not added).
-    let hash = line(run(store
-        .nix(&nix, "nix-hash")
-        .args(["--type", "sha256", "--base32"])
-        .arg(&big_file)));
+    let hash = line(run(store.nix(&nix, "nix-hash").args(["--type", "sha256", "--base32"]).arg(&big_file)));
     let big_path = line(run(store.nix(&nix, "nix-store").args([
         "--print-fixed-path",
         "--recursive",
@@ -324,32 +260,16 @@ fn full_store_filesystem_with_nix_2_8() {
     env.after_failure("the failed add", &big_path, false);
 
     // 2. An import that does not fit.
-    let out = output(
-        env.client("nix-store")
-            .arg("--import")
-            .stdin(std::fs::File::open(&export).unwrap()),
-    );
-    env.must_fail_for_space(
-        "nix-store --import of a path bigger than the free space",
-        &out,
-    );
+    let out = output(env.client("nix-store").arg("--import").stdin(std::fs::File::open(&export).unwrap()));
+    env.must_fail_for_space("nix-store --import of a path bigger than the free space", &out);
     env.after_failure("the failed import", &imported, false);
 
     // 3. A build whose output does not fit.
     let out = output(env.client("nix-store").args(["--realise", &drv]));
     let err = text(&out.stderr);
-    env.must_fail_for_space(
-        "building a derivation writing more than the free space",
-        &out,
-    );
-    assert!(
-        err.contains("builder for") && err.contains("failed"),
-        "no 'builder for ... failed' in:\n{err}"
-    );
-    assert!(
-        err.contains("No space left on device"),
-        "the builder's own dd error is not in the log tail:\n{err}"
-    );
+    env.must_fail_for_space("building a derivation writing more than the free space", &out);
+    assert!(err.contains("builder for") && err.contains("failed"), "no 'builder for ... failed' in:\n{err}");
+    assert!(err.contains("No space left on device"), "the builder's own dd error is not in the log tail:\n{err}");
     assert!(
         err.contains("note: build failure may have been caused by lack of free disk space"),
         "CppNix's disk-full note is missing:\n{err}"
@@ -361,50 +281,24 @@ fn full_store_filesystem_with_nix_2_8() {
     for f in &fillers {
         assert!(!env.valid(f), "{f} still valid after nix-store --delete");
     }
-    assert!(
-        free_bytes(&store.store_dir) > 3 * big,
-        "deleting the fillers freed the space"
-    );
+    assert!(free_bytes(&store.store_dir) > 3 * big, "deleting the fillers freed the space");
 
     let added = line(run(env.client("nix-store").arg("--add").arg(&big_file)));
     assert_eq!(added, big_path);
-    assert_eq!(
-        std::fs::read(&added).unwrap(),
-        random_bytes(2, big),
-        "the added file's contents"
-    );
+    assert_eq!(std::fs::read(&added).unwrap(), random_bytes(2, big), "the added file's contents");
 
-    let out = output(
-        env.client("nix-store")
-            .arg("--import")
-            .stdin(std::fs::File::open(&export).unwrap()),
-    );
-    assert!(
-        out.status.success(),
-        "nix-store --import after freeing space:\n{}",
-        text(&out.stderr)
-    );
+    let out = output(env.client("nix-store").arg("--import").stdin(std::fs::File::open(&export).unwrap()));
+    assert!(out.status.success(), "nix-store --import after freeing space:\n{}", text(&out.stderr));
     assert_eq!(line(text(&out.stdout)), imported);
-    assert_eq!(
-        std::fs::read(&imported).unwrap(),
-        random_bytes(1, big),
-        "the imported file's contents"
-    );
+    assert_eq!(std::fs::read(&imported).unwrap(), random_bytes(1, big), "the imported file's contents");
 
     let built = line(run(env.client("nix-store").args(["--realise", &drv])));
     assert_eq!(built, build_out);
-    assert_eq!(
-        std::fs::metadata(&built).unwrap().len(),
-        big,
-        "the build output's size"
-    );
+    assert_eq!(std::fs::metadata(&built).unwrap().len(), big, "the build output's size");
 
     for p in [&big_path, &imported, &build_out] {
         assert!(env.valid(p), "{p} is not valid after it succeeded");
-        assert!(
-            env.path_info_ok(p),
-            "nix path-info {p} fails after it succeeded"
-        );
+        assert!(env.path_info_ok(p), "nix path-info {p} fails after it succeeded");
     }
     env.no_debris("the retries", None);
     env.verify("the retries");

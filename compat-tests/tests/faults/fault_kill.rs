@@ -233,7 +233,8 @@ impl Fault {
         write_file(&blob, random_bytes(self.seed ^ 0xb10b, 3 << 20));
         let tree = dir.join(format!("{}-import-tree", self.tag));
         make_tree(&tree, self.seed ^ 0x7ee, 150, 6000);
-        let files: Vec<String> = run(src("nix-store").arg("--add").arg(&blob).arg(&tree)).lines().map(str::to_owned).collect();
+        let files: Vec<String> =
+            run(src("nix-store").arg("--add").arg(&blob).arg(&tree)).lines().map(str::to_owned).collect();
         assert_eq!(files.len(), 2);
         write_file(dir.join("import-builder.sh"), format!("echo {} imported builder\n", self.tag));
         let nix_file = dir.join("import.nix");
@@ -462,9 +463,10 @@ impl Fault {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let eval: Vec<Vec<String>> =
-            serde_json::from_str(&run(self.local("nix-instantiate").args(["--eval", "--strict", "--json", "-E", &expr])))
-                .expect("nix-instantiate --eval prints JSON");
+        let eval: Vec<Vec<String>> = serde_json::from_str(&run(self
+            .local("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E", &expr])))
+        .expect("nix-instantiate --eval prints JSON");
         // What the builders must write, mirrored here to hash.
         let mut mirrors = Vec::new();
         for (i, outs) in eval.iter().enumerate() {

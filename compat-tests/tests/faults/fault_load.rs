@@ -47,8 +47,8 @@ use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestion
 use store::derivation::{Derivation, DrvHasher, Output};
 use store::hash::Algorithm;
 use store::store_path::{StoreDir, StorePath, StoreReferences};
-use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, write_file};
+use worker_protocol::Op;
 
 /// Clients in all, of which [`STOCK_CLIENTS`] are stock Nix 2.8 commands.
 const CLIENTS: usize = 64;
@@ -95,7 +95,11 @@ struct Minimum {
 }
 
 const MINIMUMS: &[Minimum] = &[
-    Minimum { group: "queries", kinds: &["IsValidPath", "QueryPathInfo", "QueryReferrers", "QueryValidPaths"], per_sec: 500.0 },
+    Minimum {
+        group: "queries",
+        kinds: &["IsValidPath", "QueryPathInfo", "QueryReferrers", "QueryValidPaths"],
+        per_sec: 500.0,
+    },
     Minimum { group: "adds", kinds: &["AddTextToStore", "AddToStoreNar"], per_sec: 150.0 },
     Minimum { group: "builds", kinds: &["BuildPaths"], per_sec: 8.0 },
     Minimum { group: "stock adds", kinds: &["nix-store --add"], per_sec: 2.5 },
@@ -254,16 +258,11 @@ const BUILD_SCRIPT: &str = r#"read -r l < "$src"; echo "$l" > "$out"; echo "from
 
 /// A derivation named `name` whose output is [`build_output`] of `src`.
 fn load_derivation(dir: &StoreDir, system: &str, name: &str, src: &str) -> Derivation {
-    let env: BTreeMap<Vec<u8>, Vec<u8>> = [
-        ("builder", "/bin/sh"),
-        ("name", name),
-        ("out", ""),
-        ("src", src),
-        ("system", system),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-    .collect();
+    let env: BTreeMap<Vec<u8>, Vec<u8>> =
+        [("builder", "/bin/sh"), ("name", name), ("out", ""), ("src", src), ("system", system)]
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
     let mut drv = Derivation {
         name: name.to_owned(),
         outputs: BTreeMap::from([("out".to_owned(), Output::Deferred)]),
@@ -274,7 +273,9 @@ fn load_derivation(dir: &StoreDir, system: &str, name: &str, src: &str) -> Deriv
         args: vec![b"-c".to_vec(), BUILD_SCRIPT.as_bytes().to_vec()],
         env,
     };
-    let mut hasher = DrvHasher::new(dir.clone(), |p: &StorePath| Err::<Derivation, String>(format!("no input derivations, asked for {p:?}")));
+    let mut hasher = DrvHasher::new(dir.clone(), |p: &StorePath| {
+        Err::<Derivation, String>(format!("no input derivations, asked for {p:?}"))
+    });
     drv.fill_in_outputs(&mut hasher).expect("output paths of a plain derivation");
     drv
 }
@@ -373,7 +374,13 @@ impl<'a> Worker<'a> {
         })
     }
 
-    fn add_text(&mut self, kind: &'static str, name: &str, text: &str, refs: &BTreeSet<String>) -> Result<String, String> {
+    fn add_text(
+        &mut self,
+        kind: &'static str,
+        name: &str,
+        text: &str,
+        refs: &BTreeSet<String>,
+    ) -> Result<String, String> {
         self.timed(kind, |w| {
             w.request(&Wire::op(Op::AddTextToStore).str(name).str(text).strings(refs))?;
             w.c.read_string("path").map_err(err)
@@ -465,7 +472,13 @@ impl<'a> Worker<'a> {
         let info = self.path_info(&k.path)?.ok_or_else(|| format!("QueryPathInfo: {} is not valid", k.path))?;
         let refs: BTreeSet<String> = info.references.iter().cloned().collect();
         let got = (info.deriver.as_str(), info.nar_hash.as_str(), info.nar_size, &refs, info.ca.as_str());
-        let want = (k.deriver.as_str(), k.nar_hash.as_str(), k.nar_size, &k.references, if self.c.minor >= 16 { k.ca.as_str() } else { "" });
+        let want = (
+            k.deriver.as_str(),
+            k.nar_hash.as_str(),
+            k.nar_size,
+            &k.references,
+            if self.c.minor >= 16 { k.ca.as_str() } else { "" },
+        );
         if got != want {
             return Err(format!(
                 "QueryPathInfo({}): (deriver, NAR hash, NAR size, references, ca) are {got:?}, expected {want:?}",
@@ -519,7 +532,8 @@ impl<'a> Worker<'a> {
         let len = self.rng.below(2048) as usize;
         let text = some_text(&mut self.rng, &format!("text {name}"), len);
         let mut refs = BTreeSet::new();
-        let seed = (self.rng.below(2) == 0).then(|| self.shared.seeds[self.rng.below(SEEDS as u64) as usize].path.clone());
+        let seed =
+            (self.rng.below(2) == 0).then(|| self.shared.seeds[self.rng.below(SEEDS as u64) as usize].path.clone());
         if let Some(s) = &seed {
             refs.insert(s.clone());
         }
@@ -576,7 +590,9 @@ impl<'a> Worker<'a> {
             return Err(format!("AddTextToStore({name}.drv) answered {drv_path}, expected {want_drv}"));
         }
         self.build(&drv_path)?;
-        let Some(Output::InputAddressed(out)) = drv.outputs.get("out") else { unreachable!("an input-addressed output") };
+        let Some(Output::InputAddressed(out)) = drv.outputs.get("out") else {
+            unreachable!("an input-addressed output")
+        };
         let out = dir.display(out);
         let contents = build_output(&src_text, &src);
         let nar = nar_file(contents.as_bytes(), false);
@@ -589,7 +605,9 @@ impl<'a> Worker<'a> {
             ca: String::new(),
         };
         // The output as built: info and bytes.
-        let info = self.path_info(&out)?.ok_or_else(|| format!("BuildPaths({drv_path}!out) succeeded but {out} is not valid"))?;
+        let info = self
+            .path_info(&out)?
+            .ok_or_else(|| format!("BuildPaths({drv_path}!out) succeeded but {out} is not valid"))?;
         let refs: BTreeSet<String> = info.references.iter().cloned().collect();
         if (info.nar_hash.as_str(), info.nar_size, &refs) != (k.nar_hash.as_str(), k.nar_size, &k.references) {
             let on_disk = std::fs::read_to_string(&out).unwrap_or_else(|e| format!("<{e}>"));
@@ -615,7 +633,14 @@ fn seed_text(i: usize) -> String {
 
 /// A stock Nix 2.8 client's loop: `nix-store --add`, `nix-store -q --hash`,
 /// and every third round a `nix-build` of a fresh derivation.
-fn stock_loop(daemon: &Daemon, store: &TestStore, nix: &Nix, shared: &Shared, id: usize, stats: &mut Stats) -> Result<usize, String> {
+fn stock_loop(
+    daemon: &Daemon,
+    store: &TestStore,
+    nix: &Nix,
+    shared: &Shared,
+    id: usize,
+    stats: &mut Stats,
+) -> Result<usize, String> {
     let work = store.work_dir(&format!("stock-{id}"));
     let dir = &shared.dir;
     let run = |stats: &mut Stats, kind: &'static str, cmd: &mut std::process::Command| -> Result<String, String> {
@@ -675,7 +700,12 @@ fn describe(cmd: &std::process::Command) -> String {
 /// What each of a process's descriptors is open on.
 fn fd_targets(pid: u32) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.filter_map(|e| e.ok()).filter_map(|e| std::fs::read_link(e.path()).ok()).map(|t| t.display().to_string()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -701,8 +731,10 @@ fn debris(store: &TestStore, pid: u32) -> Vec<String> {
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     };
-    let mut left: Vec<String> =
-        names(Path::new(&store.store_dir)).into_iter().filter(|n| n.starts_with("tmp-") || n.starts_with("add-")).collect();
+    let mut left: Vec<String> = names(Path::new(&store.store_dir))
+        .into_iter()
+        .filter(|n| n.starts_with("tmp-") || n.starts_with("add-"))
+        .collect();
     let tmp = std::env::temp_dir();
     left.extend(
         names(&tmp)
@@ -722,7 +754,10 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 }
 
 fn load_secs() -> u64 {
-    std::env::var("ARMITAGE_LOAD_SECS").ok().map(|s| s.parse().expect("ARMITAGE_LOAD_SECS is a number of seconds")).unwrap_or(60)
+    std::env::var("ARMITAGE_LOAD_SECS")
+        .ok()
+        .map(|s| s.parse().expect("ARMITAGE_LOAD_SECS is a number of seconds"))
+        .unwrap_or(60)
 }
 
 // --- The test --------------------------------------------------------------------------
@@ -731,7 +766,10 @@ fn load_secs() -> u64 {
 fn sixty_four_clients_mixing_queries_adds_and_builds_see_no_failure() {
     let Some(nix) = Nix::find(NixVersion::V2_8) else { return };
     let secs = load_secs();
-    let seed = std::env::var("ARMITAGE_LOAD_SEED").ok().map(|s| s.parse().expect("a number")).unwrap_or_else(Rng::seed_from_time);
+    let seed = std::env::var("ARMITAGE_LOAD_SEED")
+        .ok()
+        .map(|s| s.parse().expect("a number"))
+        .unwrap_or_else(Rng::seed_from_time);
     eprintln!("load: {CLIENTS} clients ({STOCK_CLIENTS} stock Nix 2.8) for {secs} s, seed {seed} (ARMITAGE_LOAD_SEED)");
     let store = TestStore::with_conf("build-users-group =\nmax-jobs = 2\n");
     let daemon = Daemon::armitage(&store);
@@ -740,7 +778,8 @@ fn sixty_four_clients_mixing_queries_adds_and_builds_see_no_failure() {
     let system = format!("{}-linux", std::env::consts::ARCH);
 
     // Seeds, and a warm-up: a few of every request on one connection.
-    let seeds: Vec<Known> = (0..SEEDS).map(|i| text_known(&dir, &format!("load-seed-{i}"), &seed_text(i), &BTreeSet::new())).collect();
+    let seeds: Vec<Known> =
+        (0..SEEDS).map(|i| text_known(&dir, &format!("load-seed-{i}"), &seed_text(i), &BTreeSet::new())).collect();
     let warm_shared = Shared {
         dir: dir.clone(),
         system: system.clone(),
@@ -754,13 +793,18 @@ fn sixty_four_clients_mixing_queries_adds_and_builds_see_no_failure() {
     {
         let mut w = Worker::connect(&daemon.socket, 0, seed, &warm_shared).expect("a warm-up connection");
         for (i, k) in seeds.iter().enumerate() {
-            let p = w.add_text("AddTextToStore", &format!("load-seed-{i}"), &seed_text(i), &BTreeSet::new()).expect("add a seed");
+            let p = w
+                .add_text("AddTextToStore", &format!("load-seed-{i}"), &seed_text(i), &BTreeSet::new())
+                .expect("add a seed");
             assert_eq!(p, k.path, "seed {i}");
         }
         w.known = seeds.clone();
         for _ in 0..3 {
             w.add_text_path().and_then(|_| w.add_nar_path()).and_then(|_| w.build_one()).expect("warm-up");
-            w.check_path_info().and_then(|_| w.check_referrers()).and_then(|_| w.check_valid_paths()).expect("warm-up queries");
+            w.check_path_info()
+                .and_then(|_| w.check_referrers())
+                .and_then(|_| w.check_valid_paths())
+                .expect("warm-up queries");
         }
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -804,11 +848,10 @@ fn sixty_four_clients_mixing_queries_adds_and_builds_see_no_failure() {
                 let (shared, daemon, store, nix) = (&shared, &daemon, &store, &nix);
                 scope.spawn(move || {
                     let mut stats = Stats::default();
-                    let rounds = stock_loop(daemon, store, nix, shared, id, &mut stats)
-                        .unwrap_or_else(|e| {
-                            shared.fail(format!("stock client {id}"), e);
-                            0
-                        });
+                    let rounds = stock_loop(daemon, store, nix, shared, id, &mut stats).unwrap_or_else(|e| {
+                        shared.fail(format!("stock client {id}"), e);
+                        0
+                    });
                     (stats, rounds)
                 })
             })
@@ -837,7 +880,12 @@ fn sixty_four_clients_mixing_queries_adds_and_builds_see_no_failure() {
     let elapsed = started.elapsed();
     let done_at_end = shared.done.load(Ordering::Relaxed);
     let failures = shared.failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} failed request(s) under load (seed {seed}):\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failed request(s) under load (seed {seed}):\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 
     // The figures.
     let total = stats.total();
@@ -860,7 +908,10 @@ fn sixty_four_clients_mixing_queries_adds_and_builds_see_no_failure() {
             ms(*v.last().unwrap())
         ));
     }
-    table.push_str(&format!("total {total} ops, {:.1} ops/s; {stock_rounds} stock rounds\n", total as f64 / elapsed.as_secs_f64()));
+    table.push_str(&format!(
+        "total {total} ops, {:.1} ops/s; {stock_rounds} stock rounds\n",
+        total as f64 / elapsed.as_secs_f64()
+    ));
     eprintln!("{table}");
 
     // Enough got done.
@@ -884,7 +935,12 @@ fn sixty_four_clients_mixing_queries_adds_and_builds_see_no_failure() {
         let asked: BTreeSet<String> = chunk.iter().cloned().collect();
         let got = c.valid_paths(&asked).expect("QueryValidPaths after the load");
         let lost: Vec<&String> = asked.difference(&got).collect();
-        assert!(lost.is_empty(), "{} paths added or built under load are not valid: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+        assert!(
+            lost.is_empty(),
+            "{} paths added or built under load are not valid: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
     }
     drop(c);
 
@@ -962,8 +1018,14 @@ fn sixty_four_clients_mixing_queries_adds_and_builds_see_no_failure() {
 
     // Still serving: adds, queries and a build on a fresh connection.
     let mut w = Worker::connect(&daemon.socket, 1, seed, &shared).expect("a connection after the load");
-    w.add_text_path().and_then(|_| w.add_nar_path()).and_then(|_| w.build_one()).expect("the daemon serves after the load");
-    w.check_path_info().and_then(|_| w.check_referrers()).and_then(|_| w.check_valid_paths()).expect("the daemon answers after the load");
+    w.add_text_path()
+        .and_then(|_| w.add_nar_path())
+        .and_then(|_| w.build_one())
+        .expect("the daemon serves after the load");
+    w.check_path_info()
+        .and_then(|_| w.check_referrers())
+        .and_then(|_| w.check_valid_paths())
+        .expect("the daemon answers after the load");
     drop(w);
     assert!(daemon.stop().success(), "the daemon exits cleanly on SIGTERM");
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, run, write_file};
+use worker_protocol::Op;
 
 /// Builds run unsandboxed as the daemon's user, with nothing to substitute.
 const CONF: &str = "sandbox = false\nbuild-users-group =\nsubstituters =\n";
@@ -64,7 +64,8 @@ fn gc_during_a_build_spares_what_the_build_needs() {
     let drv = line(run(client("nix-instantiate").arg(&nix_file)));
     let out_path = line(run(client("nix-store").args(["-q", "--outputs", &drv])));
 
-    let build = client("nix-store").args(["--realise", &drv]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let build =
+        client("nix-store").args(["--realise", &drv]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for("the builder to start", 60, || signals.join("started").exists());
 
     // Collect everything collectable while the builder runs.
@@ -172,7 +173,11 @@ fn collections_back_to_back_never_take_what_live_clients_hold() {
         (built, held, littered)
     });
     let collections = collections.into_inner();
-    eprintln!("{collections} collections ran during {ROUNDS} builds, {} held adds, {} litter adds", held.1.len(), littered.len());
+    eprintln!(
+        "{collections} collections ran during {ROUNDS} builds, {} held adds, {} litter adds",
+        held.1.len(),
+        littered.len()
+    );
     assert!(collections >= 3, "only {collections} collections overlapped the clients");
 
     let is_valid = |p: &str| output(client("nix-store").args(["--check-validity", p])).status.success();

@@ -9,8 +9,8 @@
 
 use compat_tests::proto_client::{Client, Options, Wire};
 use compat_tests::{Side, Twins, is_valid_on};
-use worker_protocol::Op;
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, run, write_file};
+use worker_protocol::Op;
 
 /// `nix-store --add` of a file with `text` in `side`'s work dir, through
 /// its daemon; the path in `side`'s terms.
@@ -180,7 +180,9 @@ fn a_removed_temp_roots_file_is_written_again_before_a_collection() {
     let daemon = Daemon::armitage(&store);
     let (mut holder, _) = Client::connect(&daemon.socket, 34).expect("connect");
     holder.set_options(&Options::default()).expect("SetOptions");
-    let outcome = holder.call(&Wire::op(Op::AddTextToStore).str("held").str("held by a live client").strings::<_, &str>([])).unwrap();
+    let outcome = holder
+        .call(&Wire::op(Op::AddTextToStore).str("held").str("held by a live client").strings::<_, &str>([]))
+        .unwrap();
     assert!(outcome.is_ok(), "AddTextToStore: {:?}", outcome.result);
     let held = holder.read_string("path").unwrap();
     let garbage_src = store.work_dir("in").join("garbage");

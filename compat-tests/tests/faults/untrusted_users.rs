@@ -86,7 +86,10 @@ fn untrusted_users_cannot_turn_the_sandbox_off() {
         err.contains("ignoring the client-specified setting 'sandbox', because it is a restricted setting and you are not a trusted user"),
         "the user is told why:\n{err}"
     );
-    assert!(err.contains("cannot run '/bin/sh' in the sandbox: nothing provides it"), "the builder was sandboxed (no /bin/sh inside):\n{err}");
+    assert!(
+        err.contains("cannot run '/bin/sh' in the sandbox: nothing provides it"),
+        "the builder was sandboxed (no /bin/sh inside):\n{err}"
+    );
 
     // A trusted user may turn it off, and then the same builder runs.
     let file = s.nix_file("sh-root.nix", &sh_drv("trusted"));

@@ -17,8 +17,8 @@
 
 use crate::Error;
 use crate::file;
-use crate::http::{Client, Fetched};
 pub use crate::http::Upload;
+use crate::http::{Client, Fetched};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -307,9 +307,7 @@ impl BinaryCache {
         if bytes.len() as u64 > MAX_INFO_FILE {
             return Err(Error::Download { url, why: format!("larger than {MAX_INFO_FILE} bytes") });
         }
-        String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|_| Error::Download { url, why: "not UTF-8 text".into() })
+        String::from_utf8(bytes).map(Some).map_err(|_| Error::Download { url, why: "not UTF-8 text".into() })
     }
 }
 

@@ -3,8 +3,8 @@
 //! `builtin:fetchurl`. Writing to a cache is [`crate::cache::BinaryCache::upsert`]'s.
 
 use std::fs::File;
-use std::os::unix::ffi::OsStringExt;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 /// The file system path of a `file://` URL: what follows the scheme, with

@@ -14,8 +14,8 @@
 
 use crate::Error;
 use crate::decompress::{Decoder, Method};
-use std::path::Path;
 use std::io::{self, Read};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -91,11 +91,9 @@ impl Client {
                                 .get("content-encoding")
                                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                                 .unwrap_or_default();
-                            let method = Method::from_content_encoding(&encoding).ok_or_else(|| {
-                                Error::Download {
-                                    url: url.to_owned(),
-                                    why: format!("unsupported Content-Encoding '{encoding}'"),
-                                }
+                            let method = Method::from_content_encoding(&encoding).ok_or_else(|| Error::Download {
+                                url: url.to_owned(),
+                                why: format!("unsupported Content-Encoding '{encoding}'"),
                             })?;
                             let reader = response.into_body().into_reader();
                             let inner = Decoder::new(method, reader).map_err(|e| Error::Download {
@@ -109,7 +107,8 @@ impl Client {
                         _ => {
                             let reason = response.status().canonical_reason().unwrap_or("");
                             let err = Error::HttpStatus { url: url.to_owned(), status, reason: reason.to_owned() };
-                            let transient = status == 408 || status == 429 || (status >= 500 && ![501, 505, 511].contains(&status));
+                            let transient =
+                                status == 408 || status == 429 || (status >= 500 && ![501, 505, 511].contains(&status));
                             (err, transient)
                         }
                     }
@@ -164,14 +163,19 @@ impl Client {
         let sent = match body {
             Upload::Bytes(bytes) => request.send(bytes),
             Upload::Staged(path) => {
-                let file = std::fs::File::open(path).map_err(|e| upload_error(format!("opening '{}': {e}", path.display())))?;
+                let file = std::fs::File::open(path)
+                    .map_err(|e| upload_error(format!("opening '{}': {e}", path.display())))?;
                 request.send(file)
             }
         };
         let response = sent.map_err(|e| upload_error(describe(&e)))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(upload_error(format!("HTTP error {} ('{}')", status.as_u16(), status.canonical_reason().unwrap_or(""))));
+            return Err(upload_error(format!(
+                "HTTP error {} ('{}')",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )));
         }
         Ok(())
     }

@@ -71,7 +71,8 @@ impl StoreOptions {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
             match key {
                 "compression" => {
-                    options.compression = Method::from_name(value).ok_or_else(|| Error::BadCompression(value.to_owned()))?
+                    options.compression =
+                        Method::from_name(value).ok_or_else(|| Error::BadCompression(value.to_owned()))?
                 }
                 "write-nar-listing" => options.write_nar_listing = matches!(value, "true" | "1" | "yes"),
                 "secret-key" => {
@@ -268,7 +269,10 @@ impl Store for BinaryCacheStore {
         let corrupt = |why: String| Error::CorruptNar { path: full.clone(), cache: self.cache.url.clone(), why };
         let method = Method::from_name(&info.compression)
             .ok_or_else(|| corrupt(format!("unknown compression method '{}'", info.compression)))?;
-        let file = self.cache.open(&self.client, &info.url)?.ok_or_else(|| corrupt(format!("its file '{}' is missing", info.url)))?;
+        let file = self
+            .cache
+            .open(&self.client, &info.url)?
+            .ok_or_else(|| corrupt(format!("its file '{}' is missing", info.url)))?;
         let mut decoder = Decoder::new(method, file).map_err(|e| corrupt(e.to_string()))?;
         let mut hash = HashSink::new(info.nar_hash.algorithm());
         let mut buf = vec![0u8; 64 * 1024];
@@ -280,15 +284,23 @@ impl Store for BinaryCacheStore {
                 Err(e) => return Err(corrupt(e.to_string()).into()),
             };
             hash.update(&buf[..n]);
-            sink.write_all(&buf[..n])
-                .map_err(|e| Error::Io { op: "writing the NAR of", path: full.clone(), why: e.to_string() })?;
+            sink.write_all(&buf[..n]).map_err(|e| Error::Io {
+                op: "writing the NAR of",
+                path: full.clone(),
+                why: e.to_string(),
+            })?;
         }
         let (got, size) = hash.finish();
         if size != info.nar_size {
             return Err(corrupt(format!("it is {size} bytes, not {}", info.nar_size)).into());
         }
         if got != info.nar_hash {
-            return Err(corrupt(format!("its hash is {}, not {}", got.to_typed(Encoding::Nix32), info.nar_hash.to_typed(Encoding::Nix32))).into());
+            return Err(corrupt(format!(
+                "its hash is {}, not {}",
+                got.to_typed(Encoding::Nix32),
+                info.nar_hash.to_typed(Encoding::Nix32)
+            ))
+            .into());
         }
         Ok(())
     }
@@ -325,7 +337,8 @@ impl Store for BinaryCacheStore {
         let method = self.options.compression;
         if self.options.write_nar_listing {
             let file = std::fs::File::open(&staged.path).map_err(|e| io_error("reading", &staged.path, e))?;
-            let decoder = Decoder::new(method, BufReader::new(file)).map_err(|e| io_error("reading", &staged.path, e))?;
+            let decoder =
+                Decoder::new(method, BufReader::new(file)).map_err(|e| io_error("reading", &staged.path, e))?;
             let mut listing = Vec::new();
             nar::write_ls_document(BufReader::new(decoder), &mut listing, &self.options.nar_limits)
                 .map_err(|e| self.nar_error(&info.path, e))?;
@@ -387,7 +400,11 @@ impl Store for BinaryCacheStore {
     fn add_build_log(&self, drv: &StorePath, log: &mut dyn Read) -> backend::Result<()> {
         let name = format!("log/{}", drv.base_name());
         let mut text = Vec::new();
-        log.read_to_end(&mut text).map_err(|e| Error::Io { op: "reading the log of", path: self.store_dir.display(drv), why: e.to_string() })?;
+        log.read_to_end(&mut text).map_err(|e| Error::Io {
+            op: "reading the log of",
+            path: self.store_dir.display(drv),
+            why: e.to_string(),
+        })?;
         if self.cache.exists(&self.client, &name)? {
             return Ok(());
         }
@@ -475,6 +492,8 @@ mod tests {
         let o = StoreOptions::from_url("file:///x?compression=bzip2&write-nar-listing=true&priority=3").unwrap();
         assert_eq!(o.compression, Method::Bzip2);
         assert!(o.write_nar_listing);
-        assert!(matches!(StoreOptions::from_url("file:///x?compression=br"), Err(Error::BadCompression(m)) if m == "br"));
+        assert!(
+            matches!(StoreOptions::from_url("file:///x?compression=br"), Err(Error::BadCompression(m)) if m == "br")
+        );
     }
 }

@@ -43,7 +43,10 @@ pub const CHECKS: &[(&str, Check)] = &[
 /// (named `name`, its hash from the contents).
 pub fn file_path(store: &dyn Store, name: &str, contents: &[u8]) -> (Vec<u8>, PathInfo) {
     let nar = store::nar::dump_bytes(contents, false);
-    let path = store.store_dir().make_store_path("output:out", &Algorithm::Sha256.digest(contents), name).expect("a valid name");
+    let path = store
+        .store_dir()
+        .make_store_path("output:out", &Algorithm::Sha256.digest(contents), name)
+        .expect("a valid name");
     let info = PathInfo::new(path, Algorithm::Sha256.digest(&nar), nar.len() as u64);
     (nar, info)
 }
@@ -67,13 +70,19 @@ pub fn tree_path(store: &dyn Store, name: &str) -> (Vec<u8>, PathInfo) {
     nar.s("(").s("type").s("regular").s("contents").b(&[7u8; 1000]).s(")").s(")");
     nar.s(")");
     let nar = nar.0;
-    let path = store.store_dir().make_store_path("output:out", &Algorithm::Sha256.digest(&nar), name).expect("a valid name");
+    let path =
+        store.store_dir().make_store_path("output:out", &Algorithm::Sha256.digest(&nar), name).expect("a valid name");
     let info = PathInfo::new(path, Algorithm::Sha256.digest(&nar), nar.len() as u64);
     (nar, info)
 }
 
 /// A text path with its true content address (as `builtins.toFile`).
-pub fn text_path(store: &dyn Store, name: &str, contents: &[u8], references: &BTreeSet<StorePath>) -> (Vec<u8>, PathInfo) {
+pub fn text_path(
+    store: &dyn Store,
+    name: &str,
+    contents: &[u8],
+    references: &BTreeSet<StorePath>,
+) -> (Vec<u8>, PathInfo) {
     let nar = store::nar::dump_bytes(contents, false);
     let ca = ContentAddress { method: ContentAddressMethod::Text, hash: Algorithm::Sha256.digest(contents) };
     let refs = StoreReferences { others: references.clone(), self_ref: false };
@@ -106,7 +115,9 @@ fn add(store: &dyn Store, info: &PathInfo, nar: &[u8]) {
 
 fn nar_of(store: &dyn Store, path: &StorePath) -> Vec<u8> {
     let mut out = Vec::new();
-    store.nar_from_path(path, &mut out).unwrap_or_else(|e| panic!("reading the NAR of '{path}' from {}: {e}", store.uri()));
+    store
+        .nar_from_path(path, &mut out)
+        .unwrap_or_else(|e| panic!("reading the NAR of '{path}' from {}: {e}", store.uri()));
     out
 }
 
@@ -140,7 +151,8 @@ pub fn add_with_references(store: &dyn Store) {
 /// address.
 pub fn path_info_fields(store: &dyn Store) {
     let (nar, mut info) = tree_path(store, "fields");
-    info.deriver = Some(store.store_dir().make_store_path("text", &Algorithm::Sha256.digest("drv"), "fields.drv").unwrap());
+    info.deriver =
+        Some(store.store_dir().make_store_path("text", &Algorithm::Sha256.digest("drv"), "fields.drv").unwrap());
     add(store, &info, &nar);
     let got = info_of(store, &info.path);
     assert_eq!(got.path, info.path);
@@ -230,7 +242,9 @@ pub fn size_mismatch_refused(store: &dyn Store) {
     let (nar, mut info) = file_path(store, "wrong-size", b"sized\n");
     info.nar_size += 8;
     match store.add_to_store(&info, &mut &nar[..]) {
-        Err(Error::SizeMismatch { specified, got, .. }) => assert_eq!((specified, got), (info.nar_size, nar.len() as u64)),
+        Err(Error::SizeMismatch { specified, got, .. }) => {
+            assert_eq!((specified, got), (info.nar_size, nar.len() as u64))
+        }
         other => panic!("a NAR with the wrong size: {other:?}"),
     }
     assert_not_added(store, &info.path);
@@ -273,9 +287,12 @@ pub fn false_content_address_refused(store: &dyn Store) {
     let (nar, true_info) = text_path(store, "claims.txt", b"claimed\n", &BTreeSet::new());
     let mut info = true_info.clone();
     // The same contents and content address under another path.
-    info.path = store.store_dir().make_store_path("output:out", &Algorithm::Sha256.digest("elsewhere"), "claims.txt").unwrap();
+    info.path =
+        store.store_dir().make_store_path("output:out", &Algorithm::Sha256.digest("elsewhere"), "claims.txt").unwrap();
     match store.add_to_store(&info, &mut &nar[..]) {
-        Err(Error::Untrusted(TrustError::FalseContentAddress(p))) => assert_eq!(p, store.store_dir().display(&info.path)),
+        Err(Error::Untrusted(TrustError::FalseContentAddress(p))) => {
+            assert_eq!(p, store.store_dir().display(&info.path))
+        }
         other => panic!("a false content address: {other:?}"),
     }
     assert_not_added(store, &info.path);
@@ -288,9 +305,8 @@ pub fn false_content_address_refused(store: &dyn Store) {
 pub fn concurrent_adds(store: &dyn Store) {
     let (nar, info) = tree_path(store, "contended");
     let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| s.spawn(|| store.add_to_store(&info, &mut &nar[..]).map_err(|e| e.to_string())))
-            .collect();
+        let handles: Vec<_> =
+            (0..8).map(|_| s.spawn(|| store.add_to_store(&info, &mut &nar[..]).map_err(|e| e.to_string()))).collect();
         handles.into_iter().map(|h| h.join().expect("an adding thread")).collect()
     });
     for r in &results {

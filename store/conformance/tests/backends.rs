@@ -6,9 +6,9 @@
 
 use binary_cache::BinaryCacheStore;
 use binary_cache::test_server::TestServer;
+use local_store::{LocalStore, LocalStoreConfig};
 use rstest::rstest;
 use store::backend::Store;
-use local_store::{LocalStore, LocalStoreConfig};
 use store::store_path::StoreDir;
 
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +32,8 @@ impl Backend {
         let mut server = None;
         let store: Box<dyn Store> = match self {
             Backend::Local => {
-                let config = LocalStoreConfig::new(store_dir, dir.path().join("var/nix"), dir.path().join("var/log/nix"));
+                let config =
+                    LocalStoreConfig::new(store_dir, dir.path().join("var/nix"), dir.path().join("var/log/nix"));
                 Box::new(LocalStore::open(config).unwrap())
             }
             Backend::FileCache => {

@@ -17,14 +17,14 @@ use super::error::{Error, IoContext, Result};
 use super::fault::{Phase, phase};
 use super::fs_util::{delete_path, fsync_parent, fsync_tree};
 use super::lock::PathLocks;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
 use store::hash::{Algorithm, Encoding, Hash, HashModuloSink, HashingBufReader};
 use store::nar::{self, NarReader};
 use store::path_info::PathInfo;
 use store::store_path::{StorePath, StoreReferences};
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 
 /// Options for adds.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,7 +54,8 @@ impl LocalStore {
         let staged = staging.path().to_owned();
         phase(Phase::Unpacking);
         let mut hashing = HashingBufReader::new(nar, Algorithm::Sha256);
-        crate::nar_fs::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(&self.display(&info.path), e))?;
+        crate::nar_fs::unpack(&mut hashing, &staged, &self.shared.config.nar_limits)
+            .map_err(|e| nar_error(&self.display(&info.path), e))?;
         let (nar_hash, nar_size) = hashing.finish();
         let full = self.display(&info.path);
         if info.nar_hash.algorithm() == Algorithm::Sha256 && nar_hash != info.nar_hash {
@@ -99,14 +100,16 @@ impl LocalStore {
             ContentAddressMethod::Fixed(FileIngestionMethod::Recursive) => {
                 let mut ca = HashingBufReader::new(dump, algorithm);
                 let mut nar = HashingBufReader::new(&mut ca, Algorithm::Sha256);
-                crate::nar_fs::unpack(&mut nar, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error(name, e))?;
+                crate::nar_fs::unpack(&mut nar, &staged, &self.shared.config.nar_limits)
+                    .map_err(|e| nar_error(name, e))?;
                 let (nar_hash, nar_size) = nar.finish();
                 let ca_hash = if algorithm == Algorithm::Sha256 { nar_hash } else { ca.finish().0 };
                 (nar_hash, nar_size, ca_hash)
             }
             ContentAddressMethod::Fixed(FileIngestionMethod::Flat) | ContentAddressMethod::Text => {
                 let ca_hash = write_flat(dump, &staged, algorithm, self.shared.config.nar_limits.max_contents_size)?;
-                let (nar_hash, nar_size) = crate::nar_fs::hash_path(&staged, Algorithm::Sha256).map_err(|e| nar_error(name, e))?;
+                let (nar_hash, nar_size) =
+                    crate::nar_fs::hash_path(&staged, Algorithm::Sha256).map_err(|e| nar_error(name, e))?;
                 (nar_hash, nar_size, ca_hash)
             }
             ContentAddressMethod::Fixed(FileIngestionMethod::Git) => {
@@ -191,8 +194,16 @@ impl LocalStore {
     /// Adds a file or tree as a content-addressed path, as `nix-store --add`
     /// (recursive SHA-256) and `--add-fixed` do. The tree is read twice (to
     /// name the path, then to copy it); if it changes in between the add fails.
-    pub fn add_path(&self, src: &Path, name: &str, method: FileIngestionMethod, algorithm: Algorithm, opts: AddOptions) -> Result<PathInfo> {
-        let (nar_hash, nar_size) = crate::nar_fs::hash_path(src, Algorithm::Sha256).map_err(|e| nar_error(&src.display().to_string(), e))?;
+    pub fn add_path(
+        &self,
+        src: &Path,
+        name: &str,
+        method: FileIngestionMethod,
+        algorithm: Algorithm,
+        opts: AddOptions,
+    ) -> Result<PathInfo> {
+        let (nar_hash, nar_size) =
+            crate::nar_fs::hash_path(src, Algorithm::Sha256).map_err(|e| nar_error(&src.display().to_string(), e))?;
         let ca_hash = match method {
             FileIngestionMethod::Recursive if algorithm == Algorithm::Sha256 => nar_hash,
             FileIngestionMethod::Recursive => {
@@ -203,7 +214,8 @@ impl LocalStore {
                 return Err(Error::GitHashingUnsupported(None));
             }
         };
-        let path = self.shared.config.store_dir.make_fixed_output_path(name, method, &ca_hash, &StoreReferences::default())?;
+        let path =
+            self.shared.config.store_dir.make_fixed_output_path(name, method, &ca_hash, &StoreReferences::default())?;
         let mut info = PathInfo::new(path, nar_hash, nar_size);
         info.ca = Some(ContentAddress { method: ContentAddressMethod::Fixed(method), hash: ca_hash });
 
@@ -223,7 +235,9 @@ impl LocalStore {
         let dumped = dumper.join().map_err(|_| Error::ThreadPanicked("NAR dumping"))?;
         match (added, dumped) {
             (Ok(()), Ok(_)) => self.path_info(&info.path),
-            (Err(Error::HashMismatch { .. } | Error::SizeMismatch { .. }), _) => Err(Error::ChangedWhileAdding(src.to_owned())),
+            (Err(Error::HashMismatch { .. } | Error::SizeMismatch { .. }), _) => {
+                Err(Error::ChangedWhileAdding(src.to_owned()))
+            }
             (Err(e), _) => Err(e),
             (Ok(()), Err(e)) => Err(nar_error(&src.display().to_string(), e)),
         }
@@ -231,7 +245,13 @@ impl LocalStore {
 
     /// Adds a text file with the given references (`builtins.toFile`,
     /// `.drv` files, the `AddTextToStore` operation).
-    pub fn add_text(&self, name: &str, contents: &[u8], references: &BTreeSet<StorePath>, opts: AddOptions) -> Result<PathInfo> {
+    pub fn add_text(
+        &self,
+        name: &str,
+        contents: &[u8],
+        references: &BTreeSet<StorePath>,
+        opts: AddOptions,
+    ) -> Result<PathInfo> {
         let hash = Algorithm::Sha256.digest(contents);
         let path = self.shared.config.store_dir.make_text_path(name, &hash, references)?;
         let nar = nar::dump_bytes(contents, false);
@@ -292,4 +312,3 @@ pub(super) fn skip_nar(nar: &mut dyn BufRead, limits: &nar::Limits) -> Result<()
 pub(super) fn nar_error(what: &str, e: nar::NarError) -> Error {
     Error::Nar(format!("NAR of '{what}': {e}"))
 }
-

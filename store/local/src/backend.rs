@@ -5,12 +5,12 @@
 //! carried as they are.
 
 use super::{AddOptions, Error, LocalStore};
+use std::collections::BTreeSet;
+use std::io::{BufRead, Read, Write};
 use store::backend::{self, Store};
 use store::path_info::PathInfo;
 use store::realisation::{DrvOutput, Realisation};
 use store::store_path::{StoreDir, StorePath};
-use std::collections::BTreeSet;
-use std::io::{BufRead, Read, Write};
 
 impl From<Error> for backend::Error {
     fn from(e: Error) -> backend::Error {
@@ -50,7 +50,8 @@ impl Store for LocalStore {
     fn nar_from_path(&self, path: &StorePath, sink: &mut dyn Write) -> backend::Result<()> {
         self.add_temp_root(path)?;
         LocalStore::path_info(self, path)?;
-        crate::nar_fs::dump(&self.real_path(path), sink).map_err(|e| Error::Nar(format!("NAR of '{}': {e}", self.display(path))))?;
+        crate::nar_fs::dump(&self.real_path(path), sink)
+            .map_err(|e| Error::Nar(format!("NAR of '{}': {e}", self.display(path))))?;
         Ok(())
     }
 

@@ -4,9 +4,9 @@
 
 use super::LocalStore;
 use super::error::{IoContext, Result};
-use store::store_path::StorePath;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use store::store_path::StorePath;
 
 impl LocalStore {
     /// Where the compressed log of `drv` lives.

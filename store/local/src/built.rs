@@ -7,9 +7,9 @@ use super::LocalStore;
 use super::canonicalise::{Top, canonicalise};
 use super::error::{Error, IoContext, Result};
 use super::fs_util::{delete_path, fsync_parent, fsync_tree};
-use store::store_path::StorePath;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use store::store_path::StorePath;
 
 impl LocalStore {
     /// Canonicalises a build output where it lies. With `build_uid`, every

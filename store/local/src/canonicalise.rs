@@ -88,7 +88,8 @@ pub(crate) fn set_mtime_one(path: &Path) -> Result<()> {
         last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
         last_modification: Timespec { tv_sec: 1, tv_nsec: 0 },
     };
-    rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).at("changing modification time of", path)
+    rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .at("changing modification time of", path)
 }
 
 fn remove_xattrs(path: &Path, ignored: &[String]) -> Result<()> {
@@ -158,7 +159,14 @@ mod tests {
     fn fifos_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("f");
-        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
         assert!(matches!(canonicalise(&fifo, Top::Canonical, &[]), Err(Error::UnsupportedFileType(_))));
     }
 }

@@ -7,14 +7,14 @@
 
 use super::error::{Error, Result};
 use super::schema;
-use store::content_address::ContentAddress;
-use store::hash::Hash;
-use store::path_info::PathInfo;
-use store::store_path::{StoreDir, StorePath};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use store::content_address::ContentAddress;
+use store::hash::Hash;
+use store::path_info::PathInfo;
+use store::store_path::{StoreDir, StorePath};
 
 /// How the database is opened (CppNix settings of the same names).
 #[derive(Debug, Clone)]
@@ -39,7 +39,8 @@ impl Db {
     pub fn open(path: &Path, store_dir: StoreDir, create: bool, opts: &DbOptions) -> Result<Db> {
         disable_memory_statistics();
         let db_err = |source| Error::Db { path: path.to_owned(), source };
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let mut flags =
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
@@ -63,7 +64,9 @@ impl Db {
             let mut attempts = 0;
             loop {
                 match conn.query_row(&format!("pragma main.journal_mode = {mode};"), [], |r| r.get::<_, String>(0)) {
-                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 200 => {
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 200 =>
+                    {
                         attempts += 1;
                         std::thread::sleep(Duration::from_millis(10));
                     }
@@ -90,7 +93,9 @@ impl Db {
     pub fn ensure_ca_schema(&self) -> Result<()> {
         let done: Option<String> = self
             .conn
-            .query_row("select migration from SchemaMigrations where migration = ?", [schema::CA_MIGRATION], |r| r.get(0))
+            .query_row("select migration from SchemaMigrations where migration = ?", [schema::CA_MIGRATION], |r| {
+                r.get(0)
+            })
             .optional()?;
         if done.is_none() {
             self.with_txn(|tx| {
@@ -111,7 +116,11 @@ impl Db {
     /// the big-lock exclusively).
     pub fn migrate_legacy(&self, from: u32) -> Result<()> {
         if from < 8 {
-            self.with_txn(|tx| Ok(tx.execute_batch("alter table ValidPaths add column ultimate integer; alter table ValidPaths add column sigs text;")?))?;
+            self.with_txn(|tx| {
+                Ok(tx.execute_batch(
+                    "alter table ValidPaths add column ultimate integer; alter table ValidPaths add column sigs text;",
+                )?)
+            })?;
         }
         if from < 9 {
             self.with_txn(|tx| Ok(tx.execute_batch("drop table if exists FailedPaths;")?))?;
@@ -281,10 +290,8 @@ impl Db {
         infos: &[PathInfo],
         drv_outputs: &dyn Fn(&StorePath) -> Result<DrvOutputRows>,
     ) -> Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         // Derivation outputs are read from disk before the transaction starts.
         let mut outputs = HashMap::new();
         for info in infos.iter().filter(|i| i.path.is_derivation()) {
@@ -301,8 +308,10 @@ impl Db {
                 let ca = info.ca.map(|c| c.to_string());
                 let hash = info.nar_hash.to_string();
                 let id = if let Some(id) = Self::path_id(tx, &full)? {
-                    tx.prepare_cached("update ValidPaths set narSize = ?, hash = ?, ultimate = ?, sigs = ?, ca = ? where path = ?")?
-                        .execute(params![nar_size, hash, ultimate, sigs, ca, full])?;
+                    tx.prepare_cached(
+                        "update ValidPaths set narSize = ?, hash = ?, ultimate = ?, sigs = ?, ca = ? where path = ?",
+                    )?
+                    .execute(params![nar_size, hash, ultimate, sigs, ca, full])?;
                     id
                 } else {
                     let time = if info.registration_time != 0 { info.registration_time } else { now };
@@ -314,7 +323,9 @@ impl Db {
                     .execute(params![full, hash, time, deriver, nar_size, ultimate, sigs, ca])?;
                     let id = tx.last_insert_rowid();
                     if let Some(rows) = outputs.get(&info.path) {
-                        let mut stmt = tx.prepare_cached("insert or replace into DerivationOutputs (drv, id, path) values (?, ?, ?)")?;
+                        let mut stmt = tx.prepare_cached(
+                            "insert or replace into DerivationOutputs (drv, id, path) values (?, ?, ?)",
+                        )?;
                         for (name, out) in rows {
                             stmt.execute(params![id, name, self.full(out)])?;
                         }
@@ -352,7 +363,8 @@ impl Db {
                     "select v.path from Refs r join ValidPaths v on r.referrer = v.id \
                      where r.reference = (select id from ValidPaths where path = ?) and v.path != ?",
                 )?;
-                let others: Vec<String> = referrers.query_map([&full, &full], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                let others: Vec<String> =
+                    referrers.query_map([&full, &full], |r| r.get(0))?.collect::<Result<_, _>>()?;
                 if let Some(referrer) = others.into_iter().find(|o| !paths.iter().any(|p| self.full(p) == *o)) {
                     return Err(Error::PathInUse { path: full, referrer });
                 }

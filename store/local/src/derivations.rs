@@ -5,10 +5,10 @@
 
 use super::LocalStore;
 use super::error::{Error, IoContext, Result};
+use std::collections::BTreeMap;
 use store::derivation::{Derivation, DrvHasher};
 use store::realisation::DrvOutput;
 use store::store_path::StorePath;
-use std::collections::BTreeMap;
 
 impl LocalStore {
     /// Parses a `.drv` file in the store (it need not be valid).

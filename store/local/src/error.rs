@@ -1,9 +1,9 @@
 //! Errors of the local store. Messages name what failed, on what, and why;
 //! where CppNix's wording is matched by clients or scripts it is kept.
 
-use store::store_path::StorePathError;
 use std::io;
 use std::path::PathBuf;
+use store::store_path::StorePathError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,7 +46,9 @@ pub enum Error {
     ReferenceCycle(String),
     /// CppNix 2.23 and later's wording; 2.22 and earlier stop the hint
     /// after `--roots` (a daemon words it for its client).
-    #[error("Cannot delete path '{0}' since it is still alive. To find out why, use: nix-store --query --roots and nix-store --query --referrers")]
+    #[error(
+        "Cannot delete path '{0}' since it is still alive. To find out why, use: nix-store --query --roots and nix-store --query --referrers"
+    )]
     StillAlive(String),
     #[error("cannot delete path '{path}' since it is still alive because of referrer '{referrer}'")]
     PathInUse { path: String, referrer: String },
@@ -60,9 +62,13 @@ pub enum Error {
     Derivation { path: String, why: String },
     #[error("the store database '{}' was replaced or removed since this connection opened it; connect again", .0.display())]
     DatabaseReplaced(PathBuf),
-    #[error("experimental Nix feature 'ca-derivations' is disabled; add '--extra-experimental-features ca-derivations' to enable it")]
+    #[error(
+        "experimental Nix feature 'ca-derivations' is disabled; add '--extra-experimental-features ca-derivations' to enable it"
+    )]
     CaDerivationsDisabled,
-    #[error("Trying to register a realisation of '{id}', but we already have another one locally.\nLocal:  {local}\nRemote: {remote}")]
+    #[error(
+        "Trying to register a realisation of '{id}', but we already have another one locally.\nLocal:  {local}\nRemote: {remote}"
+    )]
     RealisationConflict { id: String, local: String, remote: String },
     #[error("Unrealised derivation '{0}'")]
     UnrealisedDerivation(String),

@@ -7,12 +7,12 @@
 use super::LocalStore;
 use super::add::{AddOptions, nar_error};
 use super::error::{Error, IoContext, Result};
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
 use store::hash::{Algorithm, HashingBufReader};
 use store::path_info::PathInfo;
 use store::store_path::StorePath;
 use worker_protocol::{EXPORT_MAGIC, sync};
-use std::collections::BTreeSet;
-use std::io::{BufRead, Write};
 
 fn put_u64(w: &mut dyn Write, v: u64) -> std::io::Result<()> {
     sync::write_u64(w, v)
@@ -28,7 +28,9 @@ fn get_u64(r: &mut dyn BufRead) -> Result<u64> {
 
 fn get_str(r: &mut dyn BufRead, limit: u64) -> Result<String> {
     sync::read_string_skipping_padding(r, limit).map_err(|e| match e {
-        sync::ReadError::TooLong { len, .. } => Error::BadExport(format!("export stream: string of {len} bytes is too long")),
+        sync::ReadError::TooLong { len, .. } => {
+            Error::BadExport(format!("export stream: string of {len} bytes is too long"))
+        }
         sync::ReadError::NotUtf8 => Error::BadExport("export stream: a string is not UTF-8".into()),
         e => Error::BadExport(format!("reading an export stream: {e}")),
     })
@@ -71,20 +73,29 @@ impl LocalStore {
 
     /// Imports an export stream. `check` sees each path's metadata before it
     /// is installed (signature policy is the caller's).
-    pub fn import_paths(&self, input: &mut dyn BufRead, check: &dyn Fn(&PathInfo) -> Result<()>) -> Result<Vec<StorePath>> {
+    pub fn import_paths(
+        &self,
+        input: &mut dyn BufRead,
+        check: &dyn Fn(&PathInfo) -> Result<()>,
+    ) -> Result<Vec<StorePath>> {
         let mut imported = Vec::new();
         let limit = 64 * 1024;
         loop {
             match get_u64(input)? {
                 0 => break,
                 1 => {}
-                _ => return Err(Error::BadExport("input doesn't look like something created by 'nix-store --export'".into())),
+                _ => {
+                    return Err(Error::BadExport(
+                        "input doesn't look like something created by 'nix-store --export'".into(),
+                    ));
+                }
             }
             // The NAR comes before its metadata: stage it while hashing.
             let staging = self.staging_entry()?;
             let staged = staging.path().to_owned();
             let mut hashing = HashingBufReader::new(&mut *input, Algorithm::Sha256);
-            crate::nar_fs::unpack(&mut hashing, &staged, &self.shared.config.nar_limits).map_err(|e| nar_error("an imported path", e))?;
+            crate::nar_fs::unpack(&mut hashing, &staged, &self.shared.config.nar_limits)
+                .map_err(|e| nar_error("an imported path", e))?;
             let (nar_hash, nar_size) = hashing.finish();
             if get_u64(input)? != EXPORT_MAGIC {
                 return Err(Error::BadExport("Nix archive cannot be imported; wrong format".into()));
@@ -128,4 +139,3 @@ impl Write for TeeWrite<'_> {
         self.a.flush()
     }
 }
-

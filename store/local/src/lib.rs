@@ -20,8 +20,8 @@ mod db;
 mod derivations;
 mod error;
 mod export;
-mod fs_util;
 pub mod fault;
+mod fs_util;
 pub mod gc;
 mod live;
 pub mod lock;
@@ -37,13 +37,11 @@ pub use add::AddOptions;
 pub use canonicalise::DEFAULT_IGNORED_XATTRS;
 pub use error::{Error, Result};
 pub use fs_util::delete_path;
-pub use live::LiveStore;
 pub use gc::{GcAction, GcOptions, GcResults, Roots};
+pub use live::LiveStore;
 pub use optimise::{OptimiseEvent, OptimiseStats};
 pub use verify::{VerifyLine, VerifyReport};
 
-use store::path_info::PathInfo;
-use store::store_path::{StoreDir, StorePath};
 use db::{Db, DbOptions};
 use error::IoContext;
 use lock::{LockFile, LockKind};
@@ -51,6 +49,8 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use store::path_info::PathInfo;
+use store::store_path::{StoreDir, StorePath};
 use temp_roots::TempRoots;
 
 /// Where the store lives and the CppNix settings that shape it.
@@ -223,7 +223,8 @@ impl LocalStore {
             mkdirs(&per_user)?;
             let mode = std::fs::metadata(&per_user).at("getting attributes of", &per_user)?.mode() & 0o777;
             if mode != 0o755 {
-                std::fs::set_permissions(&per_user, std::fs::Permissions::from_mode(0o755)).at("changing mode of", &per_user)?;
+                std::fs::set_permissions(&per_user, std::fs::Permissions::from_mode(0o755))
+                    .at("changing mode of", &per_user)?;
             }
         }
         create_user_dirs(&profiles, &gcroots);
@@ -481,7 +482,9 @@ fn mkdirs(path: &Path) -> Result<()> {
 /// who may not create them still opens the store.
 fn create_user_dirs(profiles: &Path, gcroots: &Path) {
     let uid = rustix::process::geteuid().as_raw();
-    let Some(name) = users::user_name(uid).or_else(|| std::env::var("USER").ok()).filter(|n| !n.is_empty() && !n.contains('/')) else {
+    let Some(name) =
+        users::user_name(uid).or_else(|| std::env::var("USER").ok()).filter(|n| !n.is_empty() && !n.contains('/'))
+    else {
         return;
     };
     let gid = rustix::process::getegid().as_raw();
@@ -557,7 +560,11 @@ fn read_number(path: &Path) -> Result<Option<u32>> {
         // CppNix writes these files in place: empty means another process
         // is creating the store right now, as if the file were not there yet.
         Ok(s) if s.trim().is_empty() => Ok(None),
-        Ok(s) => s.trim().parse().map(Some).map_err(|_| Error::Corrupt { path: path.to_owned(), why: format!("expected a number, found {s:?}") }),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Corrupt { path: path.to_owned(), why: format!("expected a number, found {s:?}") }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).at("reading", path),
     }
@@ -605,7 +612,9 @@ fn ensure_ca_schema(db: &Db, db_dir: &Path) -> Result<()> {
         Some(v) if v != 0 && v < schema::CA_SCHEMA_VERSION => {
             return Err(Error::Corrupt {
                 path: ca_schema,
-                why: format!("content-addressed schema version {v} predates Nix 2.4; open the store once with CppNix 2.4 to 2.25 to migrate it"),
+                why: format!(
+                    "content-addressed schema version {v} predates Nix 2.4; open the store once with CppNix 2.4 to 2.25 to migrate it"
+                ),
             });
         }
         _ => {}

@@ -15,8 +15,8 @@
 //! CppNix connection keeps the database its process opened.
 
 use super::{LocalStore, LocalStoreConfig, Result};
-use store::store_path::StoreDir;
 use std::sync::{Arc, Mutex};
+use store::store_path::StoreDir;
 
 pub struct LiveStore {
     /// What the store is opened (again) with; it never changes.

@@ -7,11 +7,11 @@
 use super::LocalStore;
 use super::canonicalise::set_mtime_one;
 use super::error::{IoContext, Result};
-use store::hash::Algorithm;
-use store::store_path::StorePath;
 use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use store::hash::Algorithm;
+use store::store_path::StorePath;
 
 /// What an optimise run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,13 +137,15 @@ impl LocalStore {
         if meta.nlink() > 1 && inodes.contains(&meta.ino()) {
             return Ok(());
         }
-        let (hash, _) = crate::nar_fs::hash_path(path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
+        let (hash, _) =
+            crate::nar_fs::hash_path(path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
         let link = self.links_dir().join(hash.to_nix32());
         if let Ok(lmeta) = std::fs::symlink_metadata(&link)
-            && lmeta.len() != meta.len() {
-                tracing::warn!("removing corrupted link '{}'", link.display());
-                std::fs::remove_file(&link).at("removing", &link)?;
-            }
+            && lmeta.len() != meta.len()
+        {
+            tracing::warn!("removing corrupted link '{}'", link.display());
+            std::fs::remove_file(&link).at("removing", &link)?;
+        }
         if std::fs::symlink_metadata(&link).is_err() {
             match std::fs::hard_link(path, &link) {
                 Ok(()) => {
@@ -165,7 +167,8 @@ impl LocalStore {
         let toggle = dir != self.shared.config.store_dir.as_path();
         let dir_mode = std::fs::symlink_metadata(dir).at("getting attributes of", dir)?.mode() & 0o7777;
         if toggle {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode | 0o200)).at("making writable", dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode | 0o200))
+                .at("making writable", dir)?;
         }
         let result = self.replace_with_link(path, &link, meta, inodes, stats, events);
         if toggle {
@@ -186,12 +189,11 @@ impl LocalStore {
     ) -> Result<()> {
         let mut rnd = [0u8; 4];
         let _ = getrandom::fill(&mut rnd);
-        let temp = self
-            .shared
-            .config
-            .store_dir
-            .as_path()
-            .join(format!(".tmp-link-{}-{}", std::process::id(), u32::from_le_bytes(rnd)));
+        let temp = self.shared.config.store_dir.as_path().join(format!(
+            ".tmp-link-{}-{}",
+            std::process::id(),
+            u32::from_le_bytes(rnd)
+        ));
         match std::fs::hard_link(link, &temp) {
             Ok(()) => {
                 inodes.insert(meta.ino());

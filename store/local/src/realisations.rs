@@ -5,9 +5,8 @@
 use super::LocalStore;
 use super::db::{Db, retry_busy};
 use super::error::{Error, Result};
-use store::realisation::{DrvOutput, Realisation};
 use rusqlite::{OptionalExtension, params};
-
+use store::realisation::{DrvOutput, Realisation};
 
 impl LocalStore {
     fn require_ca(&self) -> Result<()> {
@@ -26,13 +25,16 @@ impl LocalStore {
                 .optional()?
                 .ok_or_else(|| Error::InvalidPath(out.clone()))?;
             let existing: Option<(i64, i64, Option<String>)> = tx
-                .prepare_cached("select id, outputPath, signatures from Realisations where drvPath = ? and outputName = ?")?
+                .prepare_cached(
+                    "select id, outputPath, signatures from Realisations where drvPath = ? and outputName = ?",
+                )?
                 .query_row(params![r.id.hash_string(), r.id.output], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                 .optional()?;
             match existing {
                 Some((id, path_id, sigs)) => {
                     if path_id != out_id {
-                        let local: String = tx.query_row("select path from ValidPaths where id = ?", [path_id], |row| row.get(0))?;
+                        let local: String =
+                            tx.query_row("select path from ValidPaths where id = ?", [path_id], |row| row.get(0))?;
                         return Err(Error::RealisationConflict {
                             id: r.id.to_string(),
                             local,
@@ -47,8 +49,10 @@ impl LocalStore {
                 }
                 None => {
                     let sigs = r.signatures.iter().cloned().collect::<Vec<_>>().join(" ");
-                    tx.prepare_cached("insert into Realisations (drvPath, outputName, outputPath, signatures) values (?, ?, ?, ?)")?
-                        .execute(params![r.id.hash_string(), r.id.output, out_id, sigs])?;
+                    tx.prepare_cached(
+                        "insert into Realisations (drvPath, outputName, outputPath, signatures) values (?, ?, ?, ?)",
+                    )?
+                    .execute(params![r.id.hash_string(), r.id.output, out_id, sigs])?;
                     let id = tx.last_insert_rowid();
                     for dep in r.dependent_realisations.keys() {
                         let dep_id: Option<i64> = tx
@@ -56,8 +60,10 @@ impl LocalStore {
                             .query_row(params![dep.hash_string(), dep.output], |row| row.get(0))
                             .optional()?;
                         let dep_id = dep_id.ok_or_else(|| Error::UnrealisedDerivation(dep.to_string()))?;
-                        tx.prepare_cached("insert into RealisationsRefs (referrer, realisationReference) values (?, ?)")?
-                            .execute(params![id, dep_id])?;
+                        tx.prepare_cached(
+                            "insert into RealisationsRefs (referrer, realisationReference) values (?, ?)",
+                        )?
+                        .execute(params![id, dep_id])?;
                     }
                 }
             }
@@ -91,9 +97,14 @@ fn query_realisation(db: &Db, store: &LocalStore, id: &DrvOutput) -> Result<Opti
              inner join Realisations as Dep on Dep.id = RealisationsRefs.realisationReference \
              inner join ValidPaths as Output on Output.id = Dep.outputPath where referrer = ?",
         )?;
-        for row in stmt.query_map([rid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))? {
+        for row in
+            stmt.query_map([rid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+        {
             let (hash, name, p) = row?;
-            let dep = DrvOutput::parse(&format!("{hash}!{name}")).map_err(|e| Error::Corrupt { path: store.shared.config.state_dir.join("db/db.sqlite"), why: e.to_string() })?;
+            let dep = DrvOutput::parse(&format!("{hash}!{name}")).map_err(|e| Error::Corrupt {
+                path: store.shared.config.state_dir.join("db/db.sqlite"),
+                why: e.to_string(),
+            })?;
             deps.insert(dep, store.parse_path(&p)?);
         }
         Ok(Some(Realisation {

@@ -55,7 +55,14 @@ impl TempRoots {
             .or_insert_with(|| {
                 Arc::new(TempRoots {
                     state_dir: state_dir.to_owned(),
-                    inner: Mutex::new(Inner { file: None, gc_lock: None, socket: None, held: HashMap::new(), dirty: false, in_file: 0 }),
+                    inner: Mutex::new(Inner {
+                        file: None,
+                        gc_lock: None,
+                        socket: None,
+                        held: HashMap::new(),
+                        dirty: false,
+                        in_file: 0,
+                    }),
                 })
             })
             .clone()
@@ -339,7 +346,12 @@ mod tests {
 
     fn listed(roots: &TempRoots) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read(roots.file_path())
-            .map(|b| b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+            .map(|b| {
+                b.split(|&c| c == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v

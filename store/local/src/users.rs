@@ -94,7 +94,8 @@ mod tests {
     fn group_lines_parse_with_and_without_members_and_bad_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("group");
-        std::fs::write(&file, "root:x:0:\nnixbld:x:30000:nixbld1,nixbld2\nbroken\nodd:x:notanumber:a\nshort:x:7\n").unwrap();
+        std::fs::write(&file, "root:x:0:\nnixbld:x:30000:nixbld1,nixbld2\nbroken\nodd:x:notanumber:a\nshort:x:7\n")
+            .unwrap();
         let groups = groups_in(&file);
         assert_eq!(
             groups,
@@ -110,8 +111,15 @@ mod tests {
     fn passwd_lines_give_names_and_uids() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("passwd");
-        std::fs::write(&file, "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbad:x:y:0::/:/bin/sh\n").unwrap();
-        assert_eq!(users_in(&file), vec![User { name: "root".into(), uid: 0 }, User { name: "alice".into(), uid: 1000 }]);
+        std::fs::write(
+            &file,
+            "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbad:x:y:0::/:/bin/sh\n",
+        )
+        .unwrap();
+        assert_eq!(
+            users_in(&file),
+            vec![User { name: "root".into(), uid: 0 }, User { name: "alice".into(), uid: 1000 }]
+        );
         assert!(users_in(&dir.path().join("missing")).is_empty());
     }
 }

@@ -9,9 +9,9 @@
 use super::LocalStore;
 use super::error::{IoContext, Result};
 use super::lock::{LockFile, LockKind};
+use std::collections::{BTreeSet, HashSet};
 use store::hash::{Algorithm, Encoding};
 use store::store_path::StorePath;
-use std::collections::{BTreeSet, HashSet};
 
 /// What `verify_store` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +52,12 @@ impl VerifyReport {
 
 impl LocalStore {
     /// `progress(done, total)` is called while checking contents.
-    pub fn verify_store(&self, check_contents: bool, repair: bool, progress: &mut dyn FnMut(usize, usize)) -> Result<VerifyReport> {
+    pub fn verify_store(
+        &self,
+        check_contents: bool,
+        repair: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         report.phase("reading the Nix store...");
         // A consistent view: no collector deletes while we look.
@@ -141,9 +146,14 @@ impl LocalStore {
         for e in entries {
             let path = e.at("reading directory", &links)?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let (hash, _) = crate::nar_fs::hash_path(&path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
+            let (hash, _) =
+                crate::nar_fs::hash_path(&path, Algorithm::Sha256).map_err(|e| super::Error::Nar(e.to_string()))?;
             if hash.to_nix32() != name {
-                let line = format!("link '{}' was modified! expected hash '{name}', got '{}'", path.display(), hash.to_nix32());
+                let line = format!(
+                    "link '{}' was modified! expected hash '{name}', got '{}'",
+                    path.display(),
+                    hash.to_nix32()
+                );
                 if repair {
                     // CppNix prints the damage, then the repair (and counts no error).
                     report.log.push(VerifyLine::Error(line));

@@ -1,10 +1,10 @@
 //! The local store library on its own: what an add leaves behind when it
 //! fails, how rows are written, temp roots, and NAR streams.
 
+use local_store::{AddOptions, Error, GcAction, GcOptions, LocalStore, LocalStoreConfig};
 use std::collections::BTreeSet;
 use std::io::Read;
 use store::hash::Algorithm;
-use local_store::{AddOptions, Error, GcAction, GcOptions, LocalStore, LocalStoreConfig};
 use store::path_info::PathInfo;
 use store::store_path::StoreDir;
 
@@ -18,14 +18,18 @@ fn open(dir: &std::path::Path) -> LocalStore {
 }
 
 fn store_entries(dir: &std::path::Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir.join("store")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    std::fs::read_dir(dir.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 fn nar_of(contents: &[u8]) -> (Vec<u8>, PathInfo, LocalStore, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
     let nar = store::nar::dump_bytes(contents, false);
-    let path = store.store_dir().make_store_path("output:out", &Algorithm::Sha256.digest(contents), "imported").unwrap();
+    let path =
+        store.store_dir().make_store_path("output:out", &Algorithm::Sha256.digest(contents), "imported").unwrap();
     let info = PathInfo::new(path, Algorithm::Sha256.digest(&nar), nar.len() as u64);
     (nar, info, store, tmp)
 }
@@ -81,10 +85,19 @@ fn rows_follow_cppnix_null_conventions() {
     let (nar, info, store, tmp) = nar_of(b"row");
     store.add_nar(&info, &mut &nar[..], AddOptions::default()).unwrap();
     let db = rusqlite::Connection::open(tmp.path().join("var/nix/db/db.sqlite")).unwrap();
-    let (hash, nar_size, ultimate, sigs, ca, deriver): (String, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<String>) = db
-        .query_row("select hash, narSize, ultimate, sigs, ca, deriver from ValidPaths where path = ?", [store.display(&info.path)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })
+    let (hash, nar_size, ultimate, sigs, ca, deriver): (
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = db
+        .query_row(
+            "select hash, narSize, ultimate, sigs, ca, deriver from ValidPaths where path = ?",
+            [store.display(&info.path)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
         .unwrap();
     assert_eq!(hash, format!("sha256:{}", info.nar_hash.to_base16()));
     assert_eq!(nar_size, Some(nar.len() as i64));
@@ -121,7 +134,12 @@ fn session_roots_are_released_with_their_handle() {
     let roots_file = tmp.path().join("var/nix/temproots").join(std::process::id().to_string());
     let recorded = || -> BTreeSet<String> {
         std::fs::read(&roots_file)
-            .map(|b| b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+            .map(|b| {
+                b.split(|&c| c == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let a = base.session();

@@ -3,13 +3,13 @@
 //! its hash part is a substring of the stream) under random chunking.
 
 use local_store::nar_fs;
+use local_store::nar_fs::scan_path;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use store::hash::{Algorithm, Encoding, Hash};
-use local_store::nar_fs::scan_path;
 use store::references::{RefScanner, Tee};
 use store::store_path::StorePath;
 use testkit::{Nix, NixVersion, TestStore};

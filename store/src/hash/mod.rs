@@ -3,8 +3,8 @@
 //! form CppNix's `Hash::parseAny` accepts, streaming hashing, and the XOR
 //! fold that turns a SHA-256 into a store path's 20-byte hash part.
 
-pub mod nix32;
 mod modulo;
+pub mod nix32;
 mod sink;
 
 pub use modulo::{HashModuloSink, ModuloHashes};
@@ -68,10 +68,7 @@ impl fmt::Display for Algorithm {
 impl FromStr for Algorithm {
     type Err = HashError;
     fn from_str(s: &str) -> Result<Self, HashError> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| HashError::UnknownAlgorithm(s.to_owned()))
+        Self::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| HashError::UnknownAlgorithm(s.to_owned()))
     }
 }
 
@@ -216,15 +213,11 @@ impl Hash {
         let out = &mut bytes[..algorithm.size()];
         let invalid = |encoding| HashError::Invalid { hash: rest.to_owned(), encoding };
         if !sri && rest.len() == algorithm.base16_len() {
-            HEXLOWER_PERMISSIVE
-                .decode_mut(rest.as_bytes(), out)
-                .map_err(|_| invalid("base-16"))?;
+            HEXLOWER_PERMISSIVE.decode_mut(rest.as_bytes(), out).map_err(|_| invalid("base-16"))?;
         } else if !sri && rest.len() == algorithm.nix32_len() {
             nix32::decode_into(rest.as_bytes(), out).map_err(|_| invalid("base-32"))?;
         } else if sri || rest.len() == algorithm.base64_len() {
-            let decoded = BASE64
-                .decode(rest.as_bytes())
-                .map_err(|_| invalid(if sri { "SRI" } else { "base-64" }))?;
+            let decoded = BASE64.decode(rest.as_bytes()).map_err(|_| invalid(if sri { "SRI" } else { "base-64" }))?;
             if decoded.len() != algorithm.size() {
                 return Err(invalid(if sri { "SRI" } else { "base-64" }));
             }

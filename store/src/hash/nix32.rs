@@ -109,10 +109,7 @@ mod tests {
         // The first digit carries only 1 significant bit for 32 bytes (52*5 = 260 bits).
         let mut bad = s.into_bytes();
         bad[0] = b'z';
-        assert_eq!(
-            decode_into(&bad, &mut [0; 32]),
-            Err(DecodeError::Overflow(32))
-        );
+        assert_eq!(decode_into(&bad, &mut [0; 32]), Err(DecodeError::Overflow(32)));
         assert_eq!(decode("e000"), Err(DecodeError::BadDigit('e')));
         assert_eq!(decode("000"), Err(DecodeError::BadLength { got: 3, want: 1 }));
     }

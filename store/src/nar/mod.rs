@@ -32,10 +32,10 @@ mod error;
 mod listing;
 mod reader;
 
+pub use bytes::dump_bytes;
 pub use error::NarError;
 pub use listing::{DirEntry, NodeInfo, PathListing, cat, list_path, write_json_listing, write_ls_document};
 pub use reader::{Contents, Event, NarReader};
-pub use bytes::dump_bytes;
 
 /// The magic string every NAR starts with.
 pub const MAGIC: &[u8] = b"nix-archive-1";

@@ -13,11 +13,11 @@
 //! client-side settings) are accepted without a warning and kept as text in
 //! [`Settings::ignored`]; any other name is an unknown setting.
 
-use super::warning::Warning;
 use super::env::ConfigEnv;
 use super::features::ExperimentalFeature;
 use super::host::Host;
 use super::value::{Context, SandboxMode, SettingError, SettingValue, parse_max_jobs};
+use super::warning::Warning;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The public key of cache.nixos.org, trusted by default.

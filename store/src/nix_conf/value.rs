@@ -5,8 +5,8 @@
 //! the experimental feature set. The text form (`SettingValue::render`) is
 //! what `nix show-config` prints.
 
-use super::warning::Warning;
 use super::features::ExperimentalFeature;
+use super::warning::Warning;
 use std::collections::BTreeSet;
 use std::fmt;
 

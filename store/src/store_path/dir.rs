@@ -57,8 +57,7 @@ impl StoreDir {
     /// Splits a path at or below a store path into the store path and the
     /// rest (`/nix/store/x-foo/bin/sh` gives `x-foo` and `bin/sh`).
     pub fn split_path<'a>(&self, full: &'a str) -> Result<(StorePath, &'a str), StorePathError> {
-        let not_in_store =
-            || StorePathError::NotInStore { path: full.to_owned(), store_dir: self.0.clone() };
+        let not_in_store = || StorePathError::NotInStore { path: full.to_owned(), store_dir: self.0.clone() };
         let rest = full.strip_prefix(&self.0).and_then(|r| r.strip_prefix('/')).ok_or_else(not_in_store)?;
         let (base, sub) = rest.split_once('/').unwrap_or((rest, ""));
         Ok((StorePath::from_base_name(base)?, sub.trim_start_matches('/')))
@@ -86,7 +85,12 @@ impl StoreDir {
 
     /// The path of a text file (`builtins.toFile`, `.drv` files): `text`
     /// type with its references, over the SHA-256 of the contents.
-    pub fn make_text_path(&self, name: &str, contents_sha256: &Hash, refs: &std::collections::BTreeSet<StorePath>) -> Result<StorePath, StorePathError> {
+    pub fn make_text_path(
+        &self,
+        name: &str,
+        contents_sha256: &Hash,
+        refs: &std::collections::BTreeSet<StorePath>,
+    ) -> Result<StorePath, StorePathError> {
         let refs = StoreReferences { others: refs.clone(), self_ref: false };
         self.make_store_path(&self.make_type("text".into(), &refs), contents_sha256, name)
     }
@@ -95,7 +99,13 @@ impl StoreDir {
     /// path (what `nix-store --add` makes) and may have references; every
     /// other method/algorithm hashes `fixed:out:<prefix><algo>:<hex>:` into an
     /// `output:out` path and must have none.
-    pub fn make_fixed_output_path(&self, name: &str, method: FileIngestionMethod, hash: &Hash, refs: &StoreReferences) -> Result<StorePath, StorePathError> {
+    pub fn make_fixed_output_path(
+        &self,
+        name: &str,
+        method: FileIngestionMethod,
+        hash: &Hash,
+        refs: &StoreReferences,
+    ) -> Result<StorePath, StorePathError> {
         if method == FileIngestionMethod::Git && hash.algorithm() != Algorithm::Sha1 {
             return Err(StorePathError::GitNeedsSha1);
         }
@@ -105,17 +115,18 @@ impl StoreDir {
         if !refs.is_empty() {
             return Err(StorePathError::FixedOutputReferences(name.to_owned()));
         }
-        let payload = format!(
-            "fixed:out:{}{}:",
-            method.prefix(),
-            hash.to_typed(crate::hash::Encoding::Base16)
-        );
+        let payload = format!("fixed:out:{}{}:", method.prefix(), hash.to_typed(crate::hash::Encoding::Base16));
         self.make_store_path("output:out", &Algorithm::Sha256.digest(payload.as_bytes()), name)
     }
 
     /// The path of a content-addressed object with its references
     /// (CppNix `makeFixedOutputPathFromCA`).
-    pub fn make_path_from_ca(&self, name: &str, ca: &ContentAddress, refs: &StoreReferences) -> Result<StorePath, StorePathError> {
+    pub fn make_path_from_ca(
+        &self,
+        name: &str,
+        ca: &ContentAddress,
+        refs: &StoreReferences,
+    ) -> Result<StorePath, StorePathError> {
         match ca.method {
             ContentAddressMethod::Text => {
                 if refs.self_ref {

@@ -42,7 +42,10 @@ fn store_dir_must_be_canonical() {
     let dir = StoreDir::new("/tmp/s").unwrap();
     let p = dir.parse_path("/tmp/s/7rjj86a15146cq1d3qy068lml7n8ykzm-hello").unwrap();
     assert_eq!(dir.display(&p), "/tmp/s/7rjj86a15146cq1d3qy068lml7n8ykzm-hello");
-    assert!(matches!(dir.parse_path("/tmp/x/7rjj86a15146cq1d3qy068lml7n8ykzm-hello"), Err(StorePathError::NotInStore { .. })));
+    assert!(matches!(
+        dir.parse_path("/tmp/x/7rjj86a15146cq1d3qy068lml7n8ykzm-hello"),
+        Err(StorePathError::NotInStore { .. })
+    ));
     let (sp, rest) = dir.split_path("/tmp/s/7rjj86a15146cq1d3qy068lml7n8ykzm-hello/bin/hello").unwrap();
     assert_eq!((sp, rest), (p, "bin/hello"));
 }
@@ -60,10 +63,17 @@ fn fixed_output_rules() {
         Err(StorePathError::FixedOutputReferences("x".into()))
     );
     assert_eq!(
-        dir.make_fixed_output_path("x", FileIngestionMethod::Git, &Algorithm::Sha256.digest(b"x"), &StoreReferences::default()),
+        dir.make_fixed_output_path(
+            "x",
+            FileIngestionMethod::Git,
+            &Algorithm::Sha256.digest(b"x"),
+            &StoreReferences::default()
+        ),
         Err(StorePathError::GitNeedsSha1)
     );
     // Recursive SHA-256 is a source path and may carry references.
-    assert!(dir.make_fixed_output_path("x", FileIngestionMethod::Recursive, &Algorithm::Sha256.digest(b"x"), &refs).is_ok());
+    assert!(
+        dir.make_fixed_output_path("x", FileIngestionMethod::Recursive, &Algorithm::Sha256.digest(b"x"), &refs).is_ok()
+    );
     let _: Hash = h;
 }

@@ -19,8 +19,9 @@ pub use framed::{FramedReader, FramedWriter};
 pub use request::{GcRequest, Request, read_request};
 pub use stderr::{ActivityType, Field, ResultType, StderrMessage, Verbosity};
 pub use types::{
-    BuildMode, BuildResult, BuildStatus, ClientOptions, DerivedPath, Missing, SubstitutablePathInfo, read_basic_derivation,
-    read_path_info, read_unkeyed_path_info, write_basic_derivation, write_path_info, write_unkeyed_path_info,
+    BuildMode, BuildResult, BuildStatus, ClientOptions, DerivedPath, Missing, SubstitutablePathInfo,
+    read_basic_derivation, read_path_info, read_unkeyed_path_info, write_basic_derivation, write_path_info,
+    write_unkeyed_path_info,
 };
 pub use wire::{Limits, WireRead, WireWrite};
 
@@ -182,7 +183,9 @@ impl ProtoError {
             ProtoError::Eof => true,
             ProtoError::Io(e) => matches!(
                 e.kind(),
-                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
             ),
             _ => false,
         }

@@ -3,15 +3,18 @@
 //! are streamed (NARs, framed uploads, export streams) are left in the
 //! stream for the server to consume as the operation proceeds.
 
-use super::types::{BuildMode, ClientOptions, DerivedPath, parse_ca, read_basic_derivation, read_path, read_path_set, read_unkeyed_path_info};
+use super::types::{
+    BuildMode, ClientOptions, DerivedPath, parse_ca, read_basic_derivation, read_path, read_path_set,
+    read_unkeyed_path_info,
+};
 use super::wire::{Limits, WireRead};
 use super::{Op, ProtoError};
+use std::collections::{BTreeMap, BTreeSet};
 use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
 use store::derivation::Derivation;
 use store::hash::Algorithm;
 use store::path_info::PathInfo;
 use store::store_path::{StoreDir, StorePath};
-use std::collections::{BTreeMap, BTreeSet};
 use tokio::io::AsyncRead;
 
 /// `CollectGarbage`'s fields.
@@ -34,12 +37,32 @@ pub enum Request {
     QueryReferences(StorePath),
     QueryReferrers(StorePath),
     /// ≥ 1.25; a framed dump follows (NAR for `r:`/`git:`, raw bytes otherwise).
-    AddToStore { name: String, method: ContentAddressMethod, algorithm: Algorithm, references: BTreeSet<StorePath>, repair: bool },
+    AddToStore {
+        name: String,
+        method: ContentAddressMethod,
+        algorithm: Algorithm,
+        references: BTreeSet<StorePath>,
+        repair: bool,
+    },
     /// < 1.25; an unframed NAR follows.
-    AddToStoreLegacy { name: String, method: FileIngestionMethod, algorithm: Algorithm },
-    AddTextToStore { name: String, text: Vec<u8>, references: BTreeSet<StorePath> },
-    BuildPaths { paths: Vec<(String, DerivedPath)>, mode: BuildMode },
-    BuildPathsWithResults { paths: Vec<(String, DerivedPath)>, mode: BuildMode },
+    AddToStoreLegacy {
+        name: String,
+        method: FileIngestionMethod,
+        algorithm: Algorithm,
+    },
+    AddTextToStore {
+        name: String,
+        text: Vec<u8>,
+        references: BTreeSet<StorePath>,
+    },
+    BuildPaths {
+        paths: Vec<(String, DerivedPath)>,
+        mode: BuildMode,
+    },
+    BuildPathsWithResults {
+        paths: Vec<(String, DerivedPath)>,
+        mode: BuildMode,
+    },
     EnsurePath(StorePath),
     AddTempRoot(StorePath),
     AddIndirectRoot(String),
@@ -58,29 +81,57 @@ pub enum Request {
     QueryDerivationOutputNames(StorePath),
     QueryPathFromHashPart(String),
     QuerySubstitutablePathInfos(BTreeMap<StorePath, Option<ContentAddress>>),
-    QueryValidPaths { paths: BTreeSet<StorePath>, substitute: bool },
+    QueryValidPaths {
+        paths: BTreeSet<StorePath>,
+        substitute: bool,
+    },
     QuerySubstitutablePaths(BTreeSet<StorePath>),
     QueryValidDerivers(StorePath),
     OptimiseStore,
-    VerifyStore { check_contents: bool, repair: bool },
-    BuildDerivation { drv_path: StorePath, drv: Box<Derivation>, mode: BuildMode },
-    AddSignatures { path: StorePath, sigs: BTreeSet<String> },
+    VerifyStore {
+        check_contents: bool,
+        repair: bool,
+    },
+    BuildDerivation {
+        drv_path: StorePath,
+        drv: Box<Derivation>,
+        mode: BuildMode,
+    },
+    AddSignatures {
+        path: StorePath,
+        sigs: BTreeSet<String>,
+    },
     NarFromPath(StorePath),
     /// The NAR follows: framed (≥ 1.23), pulled with STDERR_READ (1.21–1.22)
     /// or inline (< 1.21).
-    AddToStoreNar { info: Box<PathInfo>, repair: bool, dont_check_sigs: bool },
+    AddToStoreNar {
+        info: Box<PathInfo>,
+        repair: bool,
+        dont_check_sigs: bool,
+    },
     QueryMissing(Vec<(String, DerivedPath)>),
     QueryDerivationOutputMap(StorePath),
     /// < 1.31: a DrvOutput id and an output path's base name.
-    RegisterDrvOutputLegacy { id: String, out_path: String },
+    RegisterDrvOutputLegacy {
+        id: String,
+        out_path: String,
+    },
     /// ≥ 1.31: Realisation JSON.
     RegisterDrvOutput(String),
     QueryRealisation(String),
     /// A framed stream of path infos and NARs follows.
-    AddMultipleToStore { repair: bool, dont_check_sigs: bool },
+    AddMultipleToStore {
+        repair: bool,
+        dont_check_sigs: bool,
+    },
     /// A framed log follows; the derivation is given by base name.
-    AddBuildLog { drv: StorePath },
-    AddPermRoot { path: StorePath, gc_root: String },
+    AddBuildLog {
+        drv: StorePath,
+    },
+    AddPermRoot {
+        path: StorePath,
+        gc_root: String,
+    },
 }
 
 async fn derived_paths<R: AsyncRead + Unpin + ?Sized>(
@@ -259,7 +310,8 @@ pub async fn read_request<R: AsyncRead + Unpin + ?Sized>(
         }
         Op::BuildDerivation => {
             let drv_path = read_path(r, dir, l).await?;
-            let name = store::derivation::name_from_drv_path(&drv_path).map_err(|e| ProtoError::BadValue(e.to_string()))?;
+            let name =
+                store::derivation::name_from_drv_path(&drv_path).map_err(|e| ProtoError::BadValue(e.to_string()))?;
             let drv = read_basic_derivation(r, dir, name, l).await?;
             let mode = BuildMode::from_u64(r.read_u64_le_wire().await?)?;
             Request::BuildDerivation { drv_path, drv: Box::new(drv), mode }

@@ -77,13 +77,29 @@ pub enum StderrMessage {
     Read(u64),
     /// Data for the client's sink.
     Write(Vec<u8>),
-    StartActivity { id: u64, level: Verbosity, kind: ActivityType, text: String, fields: Vec<Field>, parent: u64 },
-    StopActivity { id: u64 },
-    Result { id: u64, kind: ResultType, fields: Vec<Field> },
+    StartActivity {
+        id: u64,
+        level: Verbosity,
+        kind: ActivityType,
+        text: String,
+        fields: Vec<Field>,
+        parent: u64,
+    },
+    StopActivity {
+        id: u64,
+    },
+    Result {
+        id: u64,
+        kind: ResultType,
+        fields: Vec<Field>,
+    },
     /// The work finished; the reply follows.
     Last,
     /// The work failed; no reply follows.
-    Error { message: String, exit_status: u64 },
+    Error {
+        message: String,
+        exit_status: u64,
+    },
 }
 
 async fn write_fields<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, fields: &[Field]) -> std::io::Result<()> {

@@ -9,12 +9,12 @@
 //! same bytes. No tokio here.
 
 use super::Limits;
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
 use store::content_address::{CaError, ContentAddress};
 use store::hash::{Algorithm, Hash, HashError};
 use store::path_info::PathInfo;
 use store::store_path::{StoreDir, StorePathError};
-use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
 
 /// Why a primitive could not be read.
 #[derive(Debug, thiserror::Error)]

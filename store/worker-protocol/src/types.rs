@@ -2,14 +2,14 @@
 //! every minor, derived paths, build modes and results, `QueryMissing`
 //! answers, the options of `SetOptions`, and basic derivations.
 
-use super::wire::{Limits, WireRead, WireWrite};
 use super::ProtoError;
+use super::wire::{Limits, WireRead, WireWrite};
+use std::collections::{BTreeMap, BTreeSet};
 use store::content_address::ContentAddress;
 use store::derivation::{Derivation, Output};
 use store::hash::{Algorithm, Hash};
 use store::path_info::PathInfo;
 use store::store_path::{StoreDir, StorePath};
-use std::collections::{BTreeMap, BTreeSet};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A store path the peer sent, refused with CppNix's `parseStorePath`
@@ -23,7 +23,11 @@ fn parse_path(dir: &StoreDir, s: &str) -> Result<StorePath, ProtoError> {
     })
 }
 
-pub(super) async fn read_path<R: AsyncRead + Unpin + ?Sized>(r: &mut R, dir: &StoreDir, limits: &Limits) -> Result<StorePath, ProtoError> {
+pub(super) async fn read_path<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    dir: &StoreDir,
+    limits: &Limits,
+) -> Result<StorePath, ProtoError> {
     let s = r.read_string("store path", limits).await?;
     parse_path(dir, &s)
 }
@@ -51,11 +55,19 @@ pub(super) async fn read_path_set<R: AsyncRead + Unpin + ?Sized>(
 }
 
 pub(super) fn parse_ca(s: &str) -> Result<Option<ContentAddress>, ProtoError> {
-    if s.is_empty() { Ok(None) } else { ContentAddress::parse(s).map(Some).map_err(|e| ProtoError::BadValue(e.to_string())) }
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        ContentAddress::parse(s).map(Some).map_err(|e| ProtoError::BadValue(e.to_string()))
+    }
 }
 
 /// Writes full paths of a set, in order.
-pub async fn write_path_set<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, dir: &StoreDir, paths: &BTreeSet<StorePath>) -> std::io::Result<()> {
+pub async fn write_path_set<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    dir: &StoreDir,
+    paths: &BTreeSet<StorePath>,
+) -> std::io::Result<()> {
     w.write_u64_wire(paths.len() as u64).await?;
     for p in paths {
         w.write_str(&dir.display(p)).await?;
@@ -84,7 +96,12 @@ pub async fn write_unkeyed_path_info<W: AsyncWrite + Unpin + ?Sized>(
 }
 
 /// `ValidPathInfo`: the path, then the unkeyed info.
-pub async fn write_path_info<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, dir: &StoreDir, info: &PathInfo, minor: u64) -> std::io::Result<()> {
+pub async fn write_path_info<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    dir: &StoreDir,
+    info: &PathInfo,
+    minor: u64,
+) -> std::io::Result<()> {
     w.write_str(&dir.display(&info.path)).await?;
     write_unkeyed_path_info(w, dir, info, minor).await
 }
@@ -150,7 +167,8 @@ impl DerivedPath {
                 let outputs = if outputs == "*" && minor >= 30 {
                     None
                 } else {
-                    let names: BTreeSet<String> = outputs.split(',').filter(|o| !o.is_empty()).map(str::to_owned).collect();
+                    let names: BTreeSet<String> =
+                        outputs.split(',').filter(|o| !o.is_empty()).map(str::to_owned).collect();
                     if names.is_empty() {
                         return Err(ProtoError::BadValue(format!("invalid derived path '{s}': no outputs")));
                     }
@@ -392,7 +410,11 @@ pub async fn read_basic_derivation<R: AsyncRead + Unpin + ?Sized>(
 }
 
 /// Writes a `BasicDerivation` (the client side of `BuildDerivation`).
-pub async fn write_basic_derivation<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, dir: &StoreDir, drv: &Derivation) -> std::io::Result<()> {
+pub async fn write_basic_derivation<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    dir: &StoreDir,
+    drv: &Derivation,
+) -> std::io::Result<()> {
     w.write_u64_wire(drv.outputs.len() as u64).await?;
     for (name, output) in &drv.outputs {
         let fields = output

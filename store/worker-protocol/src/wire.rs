@@ -113,7 +113,11 @@ pub trait WireRead: AsyncRead + Unpin {
         Ok(self.read_strings(what, limits).await?.into_iter().collect())
     }
 
-    async fn read_string_map(&mut self, what: &'static str, limits: &Limits) -> Result<BTreeMap<String, String>, ProtoError> {
+    async fn read_string_map(
+        &mut self,
+        what: &'static str,
+        limits: &Limits,
+    ) -> Result<BTreeMap<String, String>, ProtoError> {
         let n = self.read_count(what, limits).await?;
         let mut m = BTreeMap::new();
         for _ in 0..n {

@@ -50,7 +50,10 @@ pub fn run(cx: &Context, warn: &mut dyn FnMut(String)) -> Result<(), String> {
     let manifest = OsStr::from_bytes(cx.attr("manifest")?);
     let link = out.join("manifest.nix");
     std::os::unix::fs::symlink(manifest, &link).map_err(|e| {
-        sys_error(format!("creating symlink from '{}' to '{}'", arg(link.display()), arg(Path::new(manifest).display())), &e)
+        sys_error(
+            format!("creating symlink from '{}' to '{}'", arg(link.display()), arg(Path::new(manifest).display())),
+            &e,
+        )
     })
 }
 
@@ -63,15 +66,22 @@ pub fn parse_derivations(text: &[u8]) -> Result<Vec<Package>, String> {
     while let Some(active) = words.next() {
         let active = active != b"false";
         let mut number = |what: &str| -> Result<i64, String> {
-            let word = words.next().ok_or_else(|| format!("the 'derivations' attribute ends before the {what} of a package"))?;
+            let word = words
+                .next()
+                .ok_or_else(|| format!("the 'derivations' attribute ends before the {what} of a package"))?;
             leading_int(word).ok_or_else(|| {
-                format!("the 'derivations' attribute has '{}' where the {what} of a package should be", arg(String::from_utf8_lossy(word)))
+                format!(
+                    "the 'derivations' attribute has '{}' where the {what} of a package should be",
+                    arg(String::from_utf8_lossy(word))
+                )
             })
         };
-        let priority = i32::try_from(number("priority")?).map_err(|_| "a package's priority is out of range".to_owned())?;
+        let priority =
+            i32::try_from(number("priority")?).map_err(|_| "a package's priority is out of range".to_owned())?;
         let count = number("number of outputs")?;
         for _ in 0..count {
-            let path = words.next().ok_or("the 'derivations' attribute ends before the last output path of a package")?;
+            let path =
+                words.next().ok_or("the 'derivations' attribute ends before the last output path of a package")?;
             packages.push(Package { path: OsString::from_vec(path.to_vec()), active, priority });
         }
     }
@@ -123,25 +133,26 @@ pub fn build_profile(
     let mut done: HashSet<OsString> = HashSet::new();
     let mut postponed: BTreeSet<OsString> = BTreeSet::new();
     packages.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.path.as_bytes().cmp(b.path.as_bytes())));
-    let mut add = |state: &mut State, dir: &OsStr, priority: i32, postponed: &mut BTreeSet<OsString>| -> Result<(), String> {
-        if !done.insert(dir.to_owned()) {
-            return Ok(());
-        }
-        create_links(state, Path::new(dir), out, priority)?;
-        let list = Path::new(dir).join("nix-support/propagated-user-env-packages");
-        match read_file(&list) {
-            Ok(text) => {
-                for p in text.split(|c| *c == b' ' || *c == b'\n').filter(|w| !w.is_empty()) {
-                    if !done.contains(OsStr::from_bytes(p)) {
-                        postponed.insert(OsString::from_vec(p.to_vec()));
-                    }
-                }
-                Ok(())
+    let mut add =
+        |state: &mut State, dir: &OsStr, priority: i32, postponed: &mut BTreeSet<OsString>| -> Result<(), String> {
+            if !done.insert(dir.to_owned()) {
+                return Ok(());
             }
-            Err((_, e)) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(()),
-            Err((doing, e)) => Err(sys_error(format!("{doing} '{}'", arg(list.display())), &e)),
-        }
-    };
+            create_links(state, Path::new(dir), out, priority)?;
+            let list = Path::new(dir).join("nix-support/propagated-user-env-packages");
+            match read_file(&list) {
+                Ok(text) => {
+                    for p in text.split(|c| *c == b' ' || *c == b'\n').filter(|w| !w.is_empty()) {
+                        if !done.contains(OsStr::from_bytes(p)) {
+                            postponed.insert(OsString::from_vec(p.to_vec()));
+                        }
+                    }
+                    Ok(())
+                }
+                Err((_, e)) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(()),
+                Err((doing, e)) => Err(sys_error(format!("{doing} '{}'", arg(list.display())), &e)),
+            }
+        };
     for p in packages.iter().filter(|p| p.active) {
         add(&mut state, &p.path, p.priority, &mut postponed)?;
     }
@@ -165,8 +176,15 @@ fn read_file(path: &Path) -> Result<Vec<u8>, (&'static str, std::io::Error)> {
 
 /// Files left out of profiles (useless there, or colliding between most
 /// packages), by the end of their path.
-const SKIPPED: [&str; 7] =
-    ["/propagated-build-inputs", "/nix-support", "/perllocal.pod", "/info/dir", "/log", "/manifest.nix", "/manifest.json"];
+const SKIPPED: [&str; 7] = [
+    "/propagated-build-inputs",
+    "/nix-support",
+    "/perllocal.pod",
+    "/info/dir",
+    "/log",
+    "/manifest.nix",
+    "/manifest.json",
+];
 
 fn is_dir(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_dir()
@@ -177,7 +195,10 @@ fn create_links(state: &mut State, src_dir: &Path, dst_dir: &Path, priority: i32
     let entries = match std::fs::read_dir(src_dir) {
         Ok(entries) => entries,
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-            (state.warn)(format!("not including '{}' in the user environment because it's not a directory", src_dir.display()));
+            (state.warn)(format!(
+                "not including '{}' in the user environment because it's not a directory",
+                src_dir.display()
+            ));
             return Ok(());
         }
         Err(e) => return Err(sys_error(format!("opening directory '{}'", arg(src_dir.display())), &e)),
@@ -231,7 +252,8 @@ fn create_links(state: &mut State, src_dir: &Path, dst_dir: &Path, priority: i32
                             arg(target.display())
                         ));
                     }
-                    std::fs::remove_file(&dst).map_err(|e| sys_error(format!("unlinking '{}'", arg(dst.display())), &e))?;
+                    std::fs::remove_file(&dst)
+                        .map_err(|e| sys_error(format!("unlinking '{}'", arg(dst.display())), &e))?;
                     mkdir(&dst)?;
                     let previous = *state.priorities.entry(dst.clone()).or_insert(0);
                     create_links(state, &target, &dst, previous)?;
@@ -365,7 +387,8 @@ mod tests {
     fn links_files_and_merges_directories() {
         let tmp = tempfile::tempdir().unwrap();
         let a = make(tmp.path(), "a", &["bin/a", "share/a/doc", "lib/liba", "info/a.info", "info/dir"]);
-        let b = make(tmp.path(), "b", &["bin/b", "share/b/doc", ".hidden", "nix-support/setup-hook", "log", "info/dir"]);
+        let b =
+            make(tmp.path(), "b", &["bin/b", "share/b/doc", ".hidden", "nix-support/setup-hook", "log", "info/dir"]);
         let out = tmp.path().join("out");
         let (r, warnings) = build(&out, vec![pkg(&b, 5), pkg(&a, 5)]);
         r.unwrap();
@@ -407,7 +430,11 @@ mod tests {
         assert!(err.starts_with("Unable to build profile. There is a conflict for the following files:\n\n  "));
         assert!(err.find(&a.display().to_string()) < err.find(&b.display().to_string()), "{err}");
         let old = conflict(ConflictWording::Nix2_8, &b.join("bin/tool"), &a.join("bin/tool"), 5);
-        assert!(old.starts_with(&format!("packages '{}' and '{}'", arg(b.join("bin/tool").display()), arg(a.join("bin/tool").display()))));
+        assert!(old.starts_with(&format!(
+            "packages '{}' and '{}'",
+            arg(b.join("bin/tool").display()),
+            arg(a.join("bin/tool").display())
+        )));
         assert!(old.contains(&format!("have the same priority {};", arg(5))));
     }
 
@@ -513,7 +540,10 @@ mod tests {
         ];
         let cx = Context { env: &env, client_minor: 34 };
         run(&cx, &mut |w| panic!("warned: {w}")).unwrap();
-        assert_eq!(tree(&out), vec![format!("bin -> {}/bin", a.display()), "manifest.nix -> /some/manifest".to_owned()]);
+        assert_eq!(
+            tree(&out),
+            vec![format!("bin -> {}/bin", a.display()), "manifest.nix -> /some/manifest".to_owned()]
+        );
         // The manifest is read last, once the tree is made.
         let out2 = tmp.path().join("out2");
         let env = vec![(b"out".to_vec(), out2.as_os_str().as_bytes().to_vec()), env[1].clone()];

@@ -68,8 +68,10 @@ fn open(url: &str) -> Result<Box<dyn Read>, String> {
     let client = Client::new(&ClientConfig { connections: 1, ..ClientConfig::default() });
     match client.get(url, false).map_err(|e| e.to_string())? {
         Fetched::Body(body) => Ok(Box::new(body)),
-        Fetched::Missing => Err(SubstituteError::HttpStatus { url: url.to_owned(), status: 404, reason: "Not Found".into() }
-            .to_string()),
+        Fetched::Missing => {
+            Err(SubstituteError::HttpStatus { url: url.to_owned(), status: 404, reason: "Not Found".into() }
+                .to_string())
+        }
     }
 }
 

@@ -16,10 +16,10 @@
 //! builder '…'".
 
 pub mod buildenv;
-pub mod fetchurl;
-pub mod unpack_channel;
 mod context;
+pub mod fetchurl;
 mod messages;
+pub mod unpack_channel;
 
 pub use context::Context;
 pub use messages::{arg, sys_error, warn, what};

@@ -38,7 +38,9 @@ pub fn run(cx: &Context) -> Result<(), String> {
     std::fs::create_dir_all(&out).map_err(|e| sys_error(format!("creating directory '{}'", arg(out.display())), &e))?;
     unpack_tarball(&src, &out)?;
     let mut entries = Vec::new();
-    for entry in std::fs::read_dir(&out).map_err(|e| sys_error(format!("failed to read directory {}", arg(out.display())), &e))? {
+    for entry in std::fs::read_dir(&out)
+        .map_err(|e| sys_error(format!("failed to read directory {}", arg(out.display())), &e))?
+    {
         let entry = entry.map_err(|e| sys_error(format!("failed to read directory {}", arg(out.display())), &e))?;
         entries.push(entry.file_name());
     }
@@ -115,7 +117,10 @@ fn unpack_tar(input: impl Read, dest: &Path) -> Result<(), String> {
         }
         let kind = entry.header().entry_type();
         if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
-            return Err(extract_error(format!("'{}' is a device file or a FIFO, which a store path cannot hold", path.display())));
+            return Err(extract_error(format!(
+                "'{}' is a device file or a FIFO, which a store path cannot hold",
+                path.display()
+            )));
         }
         if let Some(target) = entry.link_name().map_err(extract_error)?
             && kind.is_hard_link()

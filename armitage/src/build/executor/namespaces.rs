@@ -32,7 +32,11 @@ fn sandbox_spec(spec: &ExecSpec, root: &Path) -> (SandboxSpec, Vec<PathBuf>) {
     if !own_dev && spec.kvm && Path::new("/dev/kvm").exists() {
         binds.push(BindMount { target: "/dev/kvm".into(), source: PathBuf::from("/dev/kvm"), optional: true });
     }
-    binds.push(BindMount { target: sandbox::BUILD_DIR_IN_SANDBOX.into(), source: spec.build_dir.clone(), optional: false });
+    binds.push(BindMount {
+        target: sandbox::BUILD_DIR_IN_SANDBOX.into(),
+        source: spec.build_dir.clone(),
+        optional: false,
+    });
     if spec.network == Network::Host {
         for f in ["/etc/resolv.conf", "/etc/services", "/etc/hosts"] {
             binds.push(BindMount { target: f.into(), source: PathBuf::from(f), optional: true });
@@ -52,7 +56,8 @@ fn sandbox_spec(spec: &ExecSpec, root: &Path) -> (SandboxSpec, Vec<PathBuf>) {
         Some(u) => (u.uid, u.gid),
         None => (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()),
     };
-    let (sandbox_uid, sandbox_gid) = if user_namespace { (sandbox::SANDBOX_UID, sandbox::SANDBOX_GID) } else { (host_uid, host_gid) };
+    let (sandbox_uid, sandbox_gid) =
+        if user_namespace { (sandbox::SANDBOX_UID, sandbox::SANDBOX_GID) } else { (host_uid, host_gid) };
     let sandbox = SandboxSpec {
         root: root.to_owned(),
         store_dir: spec.store_dir.trim_end_matches('/').to_owned(),
@@ -70,7 +75,10 @@ fn sandbox_spec(spec: &ExecSpec, root: &Path) -> (SandboxSpec, Vec<PathBuf>) {
 impl Executor for Namespaces {
     fn prepare(&self, spec: &ExecSpec) -> Result<Setup, ExecError> {
         sandbox::shell::check_builder(&spec.builder, &spec.sandbox_paths).map_err(ExecError::Prepare)?;
-        let root = spec.chroot.as_deref().ok_or_else(|| ExecError::Internal("internal error: a sandboxed build without a chroot".into()))?;
+        let root = spec
+            .chroot
+            .as_deref()
+            .ok_or_else(|| ExecError::Internal("internal error: a sandboxed build without a chroot".into()))?;
         let (sandbox, non_dir) = sandbox_spec(spec, root);
         sandbox::prepare(&sandbox, &non_dir).map_err(ExecError::Prepare)?;
         self.child.prepare()?;

@@ -69,7 +69,11 @@ pub fn child_spec(spec: &ExecSpec, sandbox: Option<super::super::sandbox::Sandbo
 
 /// Follows a started build to its end, then kills whatever the build user
 /// left running.
-pub fn follow_to_end(spec: &ExecSpec, started: Result<Running, ExecError>, io: &mut ExecIo<'_>) -> Result<RunOutcome, ExecError> {
+pub fn follow_to_end(
+    spec: &ExecSpec,
+    started: Result<Running, ExecError>,
+    io: &mut ExecIo<'_>,
+) -> Result<RunOutcome, ExecError> {
     let result = started.map(|mut running| {
         let limits = Limits { timeout: spec.timeout, max_silent: spec.max_silent };
         follow(&mut running, &limits, io)
@@ -99,10 +103,15 @@ fn open_pty_inner(owner: Option<u32>) -> Result<(OwnedFd, OwnedFd), String> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("changing mode of pseudoterminal slave: {e}"))?;
-        std::os::unix::fs::chown(&name, Some(uid), Some(0)).map_err(|e| format!("changing owner of pseudoterminal slave: {e}"))?;
+        std::os::unix::fs::chown(&name, Some(uid), Some(0))
+            .map_err(|e| format!("changing owner of pseudoterminal slave: {e}"))?;
     }
-    let slave = rustix::fs::open(&name, rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-        .map_err(|e| format!("opening pseudoterminal slave: {e}"))?;
+    let slave = rustix::fs::open(
+        &name,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("opening pseudoterminal slave: {e}"))?;
     // Raw mode: no \n -> \r\n translation, no echo.
     let mut term = rustix::termios::tcgetattr(&slave).map_err(|e| format!("getting pseudoterminal attributes: {e}"))?;
     term.make_raw();
@@ -204,11 +213,15 @@ impl ChildStarter {
                     return Err(ExecError::SetupFailed(msg));
                 }
                 Some(3) => {
-                    let sandbox =
-                        spec.sandbox.as_ref().ok_or_else(|| ExecError::IdMaps("the build process asked for user namespace maps".into()))?;
+                    let sandbox = spec
+                        .sandbox
+                        .as_ref()
+                        .ok_or_else(|| ExecError::IdMaps("the build process asked for user namespace maps".into()))?;
                     super::super::sandbox::write_id_maps(running.child.id(), sandbox).map_err(ExecError::IdMaps)?;
                     if let Some(stdin) = running.stdin.as_mut() {
-                        stdin.write_all(b"1").map_err(|e| ExecError::IdMaps(format!("signalling the build process: {e}")))?;
+                        stdin
+                            .write_all(b"1")
+                            .map_err(|e| ExecError::IdMaps(format!("signalling the build process: {e}")))?;
                     }
                 }
                 _ => tracing::debug!("sandbox setup: {}", String::from_utf8_lossy(&line)),

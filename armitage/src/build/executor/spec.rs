@@ -105,7 +105,9 @@ pub enum Setup {
 pub enum RunOutcome {
     Exited(ExitStatus),
     /// `max-silent-time` (true) or `timeout` (false) ran out.
-    TimedOut { silence: bool },
+    TimedOut {
+        silence: bool,
+    },
     Cancelled,
     /// The log outgrew `max-build-log-size`.
     LogLimit,
@@ -168,4 +170,3 @@ pub trait Executor: Send + Sync {
     /// build is left.
     fn run(&self, spec: &ExecSpec, setup: Setup, io: &mut ExecIo<'_>) -> Result<RunOutcome, ExecError>;
 }
-

@@ -51,7 +51,8 @@ use std::path::PathBuf;
 /// Read once per daemon, as CppNix does.
 pub fn user_namespaces_supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SUPPORTED.get_or_init(|| std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|s| s.trim() != "0"))
+    *SUPPORTED
+        .get_or_init(|| std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|s| s.trim() != "0"))
 }
 
 /// Parent side, before the child starts: creates the chroot directory

@@ -102,9 +102,18 @@ pub(super) fn build_root(spec: &SandboxSpec) -> Result<(), String> {
 
     // A devpts instance of its own (the host's ptys stay out of reach).
     let ptmx = root.join("dev/ptmx");
-    if Path::new("/dev/pts/ptmx").exists() && std::fs::symlink_metadata(&ptmx).is_err() && !binds.contains_key("/dev/pts") {
+    if Path::new("/dev/pts/ptmx").exists()
+        && std::fs::symlink_metadata(&ptmx).is_err()
+        && !binds.contains_key("/dev/pts")
+    {
         let pts = root.join("dev/pts");
-        match mount_fresh("none", &pts, "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, Some("newinstance,mode=0620")) {
+        match mount_fresh(
+            "none",
+            &pts,
+            "devpts",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            Some("newinstance,mode=0620"),
+        ) {
             Ok(()) => {
                 std::os::unix::fs::symlink("/dev/pts/ptmx", &ptmx)
                     .map_err(|e| format!("creating '{}': {e}", ptmx.display()))?;
@@ -125,7 +134,13 @@ pub(super) fn build_root(spec: &SandboxSpec) -> Result<(), String> {
 }
 
 /// Mounts a new file system instance, making the mount point if needed.
-fn mount_fresh(source: &str, target: &Path, fs_type: &str, flags: MountFlags, data: Option<&str>) -> rustix::io::Result<()> {
+fn mount_fresh(
+    source: &str,
+    target: &Path,
+    fs_type: &str,
+    flags: MountFlags,
+    data: Option<&str>,
+) -> rustix::io::Result<()> {
     let data = data.map(|d| std::ffi::CString::new(d).expect("mount options have no NUL"));
     let mount = || rustix::mount::mount(source, target, fs_type, flags, data.as_deref());
     match mount() {
@@ -150,7 +165,8 @@ fn bind(source: &Path, target: &Path, optional: bool, read_only: bool) -> Result
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional => return Ok(()),
                 Err(e) => return Err(format!("getting attributes of path '{}': {e}", source.display())),
             };
-            make_mount_point(target, meta.is_dir()).map_err(|e| format!("creating mount point '{}': {e}", target.display()))?;
+            make_mount_point(target, meta.is_dir())
+                .map_err(|e| format!("creating mount point '{}': {e}", target.display()))?;
             rustix::mount::mount_bind_recursive(source, target).map_err(failed)?;
         }
         Err(e) => return Err(failed(e)),
@@ -167,9 +183,13 @@ fn bind(source: &Path, target: &Path, optional: bool, read_only: bool) -> Result
 /// kernel when none is given.)
 fn remount_read_only(target: &Path) -> Result<(), String> {
     use rustix::fs::StatVfsMountFlags as Have;
-    let have = rustix::fs::statvfs(target).map_err(|e| format!("getting the mount flags of '{}': {e}", target.display()))?.f_flag;
+    let have = rustix::fs::statvfs(target)
+        .map_err(|e| format!("getting the mount flags of '{}': {e}", target.display()))?
+        .f_flag;
     let mut flags = MountFlags::BIND | MountFlags::RDONLY;
-    for (had, keep) in [(Have::NOSUID, MountFlags::NOSUID), (Have::NODEV, MountFlags::NODEV), (Have::NOEXEC, MountFlags::NOEXEC)] {
+    for (had, keep) in
+        [(Have::NOSUID, MountFlags::NOSUID), (Have::NODEV, MountFlags::NODEV), (Have::NOEXEC, MountFlags::NOEXEC)]
+    {
         if have.contains(had) {
             flags |= keep;
         }
@@ -182,7 +202,9 @@ fn remount_read_only(target: &Path) -> Result<(), String> {
 /// directory for it is needed).
 fn pivot(root: &Path) -> Result<(), String> {
     rustix::process::chdir(root).map_err(|e| format!("cannot change directory to '{}': {e}", root.display()))?;
-    rustix::process::pivot_root(".", ".").map_err(|e| format!("cannot pivot old root directory onto '{}': {e}", root.display()))?;
-    rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(|e| format!("cannot unmount real root filesystem: {e}"))?;
+    rustix::process::pivot_root(".", ".")
+        .map_err(|e| format!("cannot pivot old root directory onto '{}': {e}", root.display()))?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH)
+        .map_err(|e| format!("cannot unmount real root filesystem: {e}"))?;
     rustix::process::chdir("/").map_err(|e| format!("cannot change directory to '/': {e}"))
 }

@@ -39,7 +39,9 @@ pub(super) fn unshare(spec: &SandboxSpec) -> Result<(), String> {
     // descriptor table between threads; it is not among the flags, and the
     // build child is single-threaded anyway.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(|e| {
-        let hint = if spec.user_namespace && matches!(e, rustix::io::Errno::PERM | rustix::io::Errno::INVAL | rustix::io::Errno::NOSPC) {
+        let hint = if spec.user_namespace
+            && matches!(e, rustix::io::Errno::PERM | rustix::io::Errno::INVAL | rustix::io::Errno::NOSPC)
+        {
             "; check /proc/sys/user/max_user_namespaces"
         } else {
             ""
@@ -53,7 +55,9 @@ pub(super) fn unshare(spec: &SandboxSpec) -> Result<(), String> {
 pub(super) fn await_id_maps() -> Result<(), String> {
     {
         let mut err = std::io::stderr().lock();
-        err.write_all(b"\x03\n").and_then(|()| err.flush()).map_err(|e| format!("asking for the user namespace maps: {e}"))?;
+        err.write_all(b"\x03\n")
+            .and_then(|()| err.flush())
+            .map_err(|e| format!("asking for the user namespace maps: {e}"))?;
     }
     let stdin = std::io::stdin();
     let mut byte = [0u8; 1];
@@ -82,7 +86,8 @@ pub(super) fn write_id_maps(child: u32, spec: &SandboxSpec) -> Result<(), String
 fn write_proc(pid: u32, name: &str, content: &str) -> Result<(), String> {
     use rustix::fs::{Mode, OFlags};
     let path = format!("/proc/{pid}/{name}");
-    let fd = rustix::fs::open(&path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| format!("opening '{path}': {e}"))?;
+    let fd = rustix::fs::open(&path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| format!("opening '{path}': {e}"))?;
     match rustix::io::write(&fd, content.as_bytes()) {
         Ok(n) if n == content.len() => Ok(()),
         Ok(_) => Err(format!("writing '{path}': short write")),
@@ -93,7 +98,8 @@ fn write_proc(pid: u32, name: &str, content: &str) -> Result<(), String> {
 /// The host's /dev/null, opened before the chroot: the builder's stdin.
 pub(super) fn open_dev_null() -> Result<OwnedFd, String> {
     use rustix::fs::{Mode, OFlags};
-    rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|e| format!("opening /dev/null: {e}"))
+    rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| format!("opening /dev/null: {e}"))
 }
 
 /// Tells PID 1 whether the build child (its parent) is still there: the

@@ -22,7 +22,9 @@ pub(super) fn prepare(spec: &SandboxSpec, non_dir_inputs: &[std::path::PathBuf])
     };
 
     match std::fs::symlink_metadata(root) {
-        Ok(_) => std::fs::remove_dir_all(root).map_err(|e| format!("removing the old chroot '{}': {e}", root.display()))?,
+        Ok(_) => {
+            std::fs::remove_dir_all(root).map_err(|e| format!("removing the old chroot '{}': {e}", root.display()))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("getting attributes of path '{}': {e}", root.display())),
     }
@@ -35,7 +37,10 @@ pub(super) fn prepare(spec: &SandboxSpec, non_dir_inputs: &[std::path::PathBuf])
             .create(parent)
             .map_err(|e| format!("cannot create '{}': {e}", parent.display()))?;
     }
-    std::fs::DirBuilder::new().mode(0o750).create(root).map_err(|e| format!("cannot create '{}': {e}", root.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o750)
+        .create(root)
+        .map_err(|e| format!("cannot create '{}': {e}", root.display()))?;
     set_mode(root, 0o750)?;
     chown_to_build_group(root)?;
 
@@ -72,7 +77,12 @@ pub(super) fn prepare(spec: &SandboxSpec, non_dir_inputs: &[std::path::PathBuf])
         make_dir(&root.join("dev"), 0o755)?;
         make_dir(&root.join("dev/shm"), 0o755)?;
         make_dir(&root.join("dev/pts"), 0o755)?;
-        for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        for (name, to) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
             let link = root.join("dev").join(name);
             std::os::unix::fs::symlink(to, &link).map_err(|e| format!("creating '{}': {e}", link.display()))?;
         }
@@ -89,7 +99,8 @@ pub(super) fn prepare(spec: &SandboxSpec, non_dir_inputs: &[std::path::PathBuf])
             Err(e) => return Err(format!("getting attributes of path '{}': {e}", source.path.display())),
         };
         let point = in_root(root, &target);
-        make_mount_point(&point, meta.is_dir()).map_err(|e| format!("creating mount point '{}': {e}", point.display()))?;
+        make_mount_point(&point, meta.is_dir())
+            .map_err(|e| format!("creating mount point '{}': {e}", point.display()))?;
     }
 
     // Only directories can be bind-mounted cheaply; other inputs are linked.
@@ -139,7 +150,8 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<(), String> {
     if !linking_refused {
         return Err(format!("linking '{}' to '{}': {err}", to.display(), from.display()));
     }
-    let meta = std::fs::symlink_metadata(from).map_err(|e| format!("getting attributes of path '{}': {e}", from.display()))?;
+    let meta =
+        std::fs::symlink_metadata(from).map_err(|e| format!("getting attributes of path '{}': {e}", from.display()))?;
     let copied = if meta.file_type().is_symlink() {
         std::fs::read_link(from).and_then(|dest| std::os::unix::fs::symlink(dest, to))
     } else {

@@ -75,7 +75,9 @@ fn shell_entries(shell: &Path) -> Result<BTreeSet<String>, String> {
                 .chain(dirs.iter().cloned())
                 .map(|d| Path::new(&d).join(lib))
                 .find(|p| p.exists())
-                .ok_or_else(|| format!("'{}' needs the library '{lib}', which is in none of {}", file.display(), dirs.join(", ")))?;
+                .ok_or_else(|| {
+                    format!("'{}' needs the library '{lib}', which is in none of {}", file.display(), dirs.join(", "))
+                })?;
             let lib_elf = read_elf(&found)?;
             entries.insert(found.display().to_string());
             queue.push_back((found, lib_elf));
@@ -161,7 +163,13 @@ fn parse_elf(data: &[u8]) -> Option<Elf> {
     let base = usize::try_from(strtab - vaddr + offset).ok()?;
     let at = |v: u64| usize::try_from(v).ok().and_then(|v| base.checked_add(v)).and_then(c_str);
     elf.needed = needed.into_iter().map(at).collect::<Option<_>>()?;
-    elf.runpath = runpath.into_iter().map(at).collect::<Option<Vec<_>>>()?.iter().flat_map(|p| p.split(':').map(str::to_owned)).collect();
+    elf.runpath = runpath
+        .into_iter()
+        .map(at)
+        .collect::<Option<Vec<_>>>()?
+        .iter()
+        .flat_map(|p| p.split(':').map(str::to_owned))
+        .collect();
     Some(elf)
 }
 
@@ -190,7 +198,10 @@ mod tests {
         let e = check_builder("/bin/sh", &paths(&[])).unwrap_err();
         assert!(e.starts_with("cannot run '/bin/sh' in the sandbox"), "{e}");
         assert!(!e.contains('\n'));
-        assert!(check_builder("/bin/sh", &paths(&["/bin/sh=/nonexistent/sh?"])).is_err(), "an optional entry that is missing gives nothing");
+        assert!(
+            check_builder("/bin/sh", &paths(&["/bin/sh=/nonexistent/sh?"])).is_err(),
+            "an optional entry that is missing gives nothing"
+        );
         check_builder("/bin/sh", &paths(&["/bin/sh=/bin/sh"])).unwrap();
         check_builder("/bin/sh", &paths(&["/bin"])).unwrap();
         check_builder("/nix/store/x-bash/bin/bash", &paths(&[])).unwrap();

@@ -117,7 +117,10 @@ mod tests {
             BindMount::parse("/etc/x=/opt/y?"),
             Some(BindMount { target: "/etc/x".into(), source: "/opt/y".into(), optional: true })
         );
-        assert_eq!(BindMount::parse("/lib64?"), Some(BindMount { target: "/lib64".into(), source: "/lib64".into(), optional: true }));
+        assert_eq!(
+            BindMount::parse("/lib64?"),
+            Some(BindMount { target: "/lib64".into(), source: "/lib64".into(), optional: true })
+        );
     }
 
     #[test]

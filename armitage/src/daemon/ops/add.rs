@@ -11,11 +11,11 @@ use crate::daemon::io::{SyncReader, TunnelReader};
 use crate::daemon::policy;
 use crate::daemon::session::{Input, OpError, OpResult, Output, Session};
 use crate::daemon::state::DaemonState;
+use local_store::{AddOptions, LocalStore};
 use std::collections::BTreeSet;
 use std::io::BufRead;
 use store::content_address::{ContentAddressMethod, FileIngestionMethod};
 use store::hash::Algorithm;
-use local_store::{AddOptions, LocalStore};
 use store::path_info::PathInfo;
 use store::store_path::{StoreDir, StorePath};
 use worker_protocol::{self as wp, FramedReader, WireWrite, sync};
@@ -137,7 +137,9 @@ pub async fn add_to_store_nar<R: Input, W: Output>(
                 Ok(()) => store.add_nar(&info, &mut input, opts),
                 Err(e) => {
                     // Read past the NAR so the stream stays in step.
-                    store::nar::NarReader::new(&mut input).skip_to_end().map_err(|n| local_store::Error::Nar(n.to_string()))?;
+                    store::nar::NarReader::new(&mut input)
+                        .skip_to_end()
+                        .map_err(|n| local_store::Error::Nar(n.to_string()))?;
                     Err(e)
                 }
             }
@@ -163,9 +165,11 @@ pub async fn add_multiple_to_store<R: Input, W: Output>(
     let mut framed = FramedReader::new(&mut s.reader);
     let added = blocking(|| -> local_store::Result<()> {
         let mut input = SyncReader::buffered(&mut framed, handle.clone());
-        let count = sync::read_u64(&mut input).map_err(|e| local_store::Error::Other(format!("reading a path list: {e}")))?;
+        let count =
+            sync::read_u64(&mut input).map_err(|e| local_store::Error::Other(format!("reading a path list: {e}")))?;
         for _ in 0..count {
-            let mut info = sync::read_path_info(&mut input, &dir, &d.limits).map_err(|e| local_store::Error::Other(e.to_string()))?;
+            let mut info = sync::read_path_info(&mut input, &dir, &d.limits)
+                .map_err(|e| local_store::Error::Other(e.to_string()))?;
             if !policy::keeps_ultimate(trust) {
                 info.ultimate = false;
             }
@@ -217,7 +221,11 @@ pub async fn add_build_log<R: Input, W: Output>(s: &mut Session<R, W>, drv: Stor
 }
 
 /// Open to every client (see `policy`).
-pub async fn add_signatures<R: Input, W: Output>(s: &mut Session<R, W>, path: StorePath, sigs: BTreeSet<String>) -> OpResult {
+pub async fn add_signatures<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    path: StorePath,
+    sigs: BTreeSet<String>,
+) -> OpResult {
     blocking(|| s.store.add_signatures(&path, &sigs))?;
     s.last().await?;
     s.writer.write_u64_wire(1).await?;
@@ -229,7 +237,12 @@ pub async fn add_signatures<R: Input, W: Output>(s: &mut Session<R, W>, path: St
 /// file costs disk, not memory (CppNix buffers it whole). The NAR's closing
 /// `)` is read after the add: a client that breaks off there gets an error,
 /// though the file it sent in full is in the store by then.
-fn add_flat_from_nar(store: &LocalStore, name: &str, algorithm: Algorithm, input: &mut dyn BufRead) -> local_store::Result<PathInfo> {
+fn add_flat_from_nar(
+    store: &LocalStore,
+    name: &str,
+    algorithm: Algorithm,
+    input: &mut dyn BufRead,
+) -> local_store::Result<PathInfo> {
     let not_one_file = || local_store::Error::Other("flat hashing needs a NAR of a single regular file".into());
     let bad = |e: store::nar::NarError| local_store::Error::Nar(e.to_string());
     let mut reader = store::nar::NarReader::new(input);
@@ -249,4 +262,3 @@ fn add_flat_from_nar(store: &LocalStore, name: &str, algorithm: Algorithm, input
     }
     Ok(added)
 }
-

@@ -10,15 +10,16 @@ use crate::build::{BuildModeKey, Builder, Outcome};
 use crate::daemon::policy;
 use crate::daemon::session::{Input, OpError, OpResult, Output, Session};
 use crate::daemon::state::DaemonState;
+use local_store::LocalStore;
 use std::collections::BTreeMap;
 use store::derivation::Derivation;
-use local_store::LocalStore;
 use store::store_path::StorePath;
 use worker_protocol::{BuildMode, BuildResult, DerivedPath, StderrMessage, WireWrite};
 
 pub async fn ensure_path<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, p: StorePath) -> OpResult {
     blocking(|| root_build_targets(&s.store, [&DerivedPath::Opaque(p.clone())]))?;
-    let outcomes = realise::realise(s, d, vec![Target::Path(DerivedPath::Opaque(p.clone()))], BuildModeKey::Normal).await?;
+    let outcomes =
+        realise::realise(s, d, vec![Target::Path(DerivedPath::Opaque(p.clone()))], BuildModeKey::Normal).await?;
     if !outcomes[0].success() {
         // CppNix `Store::ensurePath` when no substituter has it.
         return Err(failed(format!("path '{}' does not exist and cannot be created", s.store.display(&p))));
@@ -58,7 +59,8 @@ pub async fn build_paths_with_results<R: Input, W: Output>(
 ) -> OpResult {
     policy::build(s.trust, mode)?;
     blocking(|| root_build_targets(&s.store, paths.iter().map(|(_, t)| t)))?;
-    let outcomes = realise::realise(s, d, paths.iter().map(|(_, t)| Target::Path(t.clone())).collect(), mode.into()).await?;
+    let outcomes =
+        realise::realise(s, d, paths.iter().map(|(_, t)| Target::Path(t.clone())).collect(), mode.into()).await?;
     let mut results = Vec::new();
     for ((raw, target), outcome) in paths.iter().zip(&outcomes) {
         let mut r = to_build_result(outcome);
@@ -102,7 +104,11 @@ pub async fn build_derivation<R: Input, W: Output>(
     Ok(())
 }
 
-pub async fn query_missing<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, targets: Vec<(String, DerivedPath)>) -> OpResult {
+pub async fn query_missing<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    d: &DaemonState,
+    targets: Vec<(String, DerivedPath)>,
+) -> OpResult {
     let paths: Vec<DerivedPath> = targets.into_iter().map(|(_, d)| d).collect();
     querying_missing_paths(s).await?;
     let job = d.builder.job(&s.options);
@@ -117,7 +123,10 @@ pub async fn query_missing<R: Input, W: Output>(s: &mut Session<R, W>, d: &Daemo
 /// The temporary roots CppNix's build goals take on what they are given,
 /// valid or not: an opaque path (`PathSubstitutionGoal`), a derivation and
 /// the known paths of all its outputs (`DerivationGoal`).
-fn root_build_targets<'t>(store: &LocalStore, targets: impl IntoIterator<Item = &'t DerivedPath>) -> local_store::Result<()> {
+fn root_build_targets<'t>(
+    store: &LocalStore,
+    targets: impl IntoIterator<Item = &'t DerivedPath>,
+) -> local_store::Result<()> {
     for target in targets {
         match target {
             DerivedPath::Opaque(p) => store.add_temp_root(p)?,

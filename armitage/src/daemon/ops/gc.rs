@@ -5,8 +5,8 @@
 use super::common::{blocking, failed};
 use crate::daemon::policy;
 use crate::daemon::session::{Input, OpResult, Output, Session};
-use std::collections::BTreeSet;
 use local_store::{GcAction, GcOptions};
+use std::collections::BTreeSet;
 use store::store_path::StorePath;
 use worker_protocol::{GcRequest, Verbosity, WireWrite};
 

@@ -59,9 +59,19 @@ enum Optimised {
 /// What CppNix's `optimiseStore` logs: an actOptimiseStore activity with
 /// progress over the paths, and for each path a talkative sub-activity
 /// with a resFileLinked result (size, blocks) per file it linked.
-async fn report_optimisation<R: Input, W: Output>(s: &mut Session<R, W>, events: Vec<Optimised>) -> std::io::Result<()> {
+async fn report_optimisation<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    events: Vec<Optimised>,
+) -> std::io::Result<()> {
     let top = s.new_activity_id();
-    let start = |id, level, kind, text: String| StderrMessage::StartActivity { id, level, kind, text, fields: Vec::new(), parent: 0 };
+    let start = |id, level, kind, text: String| StderrMessage::StartActivity {
+        id,
+        level,
+        kind,
+        text,
+        fields: Vec::new(),
+        parent: 0,
+    };
     let progress = |id, done: usize, total: usize| StderrMessage::Result {
         id,
         kind: ResultType::Progress,
@@ -79,8 +89,12 @@ async fn report_optimisation<R: Input, W: Output>(s: &mut Session<R, W>, events:
             }
             Optimised::Linked(size, blocks) => {
                 if let Some(id) = current {
-                    s.log(StderrMessage::Result { id, kind: ResultType::FileLinked, fields: vec![Field::Int(size), Field::Int(blocks)] })
-                        .await?;
+                    s.log(StderrMessage::Result {
+                        id,
+                        kind: ResultType::FileLinked,
+                        fields: vec![Field::Int(size), Field::Int(blocks)],
+                    })
+                    .await?;
                 }
             }
             Optimised::Done(done, total) => {

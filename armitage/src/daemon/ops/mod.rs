@@ -44,11 +44,17 @@ pub async fn perform<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState
         Q::QuerySubstitutablePathInfo(p) => substitute::query_substitutable_path_info(s, d, p).await,
         Q::QuerySubstitutablePathInfos(paths) => substitute::query_substitutable_path_infos(s, d, paths).await,
 
-        Q::AddToStore { name, method, algorithm, references, repair } => add::add_to_store(s, name, method, algorithm, references, repair).await,
+        Q::AddToStore { name, method, algorithm, references, repair } => {
+            add::add_to_store(s, name, method, algorithm, references, repair).await
+        }
         Q::AddToStoreLegacy { name, method, algorithm } => add::add_to_store_legacy(s, name, method, algorithm).await,
         Q::AddTextToStore { name, text, references } => add::add_text_to_store(s, name, text, references).await,
-        Q::AddToStoreNar { info, repair, dont_check_sigs } => add::add_to_store_nar(s, d, info, repair, dont_check_sigs).await,
-        Q::AddMultipleToStore { repair, dont_check_sigs } => add::add_multiple_to_store(s, d, repair, dont_check_sigs).await,
+        Q::AddToStoreNar { info, repair, dont_check_sigs } => {
+            add::add_to_store_nar(s, d, info, repair, dont_check_sigs).await
+        }
+        Q::AddMultipleToStore { repair, dont_check_sigs } => {
+            add::add_multiple_to_store(s, d, repair, dont_check_sigs).await
+        }
         Q::ImportPaths => add::import_paths(s, d).await,
         Q::AddBuildLog { drv } => add::add_build_log(s, drv).await,
         Q::AddSignatures { path, sigs } => add::add_signatures(s, path, sigs).await,

@@ -8,7 +8,11 @@ use crate::daemon::session::{Input, OpResult, Output, Session};
 use crate::daemon::state::DaemonState;
 use worker_protocol::ClientOptions;
 
-pub async fn set_options<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, options: ClientOptions) -> OpResult {
+pub async fn set_options<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    d: &DaemonState,
+    options: ClientOptions,
+) -> OpResult {
     let (options, warnings) = policy::client_options(s.trust, &d.settings, options);
     for w in &warnings {
         s.warn(w).await?;

@@ -104,7 +104,11 @@ pub async fn query_all_valid_paths<R: Input, W: Output>(s: &mut Session<R, W>) -
     Ok(())
 }
 
-pub async fn query_valid_paths<R: Input, W: Output>(s: &mut Session<R, W>, paths: BTreeSet<StorePath>, substitute: bool) -> OpResult {
+pub async fn query_valid_paths<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    paths: BTreeSet<StorePath>,
+    substitute: bool,
+) -> OpResult {
     if substitute {
         // CppNix substitutes the missing ones first, through `queryMissing`.
         querying_missing_paths(s).await?;

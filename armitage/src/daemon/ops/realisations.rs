@@ -9,7 +9,11 @@ use store::realisation::{DrvOutput, Realisation};
 use store::store_path::StorePath;
 use worker_protocol::WireWrite;
 
-pub async fn register_drv_output_legacy<R: Input, W: Output>(s: &mut Session<R, W>, id: String, out_path: String) -> OpResult {
+pub async fn register_drv_output_legacy<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    id: String,
+    out_path: String,
+) -> OpResult {
     let id = DrvOutput::parse(&id).map_err(|e| failed(e.to_string()))?;
     let out_path = StorePath::from_base_name(&out_path).map_err(|e| failed(e.to_string()))?;
     let r = Realisation { id, out_path, signatures: BTreeSet::new(), dependent_realisations: BTreeMap::new() };

@@ -7,16 +7,16 @@
 //! Also the replies' verdicts over the outcomes (BuildPaths' error and
 //! exit status, BuildResult's builtOutputs). Used by the `build` family.
 
+use crate::build::{BuildModeKey, Event, Goal, Observer, Outcome};
 use crate::daemon::session::{Input, OpError, OpResult, Output, Session};
 use crate::daemon::state::DaemonState;
-use crate::build::{BuildModeKey, Event, Goal, Observer, Outcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use store::derivation::Derivation;
 use store::store_path::StorePath;
-use worker_protocol::{ActivityType, BuildStatus, DerivedPath, Field, ResultType, StderrMessage, Verbosity};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use worker_protocol::{ActivityType, BuildStatus, DerivedPath, Field, ResultType, StderrMessage, Verbosity};
 
 /// What to realise.
 pub enum Target {
@@ -109,15 +109,20 @@ pub async fn realise<R: Input, W: Output>(
     s.log(start(acts.copies, Verbosity::Error, ActivityType::CopyPaths, String::new(), vec![])).await?;
     send_progress(s, &mut acts).await?;
     for kind in [ActivityType::FileTransfer, ActivityType::CopyPath] {
-        s.log(StderrMessage::Result { id: acts.realise, kind: ResultType::SetExpected, fields: vec![Field::Int(kind as u64), Field::Int(0)] })
-            .await?;
+        s.log(StderrMessage::Result {
+            id: acts.realise,
+            kind: ResultType::SetExpected,
+            fields: vec![Field::Int(kind as u64), Field::Int(0)],
+        })
+        .await?;
     }
     // CppNix's worker starts by asking `queryMissing` about the targets,
     // whose (debug-level) activity clients see; the goals here look for
     // substitutes themselves, so only the activity is sent, for the same
     // sequence of activities.
     let query = s.new_activity_id();
-    s.log(start(query, Verbosity::Debug, ActivityType::Unknown, "querying info about missing paths".into(), vec![])).await?;
+    s.log(start(query, Verbosity::Debug, ActivityType::Unknown, "querying info about missing paths".into(), vec![]))
+        .await?;
     s.log(StderrMessage::StopActivity { id: query }).await?;
 
     // Goals, or outcomes known at once.
@@ -155,7 +160,8 @@ pub async fn realise<R: Input, W: Output>(
     }
 
     let goals: Vec<Arc<Goal>> = slots.iter().filter_map(|s| s.as_ref().ok().cloned()).collect();
-    let mut all = Box::pin(futures_util::future::join_all(goals.iter().cloned().map(|g| async move { g.outcome().await })));
+    let mut all =
+        Box::pin(futures_util::future::join_all(goals.iter().cloned().map(|g| async move { g.outcome().await })));
     let mut watch_input = true;
     enum Step {
         Event(Option<Event>),
@@ -212,10 +218,13 @@ pub async fn realise<R: Input, W: Output>(
     s.log(StderrMessage::StopActivity { id: acts.realise }).await?;
 
     let mut finished = finished.into_iter();
-    Ok(slots.into_iter().map(|s| match s {
-        Ok(_) => finished.next().expect("one outcome per goal"),
-        Err(known) => known,
-    }).collect())
+    Ok(slots
+        .into_iter()
+        .map(|s| match s {
+            Ok(_) => finished.next().expect("one outcome per goal"),
+            Err(known) => known,
+        })
+        .collect())
 }
 
 async fn send_progress<R: Input, W: Output>(s: &mut Session<R, W>, acts: &mut Activities) -> std::io::Result<()> {
@@ -230,7 +239,12 @@ async fn send_progress<R: Input, W: Output>(s: &mut Session<R, W>, acts: &mut Ac
     Ok(())
 }
 
-async fn report<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, acts: &mut Activities, ev: Event) -> std::io::Result<()> {
+async fn report<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    d: &DaemonState,
+    acts: &mut Activities,
+    ev: Event,
+) -> std::io::Result<()> {
     let dir = s.store.store_dir().clone();
     match ev {
         Event::BuildPlanned(drv) => {
@@ -265,7 +279,8 @@ async fn report<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, act
         }
         Event::Log(drv, line) => {
             if let Some(&id) = acts.build_acts.get(&drv) {
-                s.log(StderrMessage::Result { id, kind: ResultType::BuildLogLine, fields: vec![Field::Str(line)] }).await?;
+                s.log(StderrMessage::Result { id, kind: ResultType::BuildLogLine, fields: vec![Field::Str(line)] })
+                    .await?;
             }
         }
         Event::BuildFinished { drv, ok } => {
@@ -280,8 +295,14 @@ async fn report<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, act
         Event::SubstituteStarted { path, cache } => {
             let full = dir.display(&path);
             let sub = s.new_activity_id();
-            s.log(start(sub, Verbosity::Error, ActivityType::Substitute, String::new(), vec![Field::Str(full.clone()), Field::Str(cache.clone())]))
-                .await?;
+            s.log(start(
+                sub,
+                Verbosity::Error,
+                ActivityType::Substitute,
+                String::new(),
+                vec![Field::Str(full.clone()), Field::Str(cache.clone())],
+            ))
+            .await?;
             let copy = s.new_activity_id();
             s.log(start(
                 copy,
@@ -314,13 +335,20 @@ async fn report<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, act
         Event::HookStarted(drv) => {
             let id = s.new_activity_id();
             let hook = d.builder.settings().post_build_hook.clone();
-            s.log(start(id, Verbosity::Info, ActivityType::PostBuildHook, format!("running post-build-hook '{hook}'"), vec![Field::Str(dir.display(&drv))]))
-                .await?;
+            s.log(start(
+                id,
+                Verbosity::Info,
+                ActivityType::PostBuildHook,
+                format!("running post-build-hook '{hook}'"),
+                vec![Field::Str(dir.display(&drv))],
+            ))
+            .await?;
             acts.hook_acts.insert(drv, id);
         }
         Event::HookLine(drv, line) => {
             if let Some(&id) = acts.hook_acts.get(&drv) {
-                s.log(StderrMessage::Result { id, kind: ResultType::PostBuildLogLine, fields: vec![Field::Str(line)] }).await?;
+                s.log(StderrMessage::Result { id, kind: ResultType::PostBuildLogLine, fields: vec![Field::Str(line)] })
+                    .await?;
             }
         }
         Event::HookFinished(drv) => {
@@ -344,7 +372,11 @@ pub fn indent_error(msg: &str) -> String {
 /// "build of ... failed" (the other errors logged first). The errors to log
 /// come indented for `error: ` ([`indent_error`]); the final one is the
 /// client's to format.
-pub fn build_paths_error(dir: &store::store_path::StoreDir, targets: &[DerivedPath], outcomes: &[Arc<Outcome>]) -> (Vec<String>, Option<String>) {
+pub fn build_paths_error(
+    dir: &store::store_path::StoreDir,
+    targets: &[DerivedPath],
+    outcomes: &[Arc<Outcome>],
+) -> (Vec<String>, Option<String>) {
     let mut order: Vec<(usize, String, String)> =
         targets.iter().enumerate().map(|(i, t)| (i, goal_order_key(dir, t), dir.display(target_path(t)))).collect();
     order.sort_by(|a, b| a.1.cmp(&b.1));

@@ -16,13 +16,18 @@ use worker_protocol::WireWrite;
 
 pub async fn has_substitutes<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, p: StorePath) -> OpResult {
     let job = d.builder.job(&s.options);
-    let has = Builder::job_substituters(&job).is_some_and(|subs| blocking(|| subs.query_substitutable_paths(std::slice::from_ref(&p))).contains(&p));
+    let has = Builder::job_substituters(&job)
+        .is_some_and(|subs| blocking(|| subs.query_substitutable_paths(std::slice::from_ref(&p))).contains(&p));
     s.last().await?;
     s.writer.write_bool(has).await?;
     Ok(())
 }
 
-pub async fn query_substitutable_paths<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, paths: BTreeSet<StorePath>) -> OpResult {
+pub async fn query_substitutable_paths<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    d: &DaemonState,
+    paths: BTreeSet<StorePath>,
+) -> OpResult {
     let job = d.builder.job(&s.options);
     let paths: Vec<StorePath> = paths.into_iter().collect();
     let found = match Builder::job_substituters(&job) {
@@ -34,9 +39,14 @@ pub async fn query_substitutable_paths<R: Input, W: Output>(s: &mut Session<R, W
     Ok(())
 }
 
-pub async fn query_substitutable_path_info<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, p: StorePath) -> OpResult {
+pub async fn query_substitutable_path_info<R: Input, W: Output>(
+    s: &mut Session<R, W>,
+    d: &DaemonState,
+    p: StorePath,
+) -> OpResult {
     let job = d.builder.job(&s.options);
-    let found = Builder::job_substituters(&job).and_then(|subs| blocking(|| subs.query_noting(&p, &mut Vec::new()).ok().flatten()));
+    let found = Builder::job_substituters(&job)
+        .and_then(|subs| blocking(|| subs.query_noting(&p, &mut Vec::new()).ok().flatten()));
     s.last().await?;
     match found {
         Some(f) => {

@@ -16,10 +16,10 @@ use super::LocalStore;
 use super::error::{Error, IoContext, Result};
 use super::fs_util::delete_path;
 use super::lock::{LockFile, LockKind};
-use store::store_path::StorePath;
 use server::RootsServer;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
+use store::store_path::StorePath;
 
 /// What a collection does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +90,8 @@ impl LocalStore {
         log: &mut dyn FnMut(&str),
     ) -> Result<GcResults> {
         let should_delete = matches!(opts.action, GcAction::DeleteDead | GcAction::DeleteSpecific(_));
-        let (mut keep_outputs, mut keep_derivations) = (self.shared.config.keep_outputs, self.shared.config.keep_derivations);
+        let (mut keep_outputs, mut keep_derivations) =
+            (self.shared.config.keep_outputs, self.shared.config.keep_derivations);
         if matches!(opts.action, GcAction::DeleteSpecific(_)) && opts.ignore_liveness {
             keep_outputs = false;
             keep_derivations = false;
@@ -177,13 +178,21 @@ impl LocalStore {
             std::fs::remove_file(&path).at("deleting", &path)?;
         }
         let overhead = std::fs::metadata(&dir).map(|m| m.blocks() as i64 * 512).unwrap_or(0);
-        log(&format!("note: currently hard linking saves {:.2} MiB", (unshared - actual - overhead) as f64 / (1024.0 * 1024.0)));
+        log(&format!(
+            "note: currently hard linking saves {:.2} MiB",
+            (unshared - actual - overhead) as f64 / (1024.0 * 1024.0)
+        ));
         Ok(())
     }
 
     /// The closure under references, plus outputs of derivations
     /// (`include_outputs`) and derivers (`include_derivers`).
-    fn gc_closure(&self, start: &StorePath, include_outputs: bool, include_derivers: bool) -> Result<HashSet<StorePath>> {
+    fn gc_closure(
+        &self,
+        start: &StorePath,
+        include_outputs: bool,
+        include_derivers: bool,
+    ) -> Result<HashSet<StorePath>> {
         let mut seen = HashSet::new();
         let mut todo = vec![start.clone()];
         while let Some(p) = todo.pop() {
@@ -199,10 +208,9 @@ impl LocalStore {
                     }
                 }
             }
-            if include_derivers
-                && let Some(d) = info.deriver.filter(|d| self.is_valid(d).unwrap_or(false)) {
-                    todo.push(d);
-                }
+            if include_derivers && let Some(d) = info.deriver.filter(|d| self.is_valid(d).unwrap_or(false)) {
+                todo.push(d);
+            }
         }
         Ok(seen)
     }
@@ -275,10 +283,11 @@ impl Collection<'_> {
                 return self.mark_alive(&path, start).map_err(Err);
             }
             if let GcAction::DeleteSpecific(paths) = &self.opts.action
-                && !paths.contains(&path) {
-                    // Only the given paths may go; a referrer outside them keeps them.
-                    return Ok(());
-                }
+                && !paths.contains(&path)
+            {
+                // Only the given paths may go; a referrer outside them keeps them.
+                return Ok(());
+            }
             if !self.server.claim_for_deletion(path.hash_part()) {
                 return self.mark_alive(&path, start).map_err(Err);
             }
@@ -288,9 +297,10 @@ impl Collection<'_> {
                 if self.keep_derivations && path.is_derivation() {
                     for (_, out) in store.query_derivation_outputs(&path).map_err(Err)? {
                         if let Some(info) = store.query_path_info(&out).map_err(Err)?
-                            && info.deriver.as_ref() == Some(&path) {
-                                next.push(out);
-                            }
+                            && info.deriver.as_ref() == Some(&path)
+                        {
+                            next.push(out);
+                        }
                     }
                 }
                 if self.keep_outputs {
@@ -368,9 +378,10 @@ impl Collection<'_> {
                 if let Some(child) = children.get(i) {
                     stack.push((node, i + 1));
                     if let Some(c) = set.get(child)
-                        && !done.contains(c) {
-                            stack.push((c, 0));
-                        }
+                        && !done.contains(c)
+                    {
+                        stack.push((c, 0));
+                    }
                 } else {
                     order.push(node.clone());
                 }

@@ -5,10 +5,10 @@
 
 use super::super::LocalStore;
 use super::super::error::{Error, IoContext, Result};
-use store::hash::Algorithm;
-use store::store_path::StorePath;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
+use store::hash::Algorithm;
+use store::store_path::StorePath;
 
 /// Root paths with what holds them (symlink paths, `/proc/...` files, or
 /// `{temp:<pid>}` / `{censored}`).
@@ -35,7 +35,11 @@ impl LocalStore {
         self.shared.temp_roots.flush();
         for (pid, path) in super::super::temp_roots::read_all_with_owner(&self.shared.config.state_dir)? {
             if let Ok(p) = self.shared.config.store_dir.parse_path(&path) {
-                roots.entry(p).or_default().insert(if censor { CENSORED.to_owned() } else { format!("{{temp:{pid}}}") });
+                roots.entry(p).or_default().insert(if censor {
+                    CENSORED.to_owned()
+                } else {
+                    format!("{{temp:{pid}}}")
+                });
             }
         }
         Ok(roots)
@@ -82,7 +86,8 @@ impl LocalStore {
         while let Some(path) = stack.pop() {
             // CppNix passes over what it may not read, or what went away,
             // and says so.
-            let unreadable = |log: &mut dyn FnMut(&str)| log(&format!("cannot read potential root '{}'", path.display()));
+            let unreadable =
+                |log: &mut dyn FnMut(&str)| log(&format!("cannot read potential root '{}'", path.display()));
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if ignorable(&e) => {
@@ -133,9 +138,10 @@ impl LocalStore {
             } else if meta.is_file() {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 if let Ok(p) = StorePath::from_base_name(&name)
-                    && self.is_valid(&p)? {
-                        roots.entry(p).or_default().insert(path.to_string_lossy().into_owned());
-                    }
+                    && self.is_valid(&p)?
+                {
+                    roots.entry(p).or_default().insert(path.to_string_lossy().into_owned());
+                }
             }
         }
         Ok(())
@@ -168,9 +174,10 @@ impl LocalStore {
                         // address perms offset dev inode pathname
                         let mut fields = line.split_whitespace();
                         if let (Some(path), None) = (fields.nth(5), fields.next())
-                            && path.starts_with('/') {
-                                unchecked.entry(path.to_owned()).or_default().insert(maps.to_string_lossy().into_owned());
-                            }
+                            && path.starts_with('/')
+                        {
+                            unchecked.entry(path.to_owned()).or_default().insert(maps.to_string_lossy().into_owned());
+                        }
                     }
                 }
                 let environ = base.join("environ");

@@ -38,7 +38,8 @@ impl RootsServer {
         let socket_path = dir.join("socket");
         let _ = std::fs::remove_file(&socket_path);
         let listener = UnixListener::bind(&socket_path).at("binding", &socket_path)?;
-        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o666)).at("changing mode of", &socket_path)?;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o666))
+            .at("changing mode of", &socket_path)?;
         listener.set_nonblocking(true).at("making non-blocking", &socket_path)?;
         let shared: Arc<(Mutex<Shared>, Condvar)> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -125,7 +126,9 @@ fn serve_client(stream: UnixStream, shared: Arc<(Mutex<Shared>, Condvar)>, store
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
         let hash_part = match line.strip_prefix(&prefix) {
-            Some(base) if base.len() >= store::store_path::HASH_PART_LEN => base[..store::store_path::HASH_PART_LEN].to_owned(),
+            Some(base) if base.len() >= store::store_path::HASH_PART_LEN => {
+                base[..store::store_path::HASH_PART_LEN].to_owned()
+            }
             _ => {
                 tracing::warn!("GC roots client sent a path outside the store: '{line}'");
                 return;

@@ -10,8 +10,6 @@
 //! that file data is read straight into and that is handed to the sink when
 //! full. Nothing is ever followed through a symlink below the root.
 
-use store::hash::{Algorithm, Hash, HashSink};
-use store::nar::{MAGIC, NarError, padding_len};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RawDir};
 use rustix::io::Errno;
@@ -19,6 +17,8 @@ use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use store::hash::{Algorithm, Hash, HashSink};
+use store::nar::{MAGIC, NarError, padding_len};
 
 /// Size of the output buffer, and so of the chunks the sink receives.
 const OUT_BUF_SIZE: usize = 1 << 20;

@@ -28,4 +28,3 @@ pub fn scan_path(path: &Path, candidates: &BTreeSet<StorePath>, algorithm: Algor
     let references = candidates.iter().filter(|p| scanner.is_found(p.hash_part().as_bytes())).cloned().collect();
     Ok(ScanResult { references, nar_hash, nar_size })
 }
-

@@ -16,7 +16,6 @@
 //! Modes are CppNix's: directories 0777 and files 0666 less the umask,
 //! executables get 0111 added. The local store canonicalises them afterwards.
 
-use store::nar::{Event, Limits, NarError, NarReader};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RawDir, SeekFrom};
 use rustix::io::Errno;
@@ -24,6 +23,7 @@ use std::ffi::OsStr;
 use std::io::{self, BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use store::nar::{Event, Limits, NarError, NarReader};
 
 /// What [`unpack`] restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
