@@ -48,7 +48,7 @@ pub struct Builder {
 /// `@<conf dir>/machines`, which names none while that file is missing or
 /// has no machines in it.
 fn has_remote_builders(value: &str) -> bool {
-    value.split(|c| c == ';' || c == '\n').map(str::trim).filter(|m| !m.is_empty() && !m.starts_with('#')).any(|m| {
+    value.split([';', '\n']).map(str::trim).filter(|m| !m.is_empty() && !m.starts_with('#')).any(|m| {
         match m.strip_prefix('@') {
             Some(file) => std::fs::read_to_string(file).is_ok_and(|t| has_remote_builders(&t)),
             None => true,

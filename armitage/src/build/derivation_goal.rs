@@ -247,12 +247,13 @@ async fn substitute_outputs(
                 ),
             )));
         }
-        if failed == 0 && mode == BuildModeKey::Normal {
-            if let Some(outputs) = all_valid(store, initial)? {
-                let mut o = Outcome::new(BuildStatus::Substituted);
-                o.outputs = outputs;
-                return Ok(Some(o));
-            }
+        if failed == 0
+            && mode == BuildModeKey::Normal
+            && let Some(outputs) = all_valid(store, initial)?
+        {
+            let mut o = Outcome::new(BuildStatus::Substituted);
+            o.outputs = outputs;
+            return Ok(Some(o));
         }
     }
 

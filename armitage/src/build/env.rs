@@ -166,7 +166,7 @@ fn export_references_graph(i: &EnvInputs) -> Result<(), EnvError> {
     let Some(spec) = i.drv.env_var("exportReferencesGraph") else { return Ok(()) };
     let spec = String::from_utf8_lossy(spec).into_owned();
     let tokens: Vec<&str> = spec.split_whitespace().collect();
-    if tokens.len() % 2 != 0 {
+    if !tokens.len().is_multiple_of(2) {
         return Err(EnvError::Invalid(format!("odd number of tokens in 'exportReferencesGraph': '{spec}'")));
     }
     for pair in tokens.chunks(2) {

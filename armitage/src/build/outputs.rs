@@ -382,10 +382,10 @@ fn topo_sort(
         state.insert(name, 1);
         if let Some(rs) = refs.get(name) {
             for r in rs {
-                if let Some(dep) = by_scratch.get(r) {
-                    if *dep != name {
-                        visit(dep, refs, by_scratch, state, order, drv_full, name)?;
-                    }
+                if let Some(dep) = by_scratch.get(r)
+                    && *dep != name
+                {
+                    visit(dep, refs, by_scratch, state, order, drv_full, name)?;
                 }
             }
         }

@@ -141,7 +141,7 @@ pub fn raise_fd_limit() -> u64 {
         && soft < hard
     {
         limit.current = Some(hard);
-        match setrlimit(Resource::Nofile, limit.clone()) {
+        match setrlimit(Resource::Nofile, limit) {
             Ok(()) => return hard,
             Err(e) => tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}"),
         }

@@ -53,7 +53,7 @@ fn gc_during_a_build_spares_what_the_build_needs() {
     let sig = signals.display();
     write_file(
         &nix_file,
-        &format!(
+        format!(
             r#"derivation {{
   name = "slow"; system = "x86_64-linux"; builder = "/bin/sh";
   input = builtins.storePath "{input_path}";

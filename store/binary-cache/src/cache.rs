@@ -82,11 +82,14 @@ struct InfoFile {
     want_mass_query: Option<bool>,
 }
 
+/// (cache URL, store dir, hash part).
+type NarInfoKey = (String, String, String);
+
 #[derive(Default)]
 struct Memory {
     info_files: HashMap<String, (InfoFile, Instant)>,
-    /// (cache URL, store dir, hash part) to the narinfo or its absence.
-    narinfos: HashMap<(String, String, String), (Option<Arc<NarInfo>>, Instant)>,
+    /// The narinfo or its absence, and when that was learnt.
+    narinfos: HashMap<NarInfoKey, (Option<Arc<NarInfo>>, Instant)>,
 }
 
 static MEMORY: LazyLock<Mutex<Memory>> = LazyLock::new(Mutex::default);

@@ -50,7 +50,8 @@ pub struct Client {
     attempts: u32,
 }
 
-/// What a GET found.
+/// What a GET found. Short-lived, one per request: the body is not boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Fetched {
     Body(Body),
     /// 404 or 410 (and 401/403/407 when asked to treat them so).

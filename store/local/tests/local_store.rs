@@ -85,14 +85,8 @@ fn rows_follow_cppnix_null_conventions() {
     let (nar, info, store, tmp) = nar_of(b"row");
     store.add_nar(&info, &mut &nar[..], AddOptions::default()).unwrap();
     let db = rusqlite::Connection::open(tmp.path().join("var/nix/db/db.sqlite")).unwrap();
-    let (hash, nar_size, ultimate, sigs, ca, deriver): (
-        String,
-        Option<i64>,
-        Option<i64>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ) = db
+    type Row = (String, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<String>);
+    let (hash, nar_size, ultimate, sigs, ca, deriver): Row = db
         .query_row(
             "select hash, narSize, ultimate, sigs, ca, deriver from ValidPaths where path = ?",
             [store.display(&info.path)],

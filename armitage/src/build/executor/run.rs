@@ -270,10 +270,10 @@ pub fn start_direct(spec: &ChildSpec, pty_owner: Option<u32>) -> Result<Running,
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if let Some(gid) = gid {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setresgid(gid, gid, gid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if let Some(gid) = gid
+                && (libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setresgid(gid, gid, gid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
             }
             if let Some(uid) = uid
                 && libc::setresuid(uid, uid, uid) != 0
@@ -346,26 +346,26 @@ pub fn follow(running: &mut Running, limits: &Limits, io: &mut ExecIo<'_>) -> Ru
             running.kill();
             return RunOutcome::Cancelled;
         }
-        if exited.is_none() {
-            if let Ok(Some(status)) = running.child.try_wait() {
-                exited = Some(status);
-                // Stragglers of the build must not outlive it (they would
-                // also keep the log open).
-                running.kill();
-            }
+        if exited.is_none()
+            && let Ok(Some(status)) = running.child.try_wait()
+        {
+            exited = Some(status);
+            // Stragglers of the build must not outlive it (they would
+            // also keep the log open).
+            running.kill();
         }
         let now = Instant::now();
-        if let Some(t) = limits.max_silent {
-            if now.duration_since(last_output) >= t {
-                running.kill();
-                return RunOutcome::TimedOut { silence: true };
-            }
+        if let Some(t) = limits.max_silent
+            && now.duration_since(last_output) >= t
+        {
+            running.kill();
+            return RunOutcome::TimedOut { silence: true };
         }
-        if let Some(t) = limits.timeout {
-            if now.duration_since(started) >= t {
-                running.kill();
-                return RunOutcome::TimedOut { silence: false };
-            }
+        if let Some(t) = limits.timeout
+            && now.duration_since(started) >= t
+        {
+            running.kill();
+            return RunOutcome::TimedOut { silence: false };
         }
         let master_fd = running.master.as_fd();
         let mut fds = [PollFd::new(&master_fd, PollFlags::IN)];
