@@ -1,0 +1,23 @@
+//! The witness proxy: every fixed-output fetch of a build goes through it.
+//! It is an HTTP/1.1 forward proxy that intercepts CONNECT with a
+//! per-daemon CA, records one [`record::Record`] per exchange and keeps the
+//! response bodies in a content-addressed store ([`cas`]), so that a build
+//! can run again when its upstream is gone.
+//!
+//! Modules, leaves first: [`cas`] (objects by sha256: the trait, the local
+//! directory backend), [`record`] (what one exchange leaves behind, its
+//! canonical CBOR and its id), [`redact`] (credentials never stored),
+//! [`sink`] (what the proxy hands what it sees to), [`archive`] (the witness
+//! store on disk: `cas/`, `traces/`, the indexes; a [`sink::Witness`]),
+//! [`ca`] (the witness CA and its per-host leaves), [`proxy`] (the server).
+//!
+//! Research and sources: the team's witness research notes (CppNix's FOD
+//! network, nixpkgs' fetchers, the crates compared).
+
+pub mod archive;
+pub mod ca;
+pub mod cas;
+pub mod proxy;
+pub mod record;
+pub mod redact;
+pub mod sink;
