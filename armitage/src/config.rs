@@ -16,6 +16,13 @@
 //! # The shell builds get as /bin/sh in the sandbox when nix.conf does not set
 //! # sandbox-paths (default: found on the machine, see docs/daemon.md).
 //! sandbox-shell = "/bin/busybox"
+//!
+//! [witness]
+//! # Fixed-output builds fetch through the witness proxy (default: true).
+//! enabled = true
+//! # Where its archive (cas/, traces/, indexes) and CA live
+//! # (default: <state dir>/witness).
+//! dir = "/var/lib/armitage/witness"
 //! ```
 
 use serde::Deserialize;
@@ -33,6 +40,25 @@ pub const NIX_VERSION: &str = "2.26.3";
 pub struct Config {
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub witness: WitnessConfig,
+}
+
+/// The witness proxy (see `crate::witness`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct WitnessConfig {
+    /// Fixed-output builds fetch through the proxy and their fetches are
+    /// recorded. On by default.
+    pub enabled: bool,
+    /// The archive's and the CA's folder; None: `<state dir>/witness`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for WitnessConfig {
+    fn default() -> Self {
+        WitnessConfig { enabled: true, dir: None }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -114,6 +140,15 @@ mod tests {
         let c = Config::parse("[daemon]\nreported-version = \"2.8.0\"\nsandbox-shell = \"/bin/busybox\"\n").unwrap();
         assert_eq!(c.daemon.reported_version, "2.8.0");
         assert_eq!(c.daemon.sandbox_shell.as_deref(), Some(Path::new("/bin/busybox")));
+    }
+
+    #[test]
+    fn witness_settings() {
+        assert!(Config::default().witness.enabled);
+        let c = Config::parse("[witness]\nenabled = false\ndir = \"/w\"\n").unwrap();
+        assert!(!c.witness.enabled);
+        assert_eq!(c.witness.dir.as_deref(), Some(Path::new("/w")));
+        assert!(Config::parse("[witness]\nenable = false\n").is_err());
     }
 
     /// A misspelt key is an error on its line, never silently a default.

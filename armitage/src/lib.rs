@@ -5,3 +5,4 @@ pub mod build;
 pub mod config;
 pub mod daemon;
 pub mod substitute;
+pub mod witness;

@@ -57,6 +57,22 @@ fn must_have_nix() -> bool {
     std::env::var_os("ARMITAGE_REQUIRE_NIX").is_some_and(|v| v == "1") || std::env::var_os("CI").is_some()
 }
 
+/// Whether the program `name` runs here (`name --version` succeeds);
+/// prints why the calling test is skipped when not, and panics instead when
+/// tools are required (`CI` or `ARMITAGE_REQUIRE_NIX=1`, as for Nix).
+pub fn tool_available(name: &str) -> bool {
+    let why = match Command::new(name).arg("--version").output() {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => format!("`{name} --version` exited with {}", out.status),
+        Err(e) => format!("{name} cannot run: {e}"),
+    };
+    if must_have_nix() {
+        panic!("{name} is required but {why} (scripts/install-test-deps installs it)");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
 impl Nix {
     /// Finds the given Nix, or prints why the calling test is skipped and
     /// returns `None` (panics instead when Nix is required, see the crate docs).

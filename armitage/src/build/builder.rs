@@ -11,6 +11,7 @@ use super::auto_gc;
 use super::executor::{Executor, LocalExecutor};
 use super::goal;
 use crate::substitute::{SubstituterConfig, Substituters};
+use crate::witness::WitnessService;
 use local_store::LiveStore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,8 @@ pub struct Builder {
     /// Numbers the build directories (`nix-build-<name>-<n>`).
     pub(super) next_build: AtomicU64,
     pub(super) auto_gc: auto_gc::AutoGc,
+    /// The witness proxy fixed-output builds fetch through, when on.
+    pub(super) witness: Option<Arc<WitnessService>>,
 }
 
 /// Whether `builders` names any machine: CppNix's default is
@@ -98,7 +101,14 @@ impl Builder {
             substituters: Mutex::new(HashMap::new()),
             next_build: AtomicU64::new(0),
             auto_gc: auto_gc::AutoGc::default(),
+            witness: None,
         })
+    }
+
+    /// The same builder with fixed-output fetches going through `witness`.
+    pub fn with_witness(mut self, witness: Option<Arc<WitnessService>>) -> Builder {
+        self.witness = witness;
+        self
     }
 
     /// The same builder running its builds with `executor` (tests run the

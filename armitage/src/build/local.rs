@@ -17,6 +17,7 @@ use super::log::{self, BuildLog};
 use super::outputs::{self, Scratch};
 use super::sandbox;
 use super::user_pool::{self, BuildUser};
+use super::witnessed;
 use local_store::LocalStore;
 use local_store::lock::PathLocks;
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,7 +117,13 @@ pub(super) fn build(p: &LocalParams) -> Result<Ran, BuildError> {
     p.b.auto_gc.maybe_collect(store, settings);
     let (tmp_dir, mut cleanup) = build_dir(p, isolation, user.as_ref())?;
     let (scratch, rewrites) = scratch_outputs(p, isolation, cleanup.chroot.as_deref())?;
-    let spec = exec_spec(p, drv_type, isolation, &tmp_dir, cleanup.chroot.clone(), user.as_ref(), &scratch, &rewrites)?;
+    let mut spec =
+        exec_spec(p, drv_type, isolation, &tmp_dir, cleanup.chroot.clone(), user.as_ref(), &scratch, &rewrites)?;
+    // Kept until the builder is done: the proxy serves this build while it lives.
+    let witnessed = witnessed::begin(p.b.witness.as_deref(), &full, &p.drv)?;
+    if let Some(w) = &witnessed {
+        w.apply(&mut spec.env, &mut spec.sandbox_paths, isolation);
+    }
 
     let executor = &*p.b.executor;
     let setup = executor.prepare(&spec)?;
@@ -124,6 +131,7 @@ pub(super) fn build(p: &LocalParams) -> Result<Ran, BuildError> {
     let start_time = now();
     p.ctx.emit(Event::BuildStarted(p.drv_path.clone(), p.mode));
     let result = run_builder(p, executor, &spec, setup, &mut log);
+    drop(witnessed);
     log.finish();
     let stop_time = now();
 

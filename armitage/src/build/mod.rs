@@ -40,6 +40,7 @@ mod error;
 mod local;
 mod post_build_hook;
 mod substitution_goal;
+mod witnessed;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use super::global::GlobalOpts;
 use anyhow::{Context, Result};
 use armitage::config::Config;
 use armitage::daemon::{self, DaemonState, Trust};
+use armitage::witness::WitnessService;
 use clap::Args;
 use local_store::{LocalStore, LocalStoreConfig};
 use std::path::PathBuf;
@@ -61,9 +62,6 @@ impl DaemonArgs {
         let config = LocalStoreConfig::from_settings(store_dir.clone(), &state_dir, &log_dir, &settings);
         let store =
             LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))?;
-        let state =
-            Arc::new(DaemonState::new(store, settings, own.daemon.reported_version).map_err(anyhow::Error::msg)?);
-
         let fd_limit = daemon::raise_fd_limit();
         tracing::debug!(fd_limit, "open files limit");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +69,22 @@ impl DaemonArgs {
             .max_blocking_threads(daemon::BLOCKING_THREADS)
             .build()
             .context("starting the runtime")?;
+        let witness = if own.witness.enabled {
+            let _entered = runtime.enter();
+            let ssl_cert_file = settings.ignored.get("ssl-cert-file").filter(|f| !f.is_empty()).map(PathBuf::from);
+            match WitnessService::start(&own.witness, &state_dir, ssl_cert_file.as_deref()) {
+                Ok(w) => Some(Arc::new(w)),
+                Err(e) => {
+                    tracing::warn!("fixed-output builds are not witnessed: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let state = Arc::new(
+            DaemonState::new(store, settings, own.daemon.reported_version, witness).map_err(anyhow::Error::msg)?,
+        );
         if self.stdio {
             // As nix-daemon --stdio: the peer is trusted unless told otherwise.
             let trust = if self.force_untrusted { Trust::NotTrusted } else { Trust::Trusted };

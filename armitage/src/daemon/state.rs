@@ -40,11 +40,17 @@ pub struct DaemonState {
 }
 
 impl DaemonState {
-    pub fn new(store: LocalStore, settings: Settings, reported_version: String) -> Result<DaemonState, String> {
+    pub fn new(
+        store: LocalStore,
+        settings: Settings,
+        reported_version: String,
+        witness: Option<Arc<crate::witness::WitnessService>>,
+    ) -> Result<DaemonState, String> {
         let public_keys = PublicKeys::parse_all(settings.trusted_public_keys.iter().map(String::as_str))
             .map_err(|e| format!("trusted-public-keys: {e}"))?;
         let store = Arc::new(LiveStore::new(store));
-        let builder = Arc::new(crate::build::Builder::new(store.clone(), &settings, public_keys.clone())?);
+        let builder =
+            Arc::new(crate::build::Builder::new(store.clone(), &settings, public_keys.clone())?.with_witness(witness));
         Ok(DaemonState {
             builder,
             store,

@@ -71,23 +71,9 @@ pub fn test_build() -> BuildRef {
     }
 }
 
-fn must_have_tools() -> bool {
-    std::env::var_os("ARMITAGE_REQUIRE_NIX").is_some_and(|v| v == "1") || std::env::var_os("CI").is_some()
-}
-
-/// Whether `curl` runs here; prints why the test is skipped when not
-/// (panics instead when tools are required).
+/// Whether `curl` runs here (see [`testkit::tool_available`]).
 pub fn curl_available() -> bool {
-    let why = match Command::new("curl").arg("--version").output() {
-        Ok(out) if out.status.success() => return true,
-        Ok(out) => format!("`curl --version` exited with {}", out.status),
-        Err(e) => format!("curl cannot run: {e}"),
-    };
-    if must_have_tools() {
-        panic!("curl is required but {why}");
-    }
-    eprintln!("skipped: {why}");
-    false
+    testkit::tool_available("curl")
 }
 
 // ---------------------------------------------------------------- witness

@@ -1,0 +1,168 @@
+//! The daemon's witness: the proxy every fixed-output build fetches
+//! through, the archive its records and bodies go to, and the CA bundle
+//! builds trust it with. Started once per daemon ([`WitnessService::start`]);
+//! each fixed-output build gets a listener of its own on the loopback
+//! ([`WitnessService::listen_for`]), so every exchange is attributed to its
+//! derivation without proxy authentication.
+//!
+//! Today builds reach the proxy through the usual proxy variables while
+//! keeping the host's network (CppNix's behaviour for fixed-output
+//! derivations): a builder that honours them is witnessed, one that ignores
+//! them is not stopped. The network namespace whose only way out is the
+//! proxy (`network = witnessed`) comes next.
+
+use crate::config::WitnessConfig;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use store::content_address::{ContentAddressMethod, FileIngestionMethod};
+use store::derivation::{Derivation, Output};
+use witness_proxy::archive::Archive;
+use witness_proxy::ca::WitnessCa;
+use witness_proxy::proxy::{Limits, Proxy, ProxyConfig, roots_from_pem_file};
+use witness_proxy::record::BuildRef;
+
+/// Where the bundle sits inside a sandbox: CppNix's place for
+/// `ssl-cert-file` in fixed-output sandboxes, and nixpkgs' OpenSSL default.
+pub const BUNDLE_IN_SANDBOX: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The roots the daemon verifies upstreams with when nothing names others.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why the witness could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    #[error("witness CA in '{}': {source}", dir.display())]
+    Ca { dir: PathBuf, source: witness_proxy::ca::CaError },
+    #[error("witness archive in '{}': {source}", dir.display())]
+    Archive { dir: PathBuf, source: witness_proxy::archive::ArchiveError },
+    #[error("upstream roots: {0}")]
+    Roots(#[from] witness_proxy::proxy::ProxyError),
+    #[error("writing the witness CA bundle '{}': {source}", path.display())]
+    Bundle { path: PathBuf, source: io::Error },
+}
+
+/// The proxy, the archive and the bundle, shared by all builds.
+pub struct WitnessService {
+    proxy: Arc<Proxy>,
+    archive: Arc<Archive>,
+    bundle: PathBuf,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A build's own proxy listener; dropping it stops serving it.
+pub struct BuildListener {
+    /// `http://127.0.0.1:<port>`, for the proxy variables.
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BuildListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WitnessService {
+    /// Opens (or makes) the archive and the CA under the configured folder
+    /// (default `<state dir>/witness`), and writes the bundle builds trust:
+    /// the witness CA first, then the upstream roots. Upstreams are
+    /// verified against the CA file CppNix would use: `NIX_SSL_CERT_FILE`,
+    /// else `SSL_CERT_FILE`, else `ssl_cert_file` (nix.conf's
+    /// `ssl-cert-file`), else the system bundle. Must be called inside the
+    /// daemon's runtime.
+    pub fn start(
+        config: &WitnessConfig,
+        state_dir: &Path,
+        ssl_cert_file: Option<&Path>,
+    ) -> Result<WitnessService, WitnessError> {
+        let dir = config.dir.clone().unwrap_or_else(|| state_dir.join("witness"));
+        let ca = WitnessCa::load_or_create(&dir.join("ca"))
+            .map_err(|source| WitnessError::Ca { dir: dir.clone(), source })?;
+        let archive =
+            Arc::new(Archive::open(&dir).map_err(|source| WitnessError::Archive { dir: dir.clone(), source })?);
+        let roots_file = roots_file(ssl_cert_file);
+        let roots = roots_from_pem_file(&roots_file)?;
+        let bundle = dir.join("ca-bundle.crt");
+        write_bundle(&bundle, ca.cert_pem(), &roots_file)?;
+        let proxy = Proxy::new(ProxyConfig {
+            ca: Arc::new(ca),
+            upstream_roots: roots,
+            witness: archive.clone(),
+            build: None,
+            limits: Limits::default(),
+        })?;
+        tracing::info!("witness proxy ready: archive '{}', upstream roots '{}'", dir.display(), roots_file.display());
+        Ok(WitnessService { proxy: Arc::new(proxy), archive, bundle, runtime: tokio::runtime::Handle::current() })
+    }
+
+    /// The archive the proxy writes to.
+    pub fn archive(&self) -> &Arc<Archive> {
+        &self.archive
+    }
+
+    /// The CA bundle on the host (witness CA first).
+    pub fn bundle(&self) -> &Path {
+        &self.bundle
+    }
+
+    /// A listener on the host's loopback serving `build` alone.
+    pub fn listen_for(&self, build: BuildRef) -> io::Result<BuildListener> {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let _entered = self.runtime.enter();
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let task = self.runtime.spawn(self.proxy.clone().serve_for(listener, Some(build)));
+        Ok(BuildListener { url: format!("http://127.0.0.1:{port}"), task })
+    }
+}
+
+/// What a fixed-output derivation's records say of it: its path, its one
+/// output and the hash it declares. None for any other derivation.
+pub fn build_ref(drv_path: &str, drv: &Derivation) -> Option<BuildRef> {
+    let (name, Output::Fixed(ca)) = drv.outputs.iter().next()? else { return None };
+    Some(BuildRef {
+        drv: drv_path.to_owned(),
+        output: name.clone(),
+        output_hash: ca.hash.to_string(),
+        output_hash_mode: mode_name(ca.method).to_owned(),
+    })
+}
+
+/// How the declared hash covers the output, in the words records use.
+fn mode_name(method: ContentAddressMethod) -> &'static str {
+    match method {
+        ContentAddressMethod::Text => "text",
+        ContentAddressMethod::Fixed(FileIngestionMethod::Flat) => "flat",
+        ContentAddressMethod::Fixed(FileIngestionMethod::Recursive) => "recursive",
+        ContentAddressMethod::Fixed(FileIngestionMethod::Git) => "git",
+    }
+}
+
+/// CppNix's choice of CA file (2.26's `caFile`): `NIX_SSL_CERT_FILE`,
+/// `SSL_CERT_FILE`, `ssl-cert-file`, the system bundle.
+fn roots_file(ssl_cert_file: Option<&Path>) -> PathBuf {
+    ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"]
+        .iter()
+        .find_map(|v| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| ssl_cert_file.map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_BUNDLE))
+}
+
+/// Writes the witness CA then the roots into `path`, atomically, readable
+/// by build users (it holds only certificates).
+fn write_bundle(path: &Path, ca_pem: &str, roots_file: &Path) -> Result<(), WitnessError> {
+    let fail = |source| WitnessError::Bundle { path: path.to_owned(), source };
+    let roots = std::fs::read(roots_file).map_err(fail)?;
+    let mut text = ca_pem.as_bytes().to_vec();
+    if !text.ends_with(b"\n") {
+        text.push(b'\n');
+    }
+    text.extend_from_slice(&roots);
+    let tmp = path.with_extension("crt.tmp");
+    std::fs::write(&tmp, &text).map_err(fail)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
