@@ -433,6 +433,29 @@ impl Archive {
         Ok(report)
     }
 
+    /// What [`Archive::gc`] would do with the same `keep`, doing nothing:
+    /// the same refusal while a trace is unreadable, the same counts.
+    pub fn gc_dry_run(&self, keep: impl Fn(&Record) -> bool) -> Result<GcReport> {
+        let _alone = self.maintenance.write().unwrap_or_else(PoisonError::into_inner);
+        let (records, bad) = self.scan_traces()?;
+        if let Some((path, error)) = bad.into_iter().next() {
+            return Err(ArchiveError::GcBlocked { path, error });
+        }
+        let (kept, dropped): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| keep(&r.record));
+        let mut report = GcReport { records_kept: kept.len(), records_removed: dropped.len(), ..GcReport::default() };
+        let mut named: HashSet<ObjectId> = self.pending.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        named.extend(kept.iter().filter_map(|r| body_id(&r.record)));
+        for id in self.cas.list()? {
+            if named.contains(&id) {
+                report.objects_kept += 1;
+            } else if let Some(size) = self.cas.size(&id)? {
+                report.objects_removed += 1;
+                report.bytes_freed += size;
+            }
+        }
+        Ok(report)
+    }
+
     /// Rewrites every index from the traces (after a crash left a record
     /// unindexed); returns how many records were indexed.
     pub fn reindex(&self) -> Result<usize> {

@@ -4,7 +4,6 @@
 
 use super::global::GlobalOpts;
 use anyhow::{Context, Result};
-use armitage::config::Config;
 use armitage::daemon::{self, DaemonState, Trust};
 use armitage::witness::WitnessService;
 use clap::Args;
@@ -46,7 +45,7 @@ impl DaemonArgs {
             // tell a waiting script that it does.
             let _ = std::fs::remove_file(home.join("env"));
         }
-        let own = self.config(home.as_deref())?;
+        let own = g.armitage_config(self.config.as_deref())?;
         let mut host = Host::detect();
         match armitage::build::sandbox::shell::sandbox_paths(own.daemon.sandbox_shell.as_deref()) {
             Ok(paths) => host.sandbox_paths = paths,
@@ -160,18 +159,6 @@ impl DaemonArgs {
             tracing::warn!("{w}");
         }
         Ok(loaded.settings)
-    }
-
-    /// armitage.toml (see [`armitage::config`] for where it is looked for).
-    fn config(&self, home: Option<&std::path::Path>) -> Result<Config> {
-        let (path, must_exist) =
-            match (&self.config, std::env::var_os("ARMITAGE_CONFIG").filter(|v| !v.is_empty()), home) {
-                (Some(file), _, _) => (file.clone(), true),
-                (None, Some(file), _) => (PathBuf::from(file), false),
-                (None, None, Some(home)) => (home.join("etc/armitage.toml"), false),
-                (None, None, None) => (PathBuf::from(armitage::config::DEFAULT_PATH), false),
-            };
-        Ok(Config::load(&path, must_exist)?)
     }
 }
 

@@ -1,9 +1,10 @@
 //! The options every subcommand takes (where the store is, how much to log)
 //! and what they resolve to: the store's directories, the opened local
-//! store, a command-line path as a store path.
+//! store, armitage.toml, a command-line path as a store path.
 
 use ::store::store_path::StoreDir;
 use anyhow::{Context, Result};
+use armitage::config::Config;
 use clap::Args;
 use local_store::{LocalStore, LocalStoreConfig};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,22 @@ impl GlobalOpts {
         let config =
             LocalStoreConfig::from_settings(store_dir.clone(), self.state_dir()?, self.log_dir()?, &loaded.settings);
         LocalStore::open(config).with_context(|| format!("opening the store at '{}'", store_dir.as_str()))
+    }
+
+    /// armitage.toml (see [`armitage::config`] for where it is looked for):
+    /// `file` (a `--config FILE`, which must exist), else
+    /// `$ARMITAGE_CONFIG`, else `DIR/etc/armitage.toml` with `--home DIR`,
+    /// else the default path.
+    pub fn armitage_config(&self, file: Option<&Path>) -> Result<Config> {
+        let (path, must_exist) = match (file, std::env::var_os("ARMITAGE_CONFIG").filter(|v| !v.is_empty())) {
+            (Some(file), _) => (file.to_owned(), true),
+            (None, Some(file)) => (PathBuf::from(file), false),
+            (None, None) => match self.home()? {
+                Some(home) => (home.join("etc/armitage.toml"), false),
+                None => (PathBuf::from(armitage::config::DEFAULT_PATH), false),
+            },
+        };
+        Ok(Config::load(&path, must_exist)?)
     }
 }
 

@@ -11,6 +11,7 @@ mod nar;
 mod path_info;
 mod progress;
 mod store;
+mod witness;
 
 pub use global::GlobalOpts;
 pub use logging::init_logging;
@@ -49,6 +50,8 @@ enum Command {
     Key(key::KeyCommand),
     /// Run the Nix daemon (like `nix-daemon`).
     Daemon(daemon::DaemonArgs),
+    /// The witness archive of fixed-output fetches: records, verify, gc, its CA.
+    Witness(witness::WitnessArgs),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -61,5 +64,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Derivation(c) => c.run(g),
         Command::Key(c) => c.run(),
         Command::Daemon(c) => c.run(g),
+        Command::Witness(c) => c.run(g),
     }
 }

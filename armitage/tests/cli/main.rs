@@ -14,3 +14,4 @@ mod optimise;
 mod path_info;
 mod support;
 mod verify;
+mod witness;
