@@ -4,6 +4,7 @@
 //! nix-daemon side by side on two stores ([`Twins`]), compared through a
 //! [`PathMap`] that translates one store's paths into the other's.
 
+pub mod docs;
 pub mod process;
 pub mod proto_client;
 pub mod users;

@@ -7,6 +7,7 @@
 //! the end. Run as root and, when the tests run as root, as an unprivileged
 //! user too (the README promises no root: its sandbox is a user namespace).
 
+use compat_tests::docs::{repo_file, sh_block};
 use compat_tests::users::{reachable_bin, untrusted_user};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,24 +17,6 @@ use testkit::{Nix, NixVersion, armitage_bin, output};
 const README_DAEMON: &str = "<!-- run by compat-tests/tests/differential/readme.rs: the daemon -->";
 const README_FIRST_BUILD: &str = "<!-- run by compat-tests/tests/differential/readme.rs: the first build -->";
 const CARGO_RUN: &str = "cargo run --release -p armitage --";
-
-fn repo_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// The lines of the first ```sh block after `marker` (or, without one, the
-/// first of the file).
-fn sh_block(text: &str, marker: Option<&str>) -> Vec<String> {
-    let from = match marker {
-        Some(m) => text.find(m).unwrap_or_else(|| panic!("the marker {m:?} is gone: keep it above its block")),
-        None => 0,
-    };
-    let rest = &text[from..];
-    let start = rest.find("```sh\n").expect("a ```sh block") + "```sh\n".len();
-    let end = rest[start..].find("```").expect("the block's end");
-    rest[start..start + end].lines().map(str::to_owned).collect()
-}
 
 /// Who runs the lines: the test's own user, or another one.
 #[derive(Clone, Copy)]
