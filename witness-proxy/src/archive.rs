@@ -6,7 +6,12 @@
 //!   CBOR, written to `tmp/` and renamed into place;
 //! - `index/url/{sha256 of the redacted URL}` and `index/hash/{algo}-{hex}`
 //!   (the declared output hash of the fixed-output derivation a record
-//!   served): record ids, one per line, appended with `O_APPEND`.
+//!   served): record ids, one per line, appended with `O_APPEND`;
+//! - `index/output/{mode}-{algo}-{hex}`: the object holding the output of
+//!   a fixed-output derivation that declared this hash in this mode
+//!   ([`OutputMode`]: the file's bytes, or the NAR of the tree), one id
+//!   and a newline, written whole by rename ([`Archive::put_output`],
+//!   [`Archive::output_for`]).
 //!
 //! Contract: a record is stored only after [`crate::redact`] has run over
 //! its URLs and headers, whatever its maker did. An index line counts only
@@ -17,10 +22,12 @@
 //! reports and [`Archive::reindex`] indexes.
 //!
 //! Retention ([`Archive::gc`]): records go only when the caller's `keep`
-//! says so, objects only when no remaining record names them, and records
+//! says so, objects only when no remaining record nor output index entry
+//! names them, and records
 //! are deleted before objects, so that no moment (nor crash) leaves a
 //! record naming a deleted object. Within one process gc excludes writers
-//! (a lock that `record`, a body's commit and gc share) and keeps bodies
+//! (a lock that `record`, a body's commit, an output's commit and gc
+//! share) and keeps bodies
 //! committed whose record has not arrived yet; a gc run from another
 //! process while a proxy writes is not protected against.
 
@@ -31,12 +38,12 @@ use crate::sink::{BodyWriter, Witness};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use store::hash::{Algorithm, Hash};
+use store::hash::{Algorithm, Hash, HashSink};
 
 /// Why an archive operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,8 @@ pub enum ArchiveError {
     BadBody(String),
     #[error("cannot collect garbage while trace {} is unreadable ({error}); see verify", path.display())]
     GcBlocked { path: PathBuf, error: String },
+    #[error("output declared as {declared} hashes to {actual}; it was not kept")]
+    OutputMismatch { declared: String, actual: String },
 }
 
 impl From<ArchiveError> for io::Error {
@@ -189,12 +198,38 @@ pub fn hash_key(hash: &Hash) -> String {
     format!("{}-{}", hash.algorithm(), hash.to_base16())
 }
 
+/// How a fixed-output derivation's declared hash covers its output, and
+/// so what its object holds: the file's bytes (`flat`) or the NAR of the
+/// tree (`recursive`). (`text` outputs are not kept.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputMode {
+    Flat,
+    Recursive,
+}
+
+impl fmt::Display for OutputMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutputMode::Flat => "flat",
+            OutputMode::Recursive => "recursive",
+        })
+    }
+}
+
+/// The output index key of a declared hash in a mode:
+/// `{mode}-{algo}-{base16}`, so that a flat and a recursive output of the
+/// same declared hash are never taken for one another.
+pub fn output_key(declared: &Hash, mode: OutputMode) -> String {
+    format!("{mode}-{}", hash_key(declared))
+}
+
 /// The witness store: see the module header.
 pub struct Archive {
     dir: PathBuf,
     traces: PathBuf,
     url_index: PathBuf,
     hash_index: PathBuf,
+    output_index: PathBuf,
     tmp: PathBuf,
     cas: Arc<dyn Cas>,
     /// Objects committed through [`Witness::body`] whose record has not
@@ -226,13 +261,14 @@ impl Archive {
             traces: dir.join("traces"),
             url_index: dir.join("index/url"),
             hash_index: dir.join("index/hash"),
+            output_index: dir.join("index/output"),
             tmp: dir.join("tmp"),
             dir,
             cas,
             pending: Arc::default(),
             maintenance: Arc::default(),
         };
-        for d in [&archive.traces, &archive.url_index, &archive.hash_index, &archive.tmp] {
+        for d in [&archive.traces, &archive.url_index, &archive.hash_index, &archive.output_index, &archive.tmp] {
             fs::create_dir_all(d).map_err(io_error("create directory", d))?;
         }
         cas::remove_stale_temp_files(&archive.tmp, STALE_TEMP_AGE)?;
@@ -260,6 +296,103 @@ impl Archive {
     /// Where the records of a declared output hash are indexed.
     pub fn hash_index_path(&self, hash: &Hash) -> PathBuf {
         self.hash_index.join(hash_key(hash))
+    }
+
+    /// Where the object of an output declared as `declared` in `mode` is
+    /// indexed.
+    pub fn output_index_path(&self, declared: &Hash, mode: OutputMode) -> PathBuf {
+        self.output_index.join(output_key(declared, mode))
+    }
+
+    /// Keeps the output of a fixed-output derivation as an object:
+    /// `reader` yields the file's bytes (flat) or the NAR of the tree
+    /// (recursive), which must hash to `declared` (checked before the
+    /// object becomes visible; a mismatch keeps nothing). With a sha256
+    /// declared hash the object's id is the declared hash itself. Indexes
+    /// the object under `index/output/{mode}-{algo}-{hex}` (so gc keeps it
+    /// and [`Archive::output_for`] finds it whatever the algorithm) and
+    /// returns its id.
+    pub fn put_output(&self, declared: &Hash, mode: OutputMode, reader: &mut dyn Read) -> Result<ObjectId> {
+        let expected = ObjectId::from_digest(declared);
+        // The declared hash is checked as the bytes pass when it is not
+        // the object's own name.
+        let mut declared_sink = expected.is_none().then(|| HashSink::new(declared.algorithm()));
+        let mut writer = self.cas.writer()?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CasError::Source(e).into()),
+            };
+            if let Some(sink) = &mut declared_sink {
+                sink.update(&buf[..n]);
+            }
+            writer.write_all(&buf[..n]).map_err(|e| {
+                CasError::from_io(e, |source| CasError::Write { what: format!("the {mode} output {declared}"), source })
+            })?;
+        }
+        if let Some(sink) = declared_sink {
+            let (actual, _) = sink.finish();
+            if actual != *declared {
+                // Dropping the writer discards what it staged.
+                return Err(ArchiveError::OutputMismatch {
+                    declared: declared.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        // Committed and indexed as one step for gc.
+        let _writing = self.maintenance.read().unwrap_or_else(PoisonError::into_inner);
+        let id = match expected {
+            Some(id) => {
+                writer.commit_expecting(&id)?;
+                id
+            }
+            None => writer.commit()?.0,
+        };
+        let index = self.output_index_path(declared, mode);
+        if read_output_id(&index)? != Some(id) {
+            let (mut file, temp) = cas::create_temp_file(&self.tmp, "output")?;
+            if let Err(e) = file.write_all(format!("{id}\n").as_bytes()) {
+                let _ = fs::remove_file(&temp);
+                return Err(ArchiveError::Io { action: "write", path: temp, source: e });
+            }
+            if let Err(e) = cas::persist(file, &temp, &index) {
+                let _ = fs::remove_file(&temp);
+                return Err(e.into());
+            }
+        }
+        tracing::debug!(object = %id, output = %output_key(declared, mode), "kept a fixed-output output");
+        Ok(id)
+    }
+
+    /// The object holding the output of a fixed-output derivation declared
+    /// as `declared` in `mode`, if the CAS has it: the one the output index
+    /// names, else, for a sha256 declared hash, the object of that name
+    /// (whose bytes are then the file, or the NAR, by definition; a body
+    /// the proxy kept may be one). The object's bytes are not checked
+    /// here: read it through [`Cas::get`], which does.
+    pub fn output_for(&self, declared: &Hash, mode: OutputMode) -> Result<Option<ObjectId>> {
+        let indexed = read_output_id(&self.output_index_path(declared, mode))?;
+        for id in indexed.into_iter().chain(ObjectId::from_digest(declared)) {
+            if self.cas.has(&id)? {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every object the output index names.
+    fn output_objects(&self) -> Result<HashSet<ObjectId>> {
+        let dir = &self.output_index;
+        let mut ids = HashSet::new();
+        for entry in fs::read_dir(dir).map_err(io_error("list index", dir))? {
+            let path = entry.map_err(io_error("list index", dir))?.path();
+            ids.extend(read_output_id(&path)?);
+        }
+        Ok(ids)
     }
 
     /// Stores a record (its URLs and headers redacted first) and indexes
@@ -388,8 +521,9 @@ impl Archive {
     }
 
     /// Removes the records `keep` refuses and then every object no
-    /// remaining record names (nor a body whose record is on its way), and
-    /// rewrites the indexes. Refuses to run while a trace is unreadable,
+    /// remaining record names (nor a body whose record is on its way, nor
+    /// a kept output: the output index is left as it is), and rewrites the
+    /// record indexes. Refuses to run while a trace is unreadable,
     /// since the objects it names cannot be known. Writers wait meanwhile.
     pub fn gc(&self, keep: impl Fn(&Record) -> bool) -> Result<GcReport> {
         let _alone = self.maintenance.write().unwrap_or_else(PoisonError::into_inner);
@@ -415,6 +549,7 @@ impl Archive {
         let objects = self.cas.list()?;
         let mut named: HashSet<ObjectId> = self.pending.lock().unwrap_or_else(PoisonError::into_inner).clone();
         named.extend(kept.iter().filter_map(|r| body_id(&r.record)));
+        named.extend(self.output_objects()?);
         for id in objects {
             if named.contains(&id) {
                 report.objects_kept += 1;
@@ -445,6 +580,7 @@ impl Archive {
         let mut report = GcReport { records_kept: kept.len(), records_removed: dropped.len(), ..GcReport::default() };
         let mut named: HashSet<ObjectId> = self.pending.lock().unwrap_or_else(PoisonError::into_inner).clone();
         named.extend(kept.iter().filter_map(|r| body_id(&r.record)));
+        named.extend(self.output_objects()?);
         for id in self.cas.list()? {
             if named.contains(&id) {
                 report.objects_kept += 1;
@@ -659,6 +795,25 @@ fn append_id(path: &Path, id: &str) -> Result<()> {
     line.push_str(id);
     line.push('\n');
     file.write_all(line.as_bytes()).map_err(io_error("append to index", path))
+}
+
+/// The object an output index entry names: one whole line of 64 lower-case
+/// hex digits; `None` when there is no entry (or, with a warning, when it
+/// is not one).
+fn read_output_id(path: &Path) -> Result<Option<ObjectId>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ArchiveError::Io { action: "read index", path: path.to_owned(), source: e }),
+    };
+    let id = bytes
+        .strip_suffix(b"\n")
+        .and_then(|line| std::str::from_utf8(line).ok())
+        .and_then(|line| ObjectId::from_str(line).ok());
+    if id.is_none() {
+        tracing::warn!(path = %path.display(), "output index entry is not an object id; ignored");
+    }
+    Ok(id)
 }
 
 /// The ids an index lists, first appearance first: whole lines of 64

@@ -1,14 +1,15 @@
 //! The witness archive on disk: records stored through the `Witness` seam
 //! the proxy uses, found again by URL and by declared output hash in every
 //! form Nix writes one, redacted before storing, kept or dropped by gc,
-//! and checked by verify.
+//! and checked by verify; fixed-output outputs kept and found by their
+//! declared hash and mode.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use store::hash::{Algorithm, Encoding, Hash};
-use witness_proxy::archive::{Archive, Problem};
-use witness_proxy::cas::ObjectId;
+use witness_proxy::archive::{Archive, ArchiveError, OutputMode, Problem};
+use witness_proxy::cas::{CasError, ObjectId};
 use witness_proxy::record::{Body, BuildRef, RECORD_VERSION, Record};
 use witness_proxy::sink::Witness;
 
@@ -257,4 +258,82 @@ fn verify_reports_a_tampered_body_a_missing_one_and_an_unindexed_record() {
     assert_eq!(archive.reindex().unwrap(), 2);
     assert_eq!(ids(&archive.records_for_url("https://example.org/t").unwrap()), [tampered.as_str()]);
     assert_eq!(archive.verify().unwrap().problems.len(), 2);
+}
+
+#[test]
+fn an_output_with_a_sha256_declared_hash_is_the_object_of_that_name() {
+    let dir = testkit::TempDir::new();
+    let archive = Archive::open(dir.path()).unwrap();
+    let bytes = b"the output file";
+    let declared = Algorithm::Sha256.digest(bytes);
+    assert_eq!(archive.output_for(&declared, OutputMode::Flat).unwrap(), None);
+    let id = archive.put_output(&declared, OutputMode::Flat, &mut &bytes[..]).unwrap();
+    assert_eq!(id.to_hash(), declared);
+    assert_eq!(archive.output_for(&declared, OutputMode::Flat).unwrap(), Some(id));
+    assert_eq!(
+        fs::read_to_string(dir.path().join(format!("index/output/flat-sha256-{}", declared.to_base16()))).unwrap(),
+        format!("{id}\n")
+    );
+    // Putting it again changes nothing.
+    assert_eq!(archive.put_output(&declared, OutputMode::Flat, &mut &bytes[..]).unwrap(), id);
+    assert_eq!(archive.cas().list().unwrap(), [id]);
+
+    // Bytes that do not hash to the declared hash are not kept.
+    let other = Algorithm::Sha256.digest(b"something else");
+    let err = archive.put_output(&other, OutputMode::Recursive, &mut &bytes[..]).unwrap_err();
+    assert!(matches!(err, ArchiveError::Cas(CasError::Mismatch { .. })), "{err}");
+    assert_eq!(archive.cas().list().unwrap(), [id]);
+    assert!(!archive.output_index_path(&other, OutputMode::Recursive).exists());
+
+    // A body the proxy kept under that name is found as well, whatever the
+    // mode: with sha256 the name says what the bytes are.
+    let fetched = body(&archive, b"a fetched tarball");
+    let hash = Algorithm::Sha256.digest(b"a fetched tarball");
+    assert_eq!(archive.output_for(&hash, OutputMode::Flat).unwrap(), Some(fetched.parse().unwrap()));
+}
+
+#[test]
+fn an_output_with_another_algorithm_is_found_by_its_hash_and_mode_only() {
+    let dir = testkit::TempDir::new();
+    let archive = Archive::open(dir.path()).unwrap();
+    let file = b"flat bytes";
+    let nar = store::nar::dump_bytes(b"recursive bytes", false);
+    let flat_hash = Algorithm::Sha512.digest(file);
+    let nar_hash = Algorithm::Sha1.digest(&nar);
+    let flat = archive.put_output(&flat_hash, OutputMode::Flat, &mut &file[..]).unwrap();
+    let recursive = archive.put_output(&nar_hash, OutputMode::Recursive, &mut &nar[..]).unwrap();
+    assert_eq!((flat, recursive), (ObjectId::of(file), ObjectId::of(&nar)));
+    assert_eq!(archive.output_for(&flat_hash, OutputMode::Flat).unwrap(), Some(flat));
+    assert_eq!(archive.output_for(&nar_hash, OutputMode::Recursive).unwrap(), Some(recursive));
+    // The same hash in the other mode is another output.
+    assert_eq!(archive.output_for(&flat_hash, OutputMode::Recursive).unwrap(), None);
+    assert_eq!(archive.output_for(&nar_hash, OutputMode::Flat).unwrap(), None);
+
+    // The declared hash is checked before the object becomes visible.
+    let wrong = Algorithm::Sha512.digest(b"not these bytes");
+    let err = archive.put_output(&wrong, OutputMode::Flat, &mut &b"these bytes"[..]).unwrap_err();
+    assert!(matches!(err, ArchiveError::OutputMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("it was not kept"), "{err}");
+    assert!(!archive.cas().has(&ObjectId::of(b"these bytes")).unwrap());
+    assert_eq!(archive.output_for(&wrong, OutputMode::Flat).unwrap(), None);
+
+    // An entry whose object is gone finds nothing.
+    archive.cas().remove(&flat).unwrap();
+    assert_eq!(archive.output_for(&flat_hash, OutputMode::Flat).unwrap(), None);
+}
+
+#[test]
+fn gc_keeps_the_objects_of_kept_outputs() {
+    let dir = testkit::TempDir::new();
+    let archive = Archive::open(dir.path()).unwrap();
+    let declared = Algorithm::Sha512.digest(b"output");
+    let id = archive.put_output(&declared, OutputMode::Flat, &mut &b"output"[..]).unwrap();
+    // An object nothing names.
+    archive.cas().put(&mut &b"unnamed"[..]).unwrap();
+    assert_eq!(archive.gc_dry_run(|_| false).unwrap().objects_kept, 1);
+    let report = archive.gc(|_| false).unwrap();
+    assert_eq!((report.objects_kept, report.objects_removed), (1, 1));
+    assert_eq!(archive.cas().list().unwrap(), [id]);
+    assert_eq!(archive.output_for(&declared, OutputMode::Flat).unwrap(), Some(id));
+    assert!(archive.verify().unwrap().is_ok());
 }

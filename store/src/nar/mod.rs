@@ -32,7 +32,7 @@ mod error;
 mod listing;
 mod reader;
 
-pub use bytes::dump_bytes;
+pub use bytes::{dump_bytes, file_frame};
 pub use error::NarError;
 pub use listing::{DirEntry, NodeInfo, PathListing, cat, list_path, write_json_listing, write_ls_document};
 pub use reader::{Contents, Event, NarReader};
