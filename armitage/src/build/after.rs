@@ -5,6 +5,9 @@
 //! content-addressed outputs, their realisations); the output locks and
 //! the build directory are released; then the post-build hook runs.
 //! Attestations of a build join here, between signing and registering.
+//! A fixed-output output is kept in the witness archive once registered
+//! (build/witnessed.rs), so that it can be made again without its
+//! upstream.
 
 use super::error::BuildError;
 use super::goal::{BuildModeKey, Event, Outcome};
@@ -57,6 +60,9 @@ pub(super) fn run(p: &LocalParams, built: Built) -> Result<Outcome, BuildError> 
     locks.set_deletion(true);
     drop(locks);
     drop(cleanup);
+    if p.mode != BuildModeKey::Check {
+        super::witnessed::keep(p.b.witness.as_deref(), store, &p.drv, &outputs);
+    }
     p.ctx.emit(Event::BuildFinished { drv: p.drv_path.clone(), ok: true });
 
     if !settings.post_build_hook.is_empty() {
