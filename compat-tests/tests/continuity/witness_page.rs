@@ -17,8 +17,9 @@ fn witness_page_opening_commands_as_written() {
     let dir = tempfile::Builder::new().prefix("witness-page-").tempdir_in(testkit::scratch_dir()).unwrap();
     std::fs::create_dir(dir.path().join("home")).unwrap();
     let path = format!("{}:{}:/usr/bin:/bin", armitage_bin().parent().unwrap().display(), nix.bin_dir().display());
-    // The page leaves its daemon running in the background: stop it after.
-    let script = format!("{block}\nkill $(jobs -p) 2>/dev/null || true\nwait");
+    // The page leaves its daemon running in the background: stop it after
+    // (`jobs -p` in the shell itself: in a `$(...)` subshell dash lists none).
+    let script = format!("{block}\njobs -p > .jobs\nkill $(cat .jobs) 2>/dev/null || true\nwait");
     let out = output(
         Command::new("sh")
             .env_clear()
