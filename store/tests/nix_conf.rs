@@ -366,8 +366,10 @@ fn skipped(dir: &Path, version: NixVersion) -> bool {
 fn every_fixture_loads_as_nix_loads_it() {
     let mut names_nix_printed = BTreeSet::new();
     let mut compared = 0;
+    let mut versions_run = 0;
     for version in NixVersion::ALL {
         let Some(nix) = Nix::find(version) else { continue };
+        versions_run += 1;
         for dir in all_fixtures() {
             if skipped(&dir, version) {
                 continue;
@@ -419,7 +421,9 @@ fn every_fixture_loads_as_nix_loads_it() {
             }
         }
     }
-    if compared > 0 {
+    // Some settings exist only in 2.26: every typed one is printed by some
+    // Nix only when both ran (outside scripts/test, 2.26 may be missing).
+    if compared > 0 && versions_run == NixVersion::ALL.len() {
         let ours: BTreeSet<&str> = SETTINGS.iter().map(|s| s.name).collect();
         let never: Vec<&&str> = ours.difference(&names_nix_printed).collect();
         assert!(never.is_empty(), "typed settings no Nix printed (misspelt?): {never:?}");
