@@ -76,11 +76,19 @@ struct Setup {
 
 impl Setup {
     fn new() -> Option<Setup> {
+        Self::with_armitage_toml("")
+    }
+
+    /// As [`Setup::new`], with `toml` as the daemon's armitage.toml.
+    fn with_armitage_toml(toml: &str) -> Option<Setup> {
         let nix = Nix::find(NixVersion::V2_8)?;
         if !tool_available("curl") || !tool_available("python3") {
             return None;
         }
         let store = TestStore::with_conf("build-users-group =\n");
+        if !toml.is_empty() {
+            write_file(store.armitage_config(), toml);
+        }
         let served = store.work_dir("origin");
         let marker = store.work_dir("runs").join("builder-runs");
         std::fs::write(&marker, "").unwrap();
@@ -231,6 +239,31 @@ fn a_fixed_output_fetch_is_witnessed_with_its_derivation_and_bytes() {
     archive.cas().get(&id).unwrap().expect("the body is in the CAS").read_to_end(&mut kept).unwrap();
     assert_eq!(kept, payload);
     assert!(archive.verify().unwrap().is_ok());
+}
+
+/// The witness's settings live in armitage.toml: the archive goes where
+/// it says, and stock clients, which read nix.conf, have nothing to warn
+/// about.
+#[test]
+fn witness_settings_are_armitages_own_and_stock_clients_do_not_warn() {
+    let dir = testkit::TempDir::new();
+    let archive_dir = dir.path().join("archive");
+    let toml = format!("[witness]\nenabled = true\ndir = \"{}\"\n", archive_dir.display());
+    let Some(s) = Setup::with_armitage_toml(&toml) else { return };
+    let payload = payload();
+    std::fs::write(s.served.join("payload.bin"), &payload).unwrap();
+    let origin = Origin::serve(&s.served);
+    let hash = Algorithm::Sha256.digest(&payload);
+    let url = format!("http://127.0.0.1:{}/payload.bin", origin.port);
+    let expr = s.fod("configured.bin", "flat", &hash, &format!("{{curl}} --fail -sS -o $out {url}"));
+    let (_, stderr) = s.build_ok(&expr);
+    let ping = output(s.client("nix").args(["store", "ping"]));
+    for text in [stderr, String::from_utf8_lossy(&ping.stderr).into_owned()] {
+        assert!(!text.contains("unknown setting"), "a stock client warned:\n{text}");
+    }
+    let archive = Archive::open(&archive_dir).unwrap();
+    assert_eq!(archive.records_for_hash(&hash).unwrap().len(), 1, "the record is in the configured archive");
+    assert!(!s.store.state_dir.join("witness").exists(), "nothing in the default place");
 }
 
 /// A flat output built through the origin, deleted, and made again with
