@@ -439,6 +439,16 @@ impl Curl {
 
 impl Setup {
     pub async fn new() -> Setup {
+        Setup::with_limits(Limits {
+            connect_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(20),
+            ..Limits::default()
+        })
+        .await
+    }
+
+    /// A setup whose proxy has `limits`.
+    pub async fn with_limits(limits: Limits) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let origin_ca = TestCa::new("test origin CA");
         let origin_ca_pem = dir.path().join("origin-ca.pem");
@@ -449,11 +459,6 @@ impl Setup {
         let witness_ca_pem = dir.path().join("witness-ca-bundle.pem");
         std::fs::write(&witness_ca_pem, ca.cert_pem()).unwrap();
         let witness = Arc::new(MemoryWitness::default());
-        let limits = Limits {
-            connect_timeout: Duration::from_secs(5),
-            stall_timeout: Duration::from_secs(20),
-            ..Limits::default()
-        };
         let proxy = Proxy::new(ProxyConfig {
             ca,
             upstream_roots: roots_from_pem_file(&origin_ca_pem).unwrap(),
