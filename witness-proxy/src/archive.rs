@@ -526,6 +526,16 @@ impl Archive {
     /// record indexes. Refuses to run while a trace is unreadable,
     /// since the objects it names cannot be known. Writers wait meanwhile.
     pub fn gc(&self, keep: impl Fn(&Record) -> bool) -> Result<GcReport> {
+        self.collect(keep, false)
+    }
+
+    /// What [`Archive::gc`] would do with the same `keep`, doing nothing:
+    /// the same refusal while a trace is unreadable, the same counts.
+    pub fn gc_dry_run(&self, keep: impl Fn(&Record) -> bool) -> Result<GcReport> {
+        self.collect(keep, true)
+    }
+
+    fn collect(&self, keep: impl Fn(&Record) -> bool, dry_run: bool) -> Result<GcReport> {
         let _alone = self.maintenance.write().unwrap_or_else(PoisonError::into_inner);
         let (records, bad) = self.scan_traces()?;
         if let Some((path, error)) = bad.into_iter().next() {
@@ -536,14 +546,16 @@ impl Archive {
 
         // Records first: a crash after this leaves unnamed objects, which
         // the next gc removes, never a record without its body.
-        for r in &dropped {
-            let path = self.trace_path(&r.id);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(ArchiveError::Io { action: "remove trace", path, source: e }),
+        if !dry_run {
+            for r in &dropped {
+                let path = self.trace_path(&r.id);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(ArchiveError::Io { action: "remove trace", path, source: e }),
+                }
+                tracing::debug!(record = %r.id, url = %r.record.url, "gc removed record");
             }
-            tracing::debug!(record = %r.id, url = %r.record.url, "gc removed record");
         }
 
         let objects = self.cas.list()?;
@@ -555,40 +567,19 @@ impl Archive {
                 report.objects_kept += 1;
                 continue;
             }
-            let size = self.cas.size(&id)?.unwrap_or(0);
-            if self.cas.remove(&id)? {
+            let Some(size) = self.cas.size(&id)? else { continue };
+            if dry_run || self.cas.remove(&id)? {
                 report.objects_removed += 1;
                 report.bytes_freed += size;
-                tracing::debug!(object = %id, size, "gc removed object");
+                tracing::debug!(object = %id, size, dry_run, "gc removed object");
             }
+        }
+        if dry_run {
+            return Ok(report);
         }
 
         self.rebuild_indexes(&kept)?;
         tracing::info!(?report, "witness archive gc done");
-        Ok(report)
-    }
-
-    /// What [`Archive::gc`] would do with the same `keep`, doing nothing:
-    /// the same refusal while a trace is unreadable, the same counts.
-    pub fn gc_dry_run(&self, keep: impl Fn(&Record) -> bool) -> Result<GcReport> {
-        let _alone = self.maintenance.write().unwrap_or_else(PoisonError::into_inner);
-        let (records, bad) = self.scan_traces()?;
-        if let Some((path, error)) = bad.into_iter().next() {
-            return Err(ArchiveError::GcBlocked { path, error });
-        }
-        let (kept, dropped): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| keep(&r.record));
-        let mut report = GcReport { records_kept: kept.len(), records_removed: dropped.len(), ..GcReport::default() };
-        let mut named: HashSet<ObjectId> = self.pending.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        named.extend(kept.iter().filter_map(|r| body_id(&r.record)));
-        named.extend(self.output_objects()?);
-        for id in self.cas.list()? {
-            if named.contains(&id) {
-                report.objects_kept += 1;
-            } else if let Some(size) = self.cas.size(&id)? {
-                report.objects_removed += 1;
-                report.bytes_freed += size;
-            }
-        }
         Ok(report)
     }
 
