@@ -23,6 +23,10 @@
 //! # Where its archive (cas/, traces/, indexes) and CA live
 //! # (default: <state dir>/witness).
 //! dir = "/var/lib/armitage/witness"
+//! # The network of sandboxed fixed-output builds: "witnessed" (a namespace
+//! # whose only way out is the proxy; needs a root daemon) or "host"
+//! # (CppNix's: fetches that ignore the proxy are not witnessed).
+//! network = "witnessed"
 //! ```
 
 use serde::Deserialize;
@@ -53,11 +57,26 @@ pub struct WitnessConfig {
     pub enabled: bool,
     /// The archive's and the CA's folder; None: `<state dir>/witness`.
     pub dir: Option<PathBuf>,
+    /// The network of sandboxed fixed-output builds.
+    pub network: WitnessNetwork,
+}
+
+/// The network a sandboxed fixed-output build gets.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WitnessNetwork {
+    /// A network namespace of its own whose only way out is the witness
+    /// proxy: a builder that ignores the proxy variables cannot connect.
+    #[default]
+    Witnessed,
+    /// The host's network, as CppNix gives fixed-output builds: fetches
+    /// that honour the proxy variables are witnessed, others are not.
+    Host,
 }
 
 impl Default for WitnessConfig {
     fn default() -> Self {
-        WitnessConfig { enabled: true, dir: None }
+        WitnessConfig { enabled: true, dir: None, network: WitnessNetwork::default() }
     }
 }
 
@@ -149,6 +168,9 @@ mod tests {
         assert!(!c.witness.enabled);
         assert_eq!(c.witness.dir.as_deref(), Some(Path::new("/w")));
         assert!(Config::parse("[witness]\nenable = false\n").is_err());
+        assert_eq!(Config::default().witness.network, WitnessNetwork::Witnessed);
+        assert_eq!(Config::parse("[witness]\nnetwork = \"host\"\n").unwrap().witness.network, WitnessNetwork::Host);
+        assert!(Config::parse("[witness]\nnetwork = \"none\"\n").is_err());
     }
 
     /// A misspelt key is an error on its line, never silently a default.

@@ -120,9 +120,9 @@ pub(super) fn build(p: &LocalParams) -> Result<Ran, BuildError> {
     let mut spec =
         exec_spec(p, drv_type, isolation, &tmp_dir, cleanup.chroot.clone(), user.as_ref(), &scratch, &rewrites)?;
     // Kept until the builder is done: the proxy serves this build while it lives.
-    let witnessed = witnessed::begin(p.b.witness.as_deref(), &full, &p.drv)?;
+    let witnessed = witnessed::begin(p.b.witness.as_deref(), &full, &p.drv, isolation == Isolation::Namespaces)?;
     if let Some(w) = &witnessed {
-        w.apply(&mut spec.env, &mut spec.sandbox_paths, isolation);
+        w.apply(&mut spec);
     }
 
     let executor = &*p.b.executor;

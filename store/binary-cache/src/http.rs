@@ -58,11 +58,57 @@ pub enum Fetched {
     Missing,
 }
 
+/// Where a [`Client`]'s requests go and whom it trusts, when not the
+/// process's proxy variables and Mozilla's roots: `builtin:fetchurl` takes
+/// them from the derivation's environment (the witness proxy and the CA
+/// bundle that trusts it).
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// `http://host:port` of a forward proxy (CONNECT for https).
+    pub proxy: Option<String>,
+    /// A PEM bundle of the CAs to verify servers against.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
 impl Client {
     pub fn new(config: &ClientConfig) -> Client {
+        Self::with_builder(config, ureq::Agent::config_builder())
+    }
+
+    /// A client whose requests take `route`: an unusable proxy URL or CA
+    /// file is an error naming it.
+    pub fn with_route(config: &ClientConfig, route: &Route) -> Result<Client, Error> {
+        let mut builder = ureq::Agent::config_builder();
+        if let Some(proxy) = &route.proxy {
+            let parsed = ureq::Proxy::new(proxy)
+                .map_err(|e| Error::Download { url: proxy.clone(), why: format!("not a usable proxy: {e}") })?;
+            builder = builder.proxy(Some(parsed));
+        }
+        if let Some(file) = &route.ca_file {
+            let bad = |why: String| Error::Download { url: format!("file://{}", file.display()), why };
+            let pem = std::fs::read(file).map_err(|e| bad(format!("cannot read the CA file: {e}")))?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(bad("the CA file holds no certificate".into()));
+            }
+            let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&certs)).build();
+            builder = builder.tls_config(tls);
+        }
+        Ok(Self::with_builder(config, builder))
+    }
+
+    fn with_builder(
+        config: &ClientConfig,
+        builder: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    ) -> Client {
         let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let idle = if config.connections == 0 { 100 } else { config.connections };
-        let agent = ureq::Agent::config_builder()
+        let agent = builder
             .http_status_as_error(false)
             .user_agent(concat!("armitage/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(secs(config.connect_timeout))

@@ -3,10 +3,11 @@
 //! closure's directories, `sandbox-paths`, the build directory at `/build`,
 //! /dev/kvm with the `kvm` feature, the host's resolver files when the
 //! build gets the host's network); the build child then enters it (fresh
-//! namespaces, a user namespace when the kernel allows it) and runs the
-//! builder as the sandbox user.
+//! namespaces, a user namespace when the kernel allows it; the network
+//! namespace the witness made, for a witnessed fixed-output build) and runs
+//! the builder as the sandbox user.
 
-use super::super::sandbox::{self, BindMount, SandboxSpec};
+use super::super::sandbox::{self, BindMount, SandboxNetwork, SandboxSpec};
 use super::run::ChildStarter;
 use super::spec::{ExecError, ExecIo, ExecSpec, Executor, Network, RunOutcome, Setup};
 use std::path::{Path, PathBuf};
@@ -62,7 +63,11 @@ fn sandbox_spec(spec: &ExecSpec, root: &Path) -> (SandboxSpec, Vec<PathBuf>) {
         root: root.to_owned(),
         store_dir: spec.store_dir.trim_end_matches('/').to_owned(),
         bind_mounts: binds,
-        private_network: spec.network == Network::None,
+        network: match &spec.network {
+            Network::None => SandboxNetwork::Private,
+            Network::Host => SandboxNetwork::Host,
+            Network::Namespace(path) => SandboxNetwork::Join(path.clone()),
+        },
         user_namespace,
         sandbox_uid,
         sandbox_gid,

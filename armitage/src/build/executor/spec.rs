@@ -23,13 +23,17 @@ pub enum Isolation {
 }
 
 /// The network a build gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     /// A loopback interface only (a sandboxed build that is not
     /// fixed-output or impure).
     None,
     /// The host's network (and, in a sandbox, its resolver files).
     Host,
+    /// A namespace the daemon made, named by a path that opens it: the
+    /// witness's for a sandboxed fixed-output build (loopback only, with
+    /// the witness proxy listening on it). Without a sandbox, the host's.
+    Namespace(PathBuf),
 }
 
 /// The build user a builder runs as.

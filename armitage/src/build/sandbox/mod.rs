@@ -1,7 +1,8 @@
 //! The Linux build sandbox (CppNix's chroot build in
 //! src/libstore/build/local-derivation-goal.cc, `startBuilder` and
 //! `runChild`): private mount, PID, IPC, UTS and (unless the derivation is
-//! fixed-output) network namespaces, a user namespace when the kernel allows
+//! fixed-output) network namespaces — a fixed-output build under the
+//! witness joins the namespace the daemon made for it instead —, a user namespace when the kernel allows
 //! it, and a chroot holding only the input closure, `sandbox-paths`, the
 //! build directory, a private /tmp and a minimal /dev and /proc.
 //!
@@ -42,7 +43,8 @@ mod prepare;
 pub mod shell;
 mod spec;
 
-pub use spec::{BUILD_DIR_IN_SANDBOX, BindMount, SANDBOX_GID, SANDBOX_UID, SandboxSpec};
+pub use namespaces::bring_up_loopback;
+pub use spec::{BUILD_DIR_IN_SANDBOX, BindMount, SANDBOX_GID, SANDBOX_UID, SandboxNetwork, SandboxSpec};
 
 use std::path::PathBuf;
 
@@ -83,13 +85,16 @@ pub fn write_id_maps(child: u32, spec: &SandboxSpec) -> Result<(), String> {
 pub fn enter(spec: &SandboxSpec) -> Result<(), String> {
     spec::check_spec(spec)?;
     namespaces::drop_supplementary_groups()?;
+    if let SandboxNetwork::Join(path) = &spec.network {
+        namespaces::join_network(path)?;
+    }
     namespaces::unshare(spec)?;
     if spec.user_namespace {
         namespaces::await_id_maps()?;
     }
     let dev_null = namespaces::open_dev_null()?;
     let watch = namespaces::become_pid1()?;
-    if spec.private_network {
+    if spec.network == SandboxNetwork::Private {
         namespaces::bring_up_loopback()?;
     }
     namespaces::set_host_and_domain_name()?;

@@ -42,7 +42,7 @@ pub(super) fn all_binds(spec: &SandboxSpec) -> BTreeMap<String, Source> {
             binds.entry((*node).to_owned()).or_insert(Source { path: PathBuf::from(node), optional: true });
         }
     }
-    if !spec.private_network {
+    if !spec.network.is_isolated() {
         for file in NETWORK_FILES {
             // Resolved, as CppNix 2.26 does: /etc/resolv.conf is often a
             // link into /run, which the sandbox does not have.

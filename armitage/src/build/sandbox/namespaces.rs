@@ -8,7 +8,7 @@
 //! process, so it unshares in place (the parent knows its pid and writes its
 //! maps) and forks once for the PID namespace.
 
-use super::spec::SandboxSpec;
+use super::spec::{SandboxNetwork, SandboxSpec};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::process::{Pid, Signal};
 use std::io::Write;
@@ -24,12 +24,23 @@ pub(super) fn drop_supplementary_groups() -> Result<(), String> {
     rustix::thread::set_thread_groups(&[]).map_err(|e| format!("setgroups failed: {e}"))
 }
 
+/// Joins the network namespace the daemon prepared. Before [`unshare`]:
+/// joining takes `CAP_SYS_ADMIN` over the namespace, which the build child
+/// has as root and loses in a user namespace of its own.
+pub(super) fn join_network(path: &std::path::Path) -> Result<(), String> {
+    use rustix::fs::{Mode, OFlags};
+    let what = |e| format!("cannot join the build's network namespace '{}': {e}", path.display());
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(what)?;
+    rustix::thread::move_into_link_name_space(fd.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+        .map_err(what)
+}
+
 /// Unshares the user (when asked), mount, PID, IPC, UTS and (for a private
 /// network) network namespaces. The PID namespace is for the children.
 pub(super) fn unshare(spec: &SandboxSpec) -> Result<(), String> {
     use rustix::thread::UnshareFlags;
     let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
-    if spec.private_network {
+    if spec.network == SandboxNetwork::Private {
         flags |= UnshareFlags::NEWNET;
     }
     if spec.user_namespace {
@@ -182,8 +193,9 @@ fn wait_and_mirror(pid: Pid, _watch: std::io::PipeWriter) -> ! {
     std::process::exit(1)
 }
 
-/// Brings up the loopback interface of the new network namespace.
-pub(super) fn bring_up_loopback() -> Result<(), String> {
+/// Brings up the loopback interface of the calling thread's network
+/// namespace (a new one: the sandbox's, or the witness's).
+pub fn bring_up_loopback() -> Result<(), String> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let sock = rustix::net::socket_with(AddressFamily::INET, SocketType::DGRAM, SocketFlags::CLOEXEC, None)
         .map_err(|e| format!("cannot open IP socket: {e}"))?;

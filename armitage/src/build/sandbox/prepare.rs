@@ -60,7 +60,7 @@ pub(super) fn prepare(spec: &SandboxSpec, non_dir_inputs: &[std::path::PathBuf])
         ),
     )?;
     write_file(&root.join("etc/group"), &format!("root:x:0:\nnixbld:!:{}:\nnogroup:x:65534:\n", spec.sandbox_gid))?;
-    if spec.private_network {
+    if spec.network.is_isolated() {
         write_file(&root.join("etc/hosts"), "127.0.0.1 localhost\n::1 localhost\n")?;
     } else {
         // Fixed-output derivations resolve names through files and DNS only.

@@ -40,6 +40,31 @@ impl BindMount {
     }
 }
 
+/// The network a sandbox has.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SandboxNetwork {
+    /// The host's (fixed-output derivations under `network = host`, as in
+    /// CppNix): the host's resolver files are mounted.
+    Host,
+    /// A namespace of its own with nothing but a loopback interface
+    /// (everything but fixed-output derivations).
+    Private,
+    /// The namespace the daemon prepared, named by a path that opens it
+    /// (`/proc/<daemon>/fd/<n>`): the witness's, whose only way out is the
+    /// witness proxy's listener inside it. Joined before the user namespace
+    /// is made, while the build child is still root.
+    Join(PathBuf),
+}
+
+impl SandboxNetwork {
+    /// Whether the builder is cut off from the host's network (then it
+    /// gets `/etc/hosts` with `localhost` and none of the host's resolver
+    /// files).
+    pub fn is_isolated(&self) -> bool {
+        !matches!(self, SandboxNetwork::Host)
+    }
+}
+
 /// How to set up a sandbox for one build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -50,8 +75,8 @@ pub struct SandboxSpec {
     /// What to bind-mount: `sandbox-paths`, the build directory (at
     /// `/build`), and the input closure's directories.
     pub bind_mounts: Vec<BindMount>,
-    /// No network but a loopback interface (everything but fixed-output derivations).
-    pub private_network: bool,
+    /// The network namespace the builder runs in.
+    pub network: SandboxNetwork,
     /// Map the sandbox user through a user namespace (the parent writes the maps).
     pub user_namespace: bool,
     /// The builder's uid/gid inside the sandbox (1000/100 with a user
@@ -88,6 +113,9 @@ pub(super) fn check_spec(spec: &SandboxSpec) -> Result<(), String> {
     check_absolute("the store directory", Path::new(&spec.store_dir))?;
     if spec.root.parent().is_none() {
         return Err("the chroot directory cannot be '/'".into());
+    }
+    if let SandboxNetwork::Join(path) = &spec.network {
+        check_absolute("the network namespace", path)?;
     }
     for b in &spec.bind_mounts {
         check_absolute("the sandbox path", Path::new(&b.target))?;

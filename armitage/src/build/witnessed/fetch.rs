@@ -2,9 +2,8 @@
 //! bundle that point its builder at it.
 
 use super::super::error::BuildError;
-use super::super::executor::Isolation;
+use super::super::executor::{ExecSpec, Isolation, Network};
 use crate::witness::{BUNDLE_IN_SANDBOX, BuildListener, WitnessService, build_ref};
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use store::derivation::Derivation;
 
@@ -22,23 +21,32 @@ pub struct WitnessedFetch {
     bundle: PathBuf,
 }
 
-/// The witness for `drv` when it is fixed-output and the daemon has one.
+/// The witness for `drv` when it is fixed-output and the daemon has one;
+/// a `sandboxed` build's listener is in a network namespace of its own
+/// under `network = witnessed`.
 pub fn begin(
     witness: Option<&WitnessService>,
     full: &str,
     drv: &Derivation,
+    sandboxed: bool,
 ) -> Result<Option<WitnessedFetch>, BuildError> {
     let (Some(witness), Some(build)) = (witness, build_ref(full, drv)) else { return Ok(None) };
     let listener = witness
-        .listen_for(build)
+        .listen_for(build, sandboxed)
         .map_err(|e| BuildError::Other(format!("opening the witness proxy's listener for '{full}': {e}")))?;
     Ok(Some(WitnessedFetch { listener, bundle: witness.bundle().to_owned() }))
 }
 
 impl WitnessedFetch {
-    /// Sets the variables in the builder's `env` and mounts the bundle
-    /// (inside a sandbox; without one the builder reads it on the host).
-    pub fn apply(&self, env: &mut Vec<(Vec<u8>, Vec<u8>)>, sandbox_paths: &mut BTreeSet<String>, isolation: Isolation) {
+    /// Sets the variables in the builder's environment, mounts the bundle
+    /// (inside a sandbox; without one the builder reads it on the host),
+    /// and puts the build in the listener's network namespace when it has
+    /// one.
+    pub fn apply(&self, spec: &mut ExecSpec) {
+        if let Some(path) = self.listener.netns_path() {
+            spec.network = Network::Namespace(path);
+        }
+        let env = &mut spec.env;
         let mut set = |k: &str, v: &str| match env.iter_mut().find(|(name, _)| name == k.as_bytes()) {
             Some((_, value)) => *value = v.as_bytes().to_vec(),
             None => env.push((k.as_bytes().to_vec(), v.as_bytes().to_vec())),
@@ -49,9 +57,9 @@ impl WitnessedFetch {
         for k in NO_PROXY_VARS {
             set(k, "");
         }
-        let bundle = match isolation {
+        let bundle = match spec.isolation {
             Isolation::Namespaces => {
-                sandbox_paths.insert(format!("{BUNDLE_IN_SANDBOX}={}", self.bundle.display()));
+                spec.sandbox_paths.insert(format!("{BUNDLE_IN_SANDBOX}={}", self.bundle.display()));
                 BUNDLE_IN_SANDBOX.to_owned()
             }
             Isolation::None => self.bundle.display().to_string(),

@@ -5,13 +5,20 @@
 //! ([`WitnessService::listen_for`]), so every exchange is attributed to its
 //! derivation without proxy authentication.
 //!
-//! Today builds reach the proxy through the usual proxy variables while
-//! keeping the host's network (CppNix's behaviour for fixed-output
-//! derivations): a builder that honours them is witnessed, one that ignores
-//! them is not stopped. The network namespace whose only way out is the
-//! proxy (`network = witnessed`) comes next.
+//! Builds reach the proxy through the usual proxy variables. Under
+//! `network = witnessed` (the default) a sandboxed fixed-output build runs
+//! in a network namespace of its own whose only way out is its listener
+//! ([`netns`]): a builder that ignores the variables cannot connect
+//! anywhere. Under `network = host`, without a sandbox, or with a daemon
+//! that cannot make namespaces (not root), the build keeps the host's
+//! network (CppNix's behaviour for fixed-output derivations), its listener
+//! is on the host's loopback, and a builder that ignores the variables is
+//! not stopped.
 
-use crate::config::WitnessConfig;
+pub mod netns;
+
+use crate::config::{WitnessConfig, WitnessNetwork};
+use netns::BuildNetns;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,13 +55,26 @@ pub struct WitnessService {
     archive: Arc<Archive>,
     bundle: PathBuf,
     runtime: tokio::runtime::Handle,
+    /// Whether sandboxed builds get a namespace of their own (configured,
+    /// and this daemon can make them).
+    namespaces: bool,
 }
 
 /// A build's own proxy listener; dropping it stops serving it.
 pub struct BuildListener {
     /// `http://127.0.0.1:<port>`, for the proxy variables.
     pub url: String,
+    /// The namespace it is in, when not the host's.
+    netns: Option<BuildNetns>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl BuildListener {
+    /// The path that opens the listener's network namespace, when it has
+    /// one of its own (the build must join it to reach the listener).
+    pub fn netns_path(&self) -> Option<PathBuf> {
+        self.netns.as_ref().map(BuildNetns::path)
+    }
 }
 
 impl Drop for BuildListener {
@@ -92,8 +112,25 @@ impl WitnessService {
             build: None,
             limits: Limits::default(),
         })?;
+        let namespaces = config.network == WitnessNetwork::Witnessed
+            && match netns::supported() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        "network = witnessed: {e}; fixed-output builds keep the host's network (their fetches \
+                         through the proxy are witnessed, others are not)"
+                    );
+                    false
+                }
+            };
         tracing::info!("witness proxy ready: archive '{}', upstream roots '{}'", dir.display(), roots_file.display());
-        Ok(WitnessService { proxy: Arc::new(proxy), archive, bundle, runtime: tokio::runtime::Handle::current() })
+        Ok(WitnessService {
+            proxy: Arc::new(proxy),
+            archive,
+            bundle,
+            runtime: tokio::runtime::Handle::current(),
+            namespaces,
+        })
     }
 
     /// The archive the proxy writes to.
@@ -106,15 +143,22 @@ impl WitnessService {
         &self.bundle
     }
 
-    /// A listener on the host's loopback serving `build` alone.
-    pub fn listen_for(&self, build: BuildRef) -> io::Result<BuildListener> {
-        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    /// A listener serving `build` alone: in a network namespace of its own
+    /// for a `sandboxed` build under `network = witnessed`, else on the
+    /// host's loopback.
+    pub fn listen_for(&self, build: BuildRef, sandboxed: bool) -> io::Result<BuildListener> {
+        let (netns, std_listener) = if sandboxed && self.namespaces {
+            let (netns, listener) = BuildNetns::new()?;
+            (Some(netns), listener)
+        } else {
+            (None, std::net::TcpListener::bind(("127.0.0.1", 0))?)
+        };
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let _entered = self.runtime.enter();
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let task = self.runtime.spawn(self.proxy.clone().serve_for(listener, Some(build)));
-        Ok(BuildListener { url: format!("http://127.0.0.1:{port}"), task })
+        Ok(BuildListener { url: format!("http://127.0.0.1:{port}"), netns, task })
     }
 }
 
