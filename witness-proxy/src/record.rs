@@ -97,6 +97,29 @@ pub enum RecordError {
 }
 
 impl Record {
+    /// A record of something refused without an exchange (a builder's
+    /// attempt to reach the network around the proxy), named `url`
+    /// (redacted by the caller), with `why` as its error; started and
+    /// ended at `at_ms` (Unix milliseconds).
+    pub fn refused(url: String, method: &str, build: Option<BuildRef>, why: String, at_ms: u64) -> Record {
+        Record {
+            version: RECORD_VERSION,
+            url,
+            method: method.to_owned(),
+            status: None,
+            redirected_from: None,
+            redirect_hop: 0,
+            location: None,
+            tls_chain: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            started_ms: at_ms,
+            ended_ms: at_ms,
+            build,
+            error: Some(why),
+        }
+    }
+
     /// The record's canonical CBOR (see the module header).
     pub fn to_cbor(&self) -> Vec<u8> {
         // Serializing these plain fields into a `Value` cannot fail: there
