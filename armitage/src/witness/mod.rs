@@ -15,6 +15,7 @@
 //! is on the host's loopback, and a builder that ignores the variables is
 //! not stopped.
 
+pub mod bypass;
 pub mod netns;
 
 use crate::config::{WitnessConfig, WitnessNetwork};
@@ -66,7 +67,8 @@ pub struct BuildListener {
     pub url: String,
     /// The namespace it is in, when not the host's.
     netns: Option<BuildNetns>,
-    task: tokio::task::JoinHandle<()>,
+    /// The proxy's task, and those of the namespace's catchers.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl BuildListener {
@@ -79,7 +81,9 @@ impl BuildListener {
 
 impl Drop for BuildListener {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -147,18 +151,22 @@ impl WitnessService {
     /// for a `sandboxed` build under `network = witnessed`, else on the
     /// host's loopback.
     pub fn listen_for(&self, build: BuildRef, sandboxed: bool) -> io::Result<BuildListener> {
-        let (netns, std_listener) = if sandboxed && self.namespaces {
-            let (netns, listener) = BuildNetns::new()?;
-            (Some(netns), listener)
+        let (netns, std_listener, catchers) = if sandboxed && self.namespaces {
+            let (netns, inside) = BuildNetns::new()?;
+            (Some(netns), inside.listener, Some(inside.catchers))
         } else {
-            (None, std::net::TcpListener::bind(("127.0.0.1", 0))?)
+            (None, std::net::TcpListener::bind(("127.0.0.1", 0))?, None)
         };
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let _entered = self.runtime.enter();
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let task = self.runtime.spawn(self.proxy.clone().serve_for(listener, Some(build)));
-        Ok(BuildListener { url: format!("http://127.0.0.1:{port}"), netns, task })
+        let mut tasks = match catchers {
+            Some(catchers) => bypass::spawn(catchers, self.archive.clone(), build.clone())?,
+            None => Vec::new(),
+        };
+        tasks.push(self.runtime.spawn(self.proxy.clone().serve_for(listener, Some(build))));
+        Ok(BuildListener { url: format!("http://127.0.0.1:{port}"), netns, tasks })
     }
 }
 

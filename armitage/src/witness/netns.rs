@@ -10,6 +10,7 @@
 //! Making a network namespace takes `CAP_SYS_ADMIN`: a daemon that is not
 //! root cannot ([`supported`] says so once, at start).
 
+use super::bypass::{self, Catchers};
 use rustix::fd::{AsRawFd, OwnedFd};
 use std::io;
 use std::net::TcpListener;
@@ -20,10 +21,18 @@ pub struct BuildNetns {
     fd: OwnedFd,
 }
 
+/// What a new namespace holds: the proxy's listener and the catchers of
+/// attempts around it.
+pub struct Inside {
+    pub listener: TcpListener,
+    pub catchers: Catchers,
+}
+
 impl BuildNetns {
-    /// A fresh namespace with its loopback up and a listener on
-    /// `127.0.0.1` (a port of the system's choice) inside it.
-    pub fn new() -> io::Result<(BuildNetns, TcpListener)> {
+    /// A fresh namespace with its loopback up, every IPv4 address routed
+    /// to it, a listener on `127.0.0.1` (a port of the system's choice) and
+    /// the catchers of [`super::bypass`] inside it.
+    pub fn new() -> io::Result<(BuildNetns, Inside)> {
         std::thread::Builder::new()
             .name("witness-netns".into())
             .spawn(make)?
@@ -44,20 +53,21 @@ pub fn supported() -> Result<(), io::Error> {
 }
 
 /// On a thread that ends right after: its network namespace is the new one.
-fn make() -> io::Result<(BuildNetns, TcpListener)> {
+fn make() -> io::Result<(BuildNetns, Inside)> {
     // SAFETY: CLONE_NEWNET changes only this thread's network namespace;
     // the flag that splits file tables between threads is not given.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
         .map_err(|e| io::Error::other(format!("cannot make a network namespace: {e}")))?;
     crate::build::sandbox::bring_up_loopback().map_err(io::Error::other)?;
     let listener = TcpListener::bind(("127.0.0.1", 0))?;
+    let catchers = bypass::bind()?;
     let fd = rustix::fs::open(
         "/proc/thread-self/ns/net",
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| io::Error::other(format!("cannot open the new network namespace: {e}")))?;
-    Ok((BuildNetns { fd }, listener))
+    Ok((BuildNetns { fd }, Inside { listener, catchers }))
 }
 
 #[cfg(test)]
@@ -71,7 +81,7 @@ mod tests {
 
     #[test]
     fn the_listener_lives_in_a_namespace_of_its_own() {
-        let Ok((ns, listener)) = BuildNetns::new() else {
+        let Ok((ns, Inside { listener, .. })) = BuildNetns::new() else {
             eprintln!("skipped: this process cannot make network namespaces (not root)");
             return;
         };
@@ -99,6 +109,11 @@ mod tests {
             .unwrap();
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
             s.write_all(b"hello").unwrap();
+            // Every IPv4 address is local: a port nobody listens on is
+            // refused at once, a caught one (https) is answered.
+            let err = std::net::TcpStream::connect(("192.0.2.1", 8099)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+            std::net::TcpStream::connect(("192.0.2.1", 443)).expect("the https catcher's port");
         });
         listener.set_nonblocking(false).unwrap();
         let (mut conn, _) = listener.accept().unwrap();
