@@ -27,6 +27,9 @@
 //! # whose only way out is the proxy; needs a root daemon) or "host"
 //! # (CppNix's: fetches that ignore the proxy are not witnessed).
 //! network = "witnessed"
+//! # Collect the witness after each store garbage collection that deletes
+//! # paths: what no valid output needs goes (default: false).
+//! gc-with-store = false
 //! ```
 
 use serde::Deserialize;
@@ -59,6 +62,9 @@ pub struct WitnessConfig {
     pub dir: Option<PathBuf>,
     /// The network of sandboxed fixed-output builds.
     pub network: WitnessNetwork,
+    /// Collect the witness (`armitage witness gc`) after each garbage
+    /// collection of the store that deletes paths.
+    pub gc_with_store: bool,
 }
 
 /// The network a sandboxed fixed-output build gets.
@@ -76,7 +82,7 @@ pub enum WitnessNetwork {
 
 impl Default for WitnessConfig {
     fn default() -> Self {
-        WitnessConfig { enabled: true, dir: None, network: WitnessNetwork::default() }
+        WitnessConfig { enabled: true, dir: None, network: WitnessNetwork::default(), gc_with_store: false }
     }
 }
 
@@ -171,6 +177,7 @@ mod tests {
         assert_eq!(Config::default().witness.network, WitnessNetwork::Witnessed);
         assert_eq!(Config::parse("[witness]\nnetwork = \"host\"\n").unwrap().witness.network, WitnessNetwork::Host);
         assert!(Config::parse("[witness]\nnetwork = \"none\"\n").is_err());
+        assert!(Config::parse("[witness]\ngc-with-store = true\n").unwrap().witness.gc_with_store);
     }
 
     /// A misspelt key is an error on its line, never silently a default.

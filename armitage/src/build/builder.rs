@@ -105,6 +105,11 @@ impl Builder {
         })
     }
 
+    /// The witness fixed-output builds fetch through, when on.
+    pub fn witness(&self) -> Option<&Arc<WitnessService>> {
+        self.witness.as_ref()
+    }
+
     /// The same builder with fixed-output fetches going through `witness`.
     pub fn with_witness(mut self, witness: Option<Arc<WitnessService>>) -> Builder {
         self.witness = witness;

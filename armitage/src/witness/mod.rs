@@ -17,6 +17,7 @@
 
 pub mod bypass;
 pub mod netns;
+pub mod retention;
 
 use crate::config::{WitnessConfig, WitnessNetwork};
 use netns::BuildNetns;
@@ -59,6 +60,8 @@ pub struct WitnessService {
     /// Whether sandboxed builds get a namespace of their own (configured,
     /// and this daemon can make them).
     namespaces: bool,
+    /// `[witness] gc-with-store`.
+    gc_with_store: bool,
 }
 
 /// A build's own proxy listener; dropping it stops serving it.
@@ -134,12 +137,31 @@ impl WitnessService {
             bundle,
             runtime: tokio::runtime::Handle::current(),
             namespaces,
+            gc_with_store: config.gc_with_store,
         })
     }
 
     /// The archive the proxy writes to.
     pub fn archive(&self) -> &Arc<Archive> {
         &self.archive
+    }
+
+    /// After a garbage collection of `store` that deleted paths: collects
+    /// the witness too when `[witness] gc-with-store` says so (logged;
+    /// a failure leaves the archive as it was). Blocking.
+    pub fn after_store_gc(&self, store: &local_store::LocalStore) {
+        if !self.gc_with_store {
+            return;
+        }
+        match retention::collect(&self.archive, store, false) {
+            Ok(report) => tracing::info!(
+                "witness collected after the store's: {} records and {} objects ({} bytes) removed",
+                report.records_removed,
+                report.objects_removed,
+                report.bytes_freed
+            ),
+            Err(e) => tracing::warn!("cannot collect the witness after the store's garbage collection: {e}"),
+        }
     }
 
     /// The CA bundle on the host (witness CA first).

@@ -5,6 +5,7 @@
 use super::common::{blocking, failed};
 use crate::daemon::policy;
 use crate::daemon::session::{Input, OpResult, Output, Session};
+use crate::daemon::state::DaemonState;
 use local_store::{GcAction, GcOptions};
 use std::collections::BTreeSet;
 use store::store_path::StorePath;
@@ -61,7 +62,7 @@ pub async fn find_roots<R: Input, W: Output>(s: &mut Session<R, W>) -> OpResult 
     Ok(())
 }
 
-pub async fn collect_garbage<R: Input, W: Output>(s: &mut Session<R, W>, gc: GcRequest) -> OpResult {
+pub async fn collect_garbage<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState, gc: GcRequest) -> OpResult {
     policy::collect_garbage(gc.ignore_liveness)?;
     let action = match gc.action {
         0 => GcAction::ReturnLive,
@@ -86,6 +87,11 @@ pub async fn collect_garbage<R: Input, W: Output>(s: &mut Session<R, W>, gc: GcR
         }
         other => other?,
     };
+    if let Some(witness) = d.builder.witness()
+        && !results.paths.is_empty()
+    {
+        blocking(|| witness.after_store_gc(&s.store));
+    }
     s.last().await?;
     s.writer.write_strings(results.paths.iter()).await?;
     s.writer.write_u64_wire(results.bytes_freed).await?;

@@ -67,7 +67,7 @@ pub async fn perform<R: Input, W: Output>(s: &mut Session<R, W>, d: &DaemonState
         Q::AddPermRoot { path, gc_root } => gc::add_perm_root(s, path, gc_root).await,
         Q::SyncWithGC => gc::sync_with_gc(s).await,
         Q::FindRoots => gc::find_roots(s).await,
-        Q::CollectGarbage(gc) => gc::collect_garbage(s, gc).await,
+        Q::CollectGarbage(gc) => gc::collect_garbage(s, d, gc).await,
 
         Q::EnsurePath(p) => build::ensure_path(s, d, p).await,
         Q::BuildPaths { paths, mode } => build::build_paths(s, d, paths, mode).await,
