@@ -1,8 +1,12 @@
 //! What armitage does beyond CppNix's daemon (the Continuity features),
 //! driven by stock Nix clients against `armitage daemon`: fetches of
-//! fixed-output builds witnessed ([`witness`]), and the witness page's
+//! fixed-output builds witnessed ([`witness`]), the fetchers builds use
+//! against an HTTPS origin, witnessed and made again from the witness
+//! ([`fetchers`], its loopback upstreams in [`origins`]), and the witness page's
 //! opening commands as written ([`witness_page`]). A test binary of its own,
 //! beside `differential` (armitage next to CppNix) and `faults`.
 
+mod fetchers;
+mod origins;
 mod witness;
 mod witness_page;

@@ -7,56 +7,15 @@
 //! its builder (flat and recursive, sha256 and sha512); a tampered object
 //! is refused by name and the builder runs instead.
 
-use std::io::{BufRead, BufReader, Read};
+use crate::origins::Origin;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use store::hash::{Algorithm, Hash};
 use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, run, tool_available, write_file};
 use witness_proxy::archive::Archive;
 use witness_proxy::cas::ObjectId;
-
-/// A plain HTTP origin on loopback serving `dir` (Python's http.server).
-struct Origin {
-    child: Child,
-    port: u16,
-}
-
-impl Origin {
-    /// On a port of the system's choice.
-    fn serve(dir: &Path) -> Origin {
-        Self::serve_on(dir, 0)
-    }
-
-    /// On `port` (0: any). http.server reuses the address, so an origin
-    /// can come back on the port of one just stopped.
-    fn serve_on(dir: &Path, port: u16) -> Origin {
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut first).expect("read its first line");
-        let port = first
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in http.server's first line: {first:?}"));
-        Origin { child, port }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A store served by `armitage daemon`, a Nix 2.8 client, an origin's
 /// folder, and a marker file each builder here appends a line to, so that
