@@ -697,6 +697,41 @@ impl Archive {
         }
         Ok(report)
     }
+
+    /// Every record, as [`Archive::all_records`], and the traces that could
+    /// not be read, with why (which `all_records` only warns of).
+    pub fn scan_records(&self) -> Result<(Vec<StoredRecord>, Vec<Unreadable>)> {
+        self.scan_traces()
+    }
+
+    /// Every output index entry: the declared hash, its mode and the object
+    /// it names, sorted by entry name. An entry whose name is not
+    /// `{mode}-{algo}-{hex}` or that names no object is skipped with a
+    /// warning.
+    pub fn outputs(&self) -> Result<Vec<(Hash, OutputMode, ObjectId)>> {
+        let dir = &self.output_index;
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_error("list index", dir))? {
+            names.push(entry.map_err(io_error("list index", dir))?.file_name());
+        }
+        names.sort();
+        let mut outputs = Vec::new();
+        for name in names {
+            let parsed = name.to_str().and_then(|key| {
+                let (mode, rest) = key.split_once('-')?;
+                let mode = [OutputMode::Flat, OutputMode::Recursive].into_iter().find(|m| m.to_string() == mode)?;
+                let (algo, hex) = rest.split_once('-')?;
+                let hash = Hash::parse_digest(hex, algo.parse().ok()?, false).ok()?;
+                (output_key(&hash, mode) == key).then_some((hash, mode))
+            });
+            let path = dir.join(&name);
+            match parsed {
+                Some((hash, mode)) => outputs.extend(read_output_id(&path)?.map(|id| (hash, mode, id))),
+                None => tracing::warn!(path = %path.display(), "not an output index entry name; ignored"),
+            }
+        }
+        Ok(outputs)
+    }
 }
 
 impl Witness for Archive {

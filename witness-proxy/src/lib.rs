@@ -9,6 +9,7 @@
 //! canonical CBOR and its id), [`redact`] (credentials never stored),
 //! [`sink`] (what the proxy hands what it sees to), [`archive`] (the witness
 //! store on disk: `cas/`, `traces/`, the indexes; a [`sink::Witness`]),
+//! [`transfer`] (witnesses copied between archives, checked first),
 //! [`ca`] (the witness CA and its per-host leaves), [`proxy`] (the server).
 //!
 //! Research and sources: the team's witness research notes (CppNix's FOD
@@ -21,3 +22,4 @@ pub mod proxy;
 pub mod record;
 pub mod redact;
 pub mod sink;
+pub mod transfer;

@@ -15,3 +15,4 @@ mod path_info;
 mod support;
 mod verify;
 mod witness;
+mod witness_transfer;

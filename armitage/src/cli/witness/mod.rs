@@ -5,6 +5,8 @@
 //! The archive is `--dir DIR`, else armitage.toml's `[witness] dir`, else
 //! `<state dir>/witness`: where the daemon keeps it.
 
+mod transfer;
+
 use super::global::GlobalOpts;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -75,6 +77,13 @@ enum WitnessCommand {
     /// Print the witness CA certificate (PEM) builds trust; its sha256
     /// fingerprint goes to stderr.
     Ca,
+    /// Copy the witnesses of store paths' closures (their records, the
+    /// objects those name, the kept outputs) into a folder of their own,
+    /// a witness archive, to carry to a machine without a network.
+    Export(transfer::ExportArgs),
+    /// Check an exported witness archive whole, then copy what this archive
+    /// lacks from it; nothing is copied if any check fails.
+    Import(transfer::ImportArgs),
 }
 
 impl WitnessArgs {
@@ -86,6 +95,8 @@ impl WitnessArgs {
             WitnessCommand::Verify => verify(&open(&dir)?),
             WitnessCommand::Gc { dry_run } => gc(g, &open(&dir)?, dry_run),
             WitnessCommand::Ca => ca(&dir),
+            WitnessCommand::Export(args) => transfer::export(&g.open_store()?, &open(&dir)?, args, output_path),
+            WitnessCommand::Import(args) => transfer::import(&dir, args),
         }
     }
 
