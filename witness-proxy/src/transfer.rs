@@ -16,10 +16,14 @@
 //! Then the copy goes objects first, through the destination's
 //! [`Cas`](crate::cas::Cas) (each object checked again as it streams and
 //! visible only once whole), then outputs ([`Archive::put_output`]), then
-//! records ([`Archive::put_record`]), then a reindex: a crash or an error
-//! midway leaves objects no record names (which gc removes), never a record
-//! without its body. What the destination has already is not copied again,
-//! so a second transfer of the same selection copies nothing.
+//! records ([`Archive::put_record`]): a crash or an error midway leaves
+//! objects no record names (which gc removes), never a record without its
+//! body. Each record is indexed as the proxy indexes its own, by appending,
+//! and no index is rewritten, so a daemon may go on writing to the
+//! destination meanwhile (a reindex there would drop what it appends).
+//! What the destination has already is not copied again, so a second
+//! transfer of the same selection copies nothing; a record there already
+//! but missing from its indexes (a copy cut short) is indexed again.
 
 use crate::archive::{Archive, ArchiveError, OutputMode, Problem, StoredRecord, output_key};
 use crate::cas::{CasError, ObjectId};
@@ -174,7 +178,8 @@ pub fn copy(from: &Archive, to: &Archive, filter: &Filter<'_>) -> Result<Transfe
         report.outputs_copied += 1;
     }
     for r in &plan.records {
-        if to.record(&r.id)?.is_some() {
+        let there = to.record(&r.id)?.is_some();
+        if there && indexed(to, r)? {
             continue;
         }
         let stored = to.put_record(&r.record)?;
@@ -182,13 +187,25 @@ pub fn copy(from: &Archive, to: &Archive, filter: &Filter<'_>) -> Result<Transfe
             // Only a record carrying credentials changes when stored.
             tracing::warn!(record = %r.id, stored = %stored, "record was redacted when copied");
         }
-        report.records_copied += 1;
-    }
-    if report.records_copied > 0 {
-        to.reindex()?;
+        if !there {
+            report.records_copied += 1;
+        }
     }
     tracing::info!(?report, from = %from.dir().display(), to = %to.dir().display(), "witnesses copied");
     Ok(report)
+}
+
+/// Whether the record is in the URL index and, when its build declared a
+/// hash, in that hash's index.
+fn indexed(archive: &Archive, r: &StoredRecord) -> Result<bool, ArchiveError> {
+    let lists = |records: Vec<StoredRecord>| records.iter().any(|listed| listed.id == r.id);
+    if !lists(archive.records_for_url(&r.record.url)?) {
+        return Ok(false);
+    }
+    match r.record.build.as_ref().and_then(|b| b.parsed_output_hash().ok()) {
+        Some(hash) => Ok(lists(archive.records_for_hash(&hash)?)),
+        None => Ok(true),
+    }
 }
 
 /// What `filter` selects from `from`, every piece of it checked.

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use store::hash::{Algorithm, Hash};
-use witness_proxy::archive::{Archive, OutputMode, Problem};
+use witness_proxy::archive::{Archive, OutputMode, Problem, hash_key, url_key};
 use witness_proxy::cas::ObjectId;
 use witness_proxy::record::{Body, BuildRef, Record};
 use witness_proxy::transfer::{Filter, Refusal, TransferError, TransferReport, copy};
@@ -144,19 +144,21 @@ fn everything_copies_the_whole_archive_and_a_second_time_nothing() {
     assert!(verified.is_ok(), "{:?}", verified.problems);
     assert_eq!((verified.records_checked, verified.objects_checked), (3, 5));
 
-    let index =
-        fs::read(dest_dir.path().join("index/url").join(witness_proxy::archive::url_key("https://example.org/a")));
+    let url_index = dest_dir.path().join("index/url").join(url_key("https://example.org/a"));
+    let hash_index = dest_dir.path().join("index/hash").join(hash_key(&src.a_hash));
+    let indexes = [fs::read(&url_index).unwrap(), fs::read(&hash_index).unwrap()];
     let again = copy(&src.archive, &dest, &Filter::everything()).unwrap();
-    assert_eq!(
-        again,
-        TransferReport { records_copied: 0, objects_copied: 0, bytes_copied: 0, outputs_copied: 0, ..report }
-    );
-    assert_eq!(
-        fs::read(dest_dir.path().join("index/url").join(witness_proxy::archive::url_key("https://example.org/a")))
-            .unwrap(),
-        index.unwrap(),
-        "no repeated index line"
-    );
+    let nothing = TransferReport { records_copied: 0, objects_copied: 0, bytes_copied: 0, outputs_copied: 0, ..report };
+    assert_eq!(again, nothing);
+    assert_eq!([fs::read(&url_index).unwrap(), fs::read(&hash_index).unwrap()], indexes, "no repeated index line");
+
+    // A record there already but missing from an index (a copy cut short
+    // between its trace and its index lines) is indexed again.
+    fs::remove_file(&hash_index).unwrap();
+    assert!(!dest.verify().unwrap().is_ok());
+    assert_eq!(copy(&src.archive, &dest, &Filter::everything()).unwrap(), nothing);
+    assert_eq!(dest.records_for_hash(&src.a_hash).unwrap().len(), 1);
+    assert!(dest.verify().unwrap().is_ok());
 }
 
 #[test]
