@@ -33,8 +33,8 @@
 
 use crate::cas::{self, Cas, CasError, LocalCas, ObjectId, STALE_TEMP_AGE};
 use crate::record::{Record, RecordError};
-use crate::redact::{redact_header, redact_url};
-use crate::sink::{BodyWriter, Witness};
+use crate::redact::{REDACTED, redact_header, redact_url};
+use crate::sink::{BodyWriter, Replay, Witness};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -745,6 +745,42 @@ impl Witness for Archive {
 
     fn record(&self, record: &Record) -> io::Result<String> {
         Ok(self.put_record(record)?)
+    }
+
+    fn replay(&self, url: &str) -> io::Result<Option<Replay>> {
+        Ok(self.replay_for(url)?)
+    }
+}
+
+impl Archive {
+    /// What a proxy can answer a GET of `url` (redacted or not) with: the
+    /// newest record of that URL that is a complete GET, not itself a
+    /// replay, answered either 200 with a body the CAS has (opened for
+    /// reading: [`Cas::get`] checks the bytes as they are read) or with a
+    /// redirect whose target was not redacted.
+    pub fn replay_for(&self, url: &str) -> Result<Option<Replay>> {
+        for id in read_ids(&self.url_index_path(url))?.into_iter().rev() {
+            // Gone since it was indexed (gc): skipped.
+            let Some(record) = self.record(&id)? else { continue };
+            if record.method != "GET" || record.error.is_some() || record.replayed_from.is_some() {
+                continue;
+            }
+            match record.status {
+                Some(200) => {
+                    let Some(object) = body_id(&record) else { continue };
+                    if let Some(body) = self.cas.get(&object)? {
+                        return Ok(Some(Replay { id, record, body: Some(body) }));
+                    }
+                }
+                Some(301 | 302 | 303 | 307 | 308)
+                    if record.location.as_deref().is_some_and(|l| !l.contains(REDACTED)) =>
+                {
+                    return Ok(Some(Replay { id, record, body: None }));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -10,7 +10,11 @@
 //! [`sink`] (what the proxy hands what it sees to), [`archive`] (the witness
 //! store on disk: `cas/`, `traces/`, the indexes; a [`sink::Witness`]),
 //! [`transfer`] (witnesses copied between archives, checked first),
-//! [`ca`] (the witness CA and its per-host leaves), [`proxy`] (the server).
+//! [`ca`] (the witness CA and its per-host leaves), `object_body` (a CAS
+//! object streamed as a response body, checked as it passes), [`proxy`]
+//! (the server; it answers from the archive when the upstream fails or it
+//! is offline), [`mirror`] (the archive as a hashed mirror for CppNix's
+//! `hashed-mirrors`).
 //!
 //! Research and sources: the team's witness research notes (CppNix's FOD
 //! network, nixpkgs' fetchers, the crates compared).
@@ -18,6 +22,8 @@
 pub mod archive;
 pub mod ca;
 pub mod cas;
+pub mod mirror;
+mod object_body;
 pub mod proxy;
 pub mod record;
 pub mod redact;

@@ -49,6 +49,16 @@ pub struct Record {
     pub build: Option<BuildRef>,
     /// Why the exchange failed or was refused, in one line.
     pub error: Option<String>,
+    /// For an answer the proxy gave from the witness instead of the
+    /// upstream (a replay): the id of the earlier record whose response it
+    /// served. Absent from the CBOR when `None`, so records made before
+    /// replays existed keep their bytes and ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_from: Option<String>,
+    /// Why a replay was served (the proxy is offline, or what the upstream
+    /// did), in one line; `None` unless [`Record::replayed_from`] is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_reason: Option<String>,
 }
 
 /// One certificate of an upstream's chain.
@@ -117,6 +127,8 @@ impl Record {
             ended_ms: at_ms,
             build,
             error: Some(why),
+            replayed_from: None,
+            replay_reason: None,
         }
     }
 
@@ -239,6 +251,8 @@ mod tests {
                 output_hash_mode: "flat".into(),
             }),
             error: None,
+            replayed_from: None,
+            replay_reason: None,
         }
     }
 
@@ -251,6 +265,8 @@ mod tests {
         let a = sample();
         // Fields given in another order.
         let b = Record {
+            replay_reason: None,
+            replayed_from: None,
             error: None,
             build: a.build.clone(),
             ended_ms: a.ended_ms,
@@ -318,6 +334,23 @@ mod tests {
         // Shortest integers: version 1 is the single byte 0x01.
         let version_at = bytes.windows(8).position(|w| w == b"\x67version").unwrap();
         assert_eq!(bytes[version_at + 8], 0x01);
+    }
+
+    #[test]
+    fn a_record_written_before_replays_keeps_its_bytes_and_id() {
+        // The id of `sample()` as armitage wrote it before records had
+        // replay fields: a record without them must stay these bytes.
+        assert_eq!(sample().id(), "f05e4fbd1097f4b31e12644d6f4df9cfea3752fae5ef1f03178f205f3a79e351");
+        assert!(!sample().to_json_pretty().contains("replay"));
+
+        // A replay's record carries them, and reads back with them.
+        let replayed =
+            Record { replayed_from: Some("ab".repeat(32)), replay_reason: Some("offline".into()), ..sample() };
+        let value: Value = ciborium::from_reader(&replayed.to_cbor()[..]).unwrap();
+        let keys = keys(&value);
+        assert!(keys.iter().any(|k| k == "replayed_from") && keys.iter().any(|k| k == "replay_reason"), "{keys:?}");
+        assert_eq!(Record::from_cbor(&replayed.to_cbor()).unwrap(), replayed);
+        assert_ne!(replayed.id(), sample().id());
     }
 
     #[test]

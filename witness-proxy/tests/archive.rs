@@ -34,6 +34,8 @@ fn record(url: &str, started_ms: u64, body: Option<&[u8]>, output_hash: Option<S
             output_hash_mode: "flat".into(),
         }),
         error: None,
+        replayed_from: None,
+        replay_reason: None,
     }
 }
 
@@ -336,4 +338,49 @@ fn gc_keeps_the_objects_of_kept_outputs() {
     assert_eq!(archive.cas().list().unwrap(), [id]);
     assert_eq!(archive.output_for(&declared, OutputMode::Flat).unwrap(), Some(id));
     assert!(archive.verify().unwrap().is_ok());
+}
+
+#[test]
+fn a_replay_is_the_newest_complete_get_whose_body_is_kept_or_a_plain_redirect() {
+    let dir = testkit::TempDir::new();
+    let archive = Archive::open(dir.path()).unwrap();
+    let url = "https://example.org/src.tar.gz";
+    assert!(Witness::replay(&archive, url).unwrap().is_none());
+
+    body(&archive, b"old bytes");
+    body(&archive, b"gone bytes");
+    let good = archive.put_record(&record(url, 1, Some(b"old bytes"), None)).unwrap();
+    // Newer, each unusable: its object gone, a failure, a HEAD, a 404, a
+    // replay of its own, a GET whose body did not arrive whole.
+    archive.put_record(&record(url, 2, Some(b"gone bytes"), None)).unwrap();
+    archive.cas().remove(&ObjectId::of(b"gone bytes")).unwrap();
+    let mut failed = record(url, 3, None, None);
+    (failed.status, failed.error) = (None, Some("connection refused".into()));
+    let head = Record { method: "HEAD".into(), ..record(url, 4, None, None) };
+    let missing = Record { status: Some(404), ..record(url, 5, None, None) };
+    let replayed = Record { replayed_from: Some(good.clone()), ..record(url, 6, Some(b"old bytes"), None) };
+    let broken = Record { error: Some("the client went away".into()), ..record(url, 7, None, None) };
+    for r in [failed, head, missing, replayed, broken] {
+        archive.put_record(&r).unwrap();
+    }
+
+    let replay = Witness::replay(&archive, url).unwrap().unwrap();
+    assert_eq!(replay.id, good);
+    assert_eq!(replay.record.started_ms, 1);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut replay.body.unwrap(), &mut bytes).unwrap();
+    assert_eq!(bytes, b"old bytes");
+
+    // A redirect is replayed when its target was kept whole, not when it
+    // was redacted.
+    let moved = "https://example.org/moved";
+    let redirect = |started_ms, location: &str| Record {
+        status: Some(302),
+        location: Some(location.into()),
+        ..record(moved, started_ms, None, None)
+    };
+    let plain = archive.put_record(&redirect(1, "https://cdn.example/src.tar.gz")).unwrap();
+    archive.put_record(&redirect(2, "https://cdn.example/src.tar.gz?X-Amz-Signature=abc")).unwrap();
+    let replay = Witness::replay(&archive, moved).unwrap().unwrap();
+    assert_eq!((replay.id, replay.body.is_none()), (plain, true));
 }

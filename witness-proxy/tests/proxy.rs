@@ -4,6 +4,7 @@
 //! trust, and a plain HTTP origin; the records and bodies land in an
 //! in-memory witness (`common`).
 
+#[allow(dead_code)]
 mod common;
 
 use common::{

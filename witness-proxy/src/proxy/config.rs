@@ -1,6 +1,7 @@
 //! What a [`super::Proxy`] is made from: the witness CA, the roots it
 //! trusts upstream, where records go, the build they are for, and the limits
-//! that keep a proxy's memory and tasks bounded whatever its peers do.
+//! that keep a proxy's memory and tasks bounded whatever its peers do; and
+//! its [`Mode`], online or offline.
 
 use crate::ca::WitnessCa;
 use crate::record::BuildRef;
@@ -38,6 +39,46 @@ pub struct ProxyConfig {
     /// ([`super::Proxy::serve_for`]).
     pub build: Option<BuildRef>,
     pub limits: Limits,
+}
+
+/// Whether a proxy asks upstreams at all ([`super::Proxy::set_mode`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Requests go upstream; a GET or HEAD the upstream fails (no
+    /// connection, a timeout, a 4xx or 5xx answer) is answered from the
+    /// witness when it has the URL.
+    #[default]
+    Online,
+    /// No upstream is ever contacted: GETs and HEADs are answered from the
+    /// witness, or refused with a 504 when it never saw the URL.
+    Offline,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Online => "online",
+            Mode::Offline => "offline",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A witness mode that is neither `online` nor `offline`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("witness mode `{0}` is neither `online` nor `offline`")]
+pub struct ModeError(pub String);
+
+impl std::str::FromStr for Mode {
+    type Err = ModeError;
+    fn from_str(s: &str) -> Result<Mode, ModeError> {
+        [Mode::Online, Mode::Offline].into_iter().find(|m| m.name() == s).ok_or_else(|| ModeError(s.to_owned()))
+    }
 }
 
 /// Bounds on what peers can make a proxy hold.
@@ -104,4 +145,19 @@ pub fn roots_from_pem_file(path: &Path) -> Result<RootCertStore, ProxyError> {
         return Err(ProxyError::NoRoots { path: path.to_owned() });
     }
     Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_read_as_they_are_written() {
+        for mode in [Mode::Online, Mode::Offline] {
+            assert_eq!(mode.to_string().parse::<Mode>(), Ok(mode));
+        }
+        assert_eq!(Mode::default(), Mode::Online);
+        let err = "Offline".parse::<Mode>().unwrap_err();
+        assert_eq!(err.to_string(), "witness mode `Offline` is neither `online` nor `offline`");
+    }
 }

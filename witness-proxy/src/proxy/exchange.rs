@@ -4,11 +4,15 @@
 //! a [`Tee`] that finishes the record. A 200 body (not HEAD's) is kept by
 //! the witness; 206 and every other status is recorded without a body.
 //! Redirects are relayed, not followed: their targets are linked so the
-//! next hop's record names where it came from.
+//! next hop's record names where it came from. Offline, or when the
+//! upstream fails a GET or HEAD, the answer comes from the witness
+//! ([`super::replay`]).
 
 use super::body::{self, ProxyBody};
+use super::config::Mode;
 use super::records;
 use super::redirects::{self, Link};
+use super::replay;
 use super::shared::Scope;
 use super::target::Target;
 use super::tee::Tee;
@@ -29,7 +33,7 @@ pub(super) enum HostHeader {
 }
 
 /// Forwards `request` to `target` and answers with the upstream's response
-/// (or a 502 saying why there is none).
+/// (or the witness's replay, or a 502 saying why there is neither).
 pub(super) async fn forward(
     scope: &Scope,
     request: Request<Incoming>,
@@ -52,6 +56,9 @@ pub(super) async fn forward(
         let why = "CONNECT inside a tunnel is not served";
         records::keep_failure(&*shared.witness, record, why.to_owned());
         return body::error(StatusCode::METHOD_NOT_ALLOWED, why);
+    }
+    if shared.mode() == Mode::Offline {
+        return replay::offline(scope, record, &method).await;
     }
 
     let (mut parts, request_body) = request.into_parts();
@@ -76,10 +83,21 @@ pub(super) async fn forward(
             Ok(upstream) => upstream,
             Err(e) => {
                 let why = e.to_string();
+                let instead = replay::instead(scope, &record, &method, format!("the upstream failed: {why}"));
+                if let Some(replayed) = instead.await {
+                    return replayed;
+                }
                 records::keep_failure(&*shared.witness, record, why.clone());
                 return body::error(StatusCode::BAD_GATEWAY, &why);
             }
         };
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let instead = replay::instead(scope, &record, &method, format!("the upstream answered {status}"));
+        if let Some(replayed) = instead.await {
+            return replayed;
+        }
+    }
 
     let (mut head, incoming) = response.into_parts();
     record.status = Some(head.status.as_u16());

@@ -5,18 +5,26 @@
 //! relayed blind ([`connect`]); anything else is refused. Every request
 //! leaves one [`crate::record::Record`] with the witness.
 //!
+//! A GET or HEAD the upstream fails (no connection, a timeout, a 4xx or
+//! 5xx answer) is answered from the witness when it has the URL: the
+//! newest complete 200 it kept, its body checked against its sha256 as it
+//! streams, or a redirect it saw ([`replay`]). In [`Mode::Offline`]
+//! ([`Proxy::set_mode`]) no upstream is contacted at all: requests are
+//! answered from the witness or refused with a 504.
+//!
 //! One proxy may serve many listeners ([`Proxy::serve_for`]: one per build,
 //! each naming the build its records are for). Client connections, tunnels
 //! included, are bounded per proxy ([`Limits::max_connections`]), request
 //! heads by size and header count, and every wait on a peer by a timeout.
 //!
-//! Submodules, leaves first: [`config`] (what a proxy is made from),
-//! [`target`] (where a request goes), [`sniff`] and [`rewind`] (telling
-//! what a tunnel carries), [`body`] (response bodies and the proxy's own
-//! answers), [`records`], [`redirects`] (linking hops), [`upstream`] (a
-//! fresh connection per request, its TLS chain), [`tee`] (relaying a body
-//! while the witness keeps it), [`shared`] (what every task shares),
-//! [`exchange`], [`connect`].
+//! Submodules, leaves first: [`config`] (what a proxy is made from, its
+//! mode), [`target`] (where a request goes), [`sniff`] and [`rewind`]
+//! (telling what a tunnel carries), [`body`] (response bodies and the
+//! proxy's own answers), [`records`], [`redirects`] (linking hops),
+//! [`upstream`] (a fresh connection per request, its TLS chain), [`tee`]
+//! (relaying a body while the witness keeps it), [`shared`] (what every
+//! task shares), [`replay`] (answering from the witness), [`exchange`],
+//! [`connect`].
 
 mod body;
 mod config;
@@ -24,6 +32,7 @@ mod connect;
 mod exchange;
 mod records;
 mod redirects;
+mod replay;
 mod rewind;
 mod shared;
 mod sniff;
@@ -31,7 +40,7 @@ mod target;
 mod tee;
 mod upstream;
 
-pub use config::{Limits, ProxyConfig, ProxyError, roots_from_pem_file};
+pub use config::{Limits, Mode, ModeError, ProxyConfig, ProxyError, roots_from_pem_file};
 
 use crate::record::BuildRef;
 use body::ProxyBody;
@@ -59,6 +68,17 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(config: ProxyConfig) -> Result<Proxy, ProxyError> {
         Ok(Proxy { shared: Arc::new(Shared::new(config)?) })
+    }
+
+    /// Whether upstreams are contacted ([`Mode::Online`], the default) or
+    /// every request is answered from the witness ([`Mode::Offline`]).
+    /// Takes effect for the requests that arrive after it.
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.set_mode(mode);
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.shared.mode()
     }
 
     /// Serves clients from `listener`, their records naming the configured

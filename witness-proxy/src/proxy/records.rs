@@ -29,6 +29,8 @@ pub(super) fn begin(url: &str, method: &str, build: Option<&BuildRef>) -> Record
         ended_ms: 0,
         build: build.cloned(),
         error: None,
+        replayed_from: None,
+        replay_reason: None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! What every task of one proxy shares (the CA, the witness, the upstream
-//! connector, the redirect links, the connection budget), and the scope a
+//! connector, the redirect links, the connection budget, the mode), and the scope a
 //! listener serves: the build its records name.
 
-use super::config::{Limits, ProxyConfig, ProxyError};
+use super::config::{Limits, Mode, ProxyConfig, ProxyError};
 use super::redirects::Redirects;
 use super::upstream::Connector;
 use crate::ca::WitnessCa;
@@ -11,6 +11,7 @@ use crate::sink::Witness;
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, ServerConfig};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
@@ -26,6 +27,8 @@ pub(super) struct Shared {
     pub redirects: Redirects,
     pub connections: Arc<Semaphore>,
     pub default_build: Option<BuildRef>,
+    /// [`Mode::Offline`]: never contact an upstream.
+    offline: AtomicBool,
 }
 
 impl Shared {
@@ -51,7 +54,16 @@ impl Shared {
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             default_build: config.build,
             limits,
+            offline: AtomicBool::new(false),
         })
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.offline.load(Ordering::Relaxed) { Mode::Offline } else { Mode::Online }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.offline.store(mode == Mode::Offline, Ordering::Relaxed);
     }
 
     /// A TLS server configuration showing `leaf` to the client.

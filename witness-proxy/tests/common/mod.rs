@@ -1,7 +1,9 @@
 //! What the proxy tests share: an in-memory witness (records and bodies,
-//! sha256 with sha2, independent of the on-disk archive), a test CA the
-//! origins' certificates come from, an HTTPS and a plain HTTP origin on
-//! loopback, a proxy in front of them, and the real `curl` driving it.
+//! sha256 with sha2, independent of the on-disk archive) or the on-disk
+//! archive itself, a test CA the origins' certificates come from, an HTTPS
+//! and a plain HTTP origin on loopback (that count their requests, and can
+//! be made to fail or stop), a proxy in front of them, and the real `curl`
+//! driving it.
 //!
 //! A missing `curl` makes a test print why and return, unless `CI` or
 //! `ARMITAGE_REQUIRE_NIX=1` is set (as `scripts/test` and CI do): then it
@@ -23,15 +25,17 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use witness_proxy::archive::Archive;
 use witness_proxy::ca::WitnessCa;
 use witness_proxy::proxy::{Limits, Proxy, ProxyConfig, roots_from_pem_file};
 use witness_proxy::record::{BuildRef, Record};
@@ -185,7 +189,28 @@ pub struct Origin {
     pub port: u16,
     /// sha256 of its certificate, for an HTTPS one.
     pub leaf_sha256: Option<String>,
+    control: Arc<Control>,
     task: JoinHandle<()>,
+}
+
+/// What a test changes of an origin while it runs, and what it counts.
+#[derive(Default)]
+struct Control {
+    requests: AtomicUsize,
+    /// A status every request is answered with; 0: none, the routes serve.
+    fail_with: AtomicU16,
+}
+
+impl Control {
+    /// Counts `request` and answers it: with the failure status when one
+    /// is set, else by [`route`].
+    async fn serve(self: Arc<Self>, request: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        match StatusCode::from_u16(self.fail_with.load(Ordering::SeqCst)) {
+            Ok(status) => Ok(full(status, "failing on purpose\n")),
+            Err(_) => route(request).await,
+        }
+    }
 }
 
 impl Drop for Origin {
@@ -195,6 +220,23 @@ impl Drop for Origin {
 }
 
 impl Origin {
+    /// Requests the origin received so far (before TLS fails, none).
+    pub fn requests(&self) -> usize {
+        self.control.requests.load(Ordering::SeqCst)
+    }
+
+    /// Answers every request with `status` from now on (`None`: serves
+    /// its routes again).
+    pub fn fail_with(&self, status: Option<StatusCode>) {
+        self.control.fail_with.store(status.map_or(0, |s| s.as_u16()), Ordering::SeqCst);
+    }
+
+    /// Stops listening: connections to its port are refused from now on.
+    pub async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     /// An HTTPS origin with a certificate from `ca` for localhost and
     /// 127.0.0.1.
     pub async fn https(ca: &TestCa) -> Origin {
@@ -211,36 +253,42 @@ impl Origin {
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let control = Arc::new(Control::default());
+        let served = control.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let acceptor = acceptor.clone();
+                let control = served.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service_fn(route))
-                        .await;
+                    let service = service_fn(move |request| control.clone().serve(request));
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
                 });
             }
         });
-        Origin { port, leaf_sha256, task }
+        Origin { port, leaf_sha256, control, task }
     }
 
     /// A plain HTTP origin.
     pub async fn http() -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let control = Arc::new(Control::default());
+        let served = control.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
+                let control = served.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service_fn(route))
-                        .await;
+                    let service = service_fn(move |request| control.clone().serve(request));
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
                 });
             }
         });
-        Origin { port, leaf_sha256: None, task }
+        Origin { port, leaf_sha256: None, control, task }
     }
 }
 
@@ -397,9 +445,11 @@ impl Body for Drip {
 // ---------------------------------------------------------------- setup
 
 /// A proxy with an HTTPS origin its roots trust, one they do not, a plain
-/// origin, and a folder for curl's output.
-pub struct Setup {
-    pub witness: Arc<MemoryWitness>,
+/// origin, and a folder for curl's output; its witness in memory unless
+/// it is the on-disk archive ([`Setup::with_archive`]).
+pub struct Setup<W: Witness = MemoryWitness> {
+    pub witness: Arc<W>,
+    pub proxy: Arc<Proxy>,
     pub proxy_port: u16,
     pub witness_ca_pem: PathBuf,
     pub origin_ca_pem: PathBuf,
@@ -410,7 +460,7 @@ pub struct Setup {
     proxy_task: JoinHandle<()>,
 }
 
-impl Drop for Setup {
+impl<W: Witness> Drop for Setup<W> {
     fn drop(&mut self) {
         self.proxy_task.abort();
     }
@@ -439,16 +489,32 @@ impl Curl {
 
 impl Setup {
     pub async fn new() -> Setup {
-        Setup::with_limits(Limits {
-            connect_timeout: Duration::from_secs(5),
-            stall_timeout: Duration::from_secs(20),
-            ..Limits::default()
-        })
-        .await
+        Setup::with_limits(test_limits()).await
     }
 
     /// A setup whose proxy has `limits`.
     pub async fn with_limits(limits: Limits) -> Setup {
+        Setup::start(limits, |_| Arc::new(MemoryWitness::default())).await
+    }
+}
+
+impl Setup<Archive> {
+    /// A setup whose witness is an archive in the test's folder
+    /// (`witness/`).
+    pub async fn with_archive() -> Setup<Archive> {
+        Setup::start(test_limits(), |dir| Arc::new(Archive::open(dir.join("witness")).unwrap())).await
+    }
+}
+
+/// The limits of [`Setup::new`].
+pub fn test_limits() -> Limits {
+    Limits { connect_timeout: Duration::from_secs(5), stall_timeout: Duration::from_secs(20), ..Limits::default() }
+}
+
+impl<W: Witness> Setup<W> {
+    /// A setup whose proxy has `limits` and the witness `witness` makes
+    /// (given the test's folder).
+    pub async fn start(limits: Limits, witness: impl FnOnce(&Path) -> Arc<W>) -> Setup<W> {
         let dir = tempfile::tempdir().unwrap();
         let origin_ca = TestCa::new("test origin CA");
         let origin_ca_pem = dir.path().join("origin-ca.pem");
@@ -458,7 +524,7 @@ impl Setup {
         let ca = Arc::new(WitnessCa::load_or_create(&dir.path().join("state")).unwrap());
         let witness_ca_pem = dir.path().join("witness-ca-bundle.pem");
         std::fs::write(&witness_ca_pem, ca.cert_pem()).unwrap();
-        let witness = Arc::new(MemoryWitness::default());
+        let witness = witness(dir.path());
         let proxy = Proxy::new(ProxyConfig {
             ca,
             upstream_roots: roots_from_pem_file(&origin_ca_pem).unwrap(),
@@ -469,9 +535,11 @@ impl Setup {
         .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_port = listener.local_addr().unwrap().port();
-        let proxy_task = tokio::spawn(Arc::new(proxy).serve(listener));
+        let proxy = Arc::new(proxy);
+        let proxy_task = tokio::spawn(proxy.clone().serve(listener));
         Setup {
             witness,
+            proxy,
             proxy_port,
             witness_ca_pem,
             origin_ca_pem,
