@@ -30,6 +30,12 @@
 //! # Collect the witness after each store garbage collection that deletes
 //! # paths: what no valid output needs goes (default: false).
 //! gc-with-store = false
+//! # "online": upstreams are asked, and when one fails the witnessed bytes
+//! # for the URL are served; "offline": only witnessed bytes are served.
+//! mode = "online"
+//! # Serve the witness as a mirror for nix.conf's hashed-mirrors
+//! # (`hashed-mirrors = http://127.0.0.1:8090/`; default: not served).
+//! mirror-listen = "127.0.0.1:8090"
 //! ```
 
 use serde::Deserialize;
@@ -65,6 +71,23 @@ pub struct WitnessConfig {
     /// Collect the witness (`armitage witness gc`) after each garbage
     /// collection of the store that deletes paths.
     pub gc_with_store: bool,
+    /// Whether the proxy asks upstreams at all.
+    pub mode: WitnessMode,
+    /// Where to serve the witness CAS as a `hashed-mirrors` mirror
+    /// (`/<algo>/<hex>`), e.g. `127.0.0.1:8090`; None: nowhere.
+    pub mirror_listen: Option<std::net::SocketAddr>,
+}
+
+/// Whether the witness proxy asks upstreams.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WitnessMode {
+    /// Upstreams are asked; when one fails (unreachable, 4xx/5xx), the
+    /// witnessed bytes for the URL are served instead.
+    #[default]
+    Online,
+    /// Upstreams are never asked: only witnessed bytes are served.
+    Offline,
 }
 
 /// The network a sandboxed fixed-output build gets.
@@ -82,7 +105,14 @@ pub enum WitnessNetwork {
 
 impl Default for WitnessConfig {
     fn default() -> Self {
-        WitnessConfig { enabled: true, dir: None, network: WitnessNetwork::default(), gc_with_store: false }
+        WitnessConfig {
+            enabled: true,
+            dir: None,
+            network: WitnessNetwork::default(),
+            gc_with_store: false,
+            mode: WitnessMode::default(),
+            mirror_listen: None,
+        }
     }
 }
 
@@ -178,6 +208,10 @@ mod tests {
         assert_eq!(Config::parse("[witness]\nnetwork = \"host\"\n").unwrap().witness.network, WitnessNetwork::Host);
         assert!(Config::parse("[witness]\nnetwork = \"none\"\n").is_err());
         assert!(Config::parse("[witness]\ngc-with-store = true\n").unwrap().witness.gc_with_store);
+        let c = Config::parse("[witness]\nmode = \"offline\"\nmirror-listen = \"127.0.0.1:8090\"\n").unwrap();
+        assert_eq!(c.witness.mode, WitnessMode::Offline);
+        assert_eq!(c.witness.mirror_listen, Some("127.0.0.1:8090".parse().unwrap()));
+        assert!(Config::parse("[witness]\nmode = \"sometimes\"\n").is_err());
     }
 
     /// A misspelt key is an error on its line, never silently a default.

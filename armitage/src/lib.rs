@@ -4,5 +4,6 @@
 pub mod build;
 pub mod config;
 pub mod daemon;
+pub mod loopback;
 pub mod substitute;
 pub mod witness;

@@ -19,7 +19,7 @@ pub mod bypass;
 pub mod netns;
 pub mod retention;
 
-use crate::config::{WitnessConfig, WitnessNetwork};
+use crate::config::{WitnessConfig, WitnessMode, WitnessNetwork};
 use netns::BuildNetns;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ use store::content_address::{ContentAddressMethod, FileIngestionMethod};
 use store::derivation::{Derivation, Output};
 use witness_proxy::archive::Archive;
 use witness_proxy::ca::WitnessCa;
-use witness_proxy::proxy::{Limits, Proxy, ProxyConfig, roots_from_pem_file};
+use witness_proxy::proxy::{Limits, Mode, Proxy, ProxyConfig, roots_from_pem_file};
 use witness_proxy::record::BuildRef;
 
 /// Where the bundle sits inside a sandbox: CppNix's place for
@@ -49,6 +49,8 @@ pub enum WitnessError {
     Roots(#[from] witness_proxy::proxy::ProxyError),
     #[error("writing the witness CA bundle '{}': {source}", path.display())]
     Bundle { path: PathBuf, source: io::Error },
+    #[error("serving the witness mirror on {addr}: {source}")]
+    Mirror { addr: std::net::SocketAddr, source: io::Error },
 }
 
 /// The proxy, the archive and the bundle, shared by all builds.
@@ -119,6 +121,17 @@ impl WitnessService {
             build: None,
             limits: Limits::default(),
         })?;
+        if config.mode == WitnessMode::Offline {
+            proxy.set_mode(Mode::Offline);
+        }
+        if let Some(addr) = config.mirror_listen {
+            let fail = |source| WitnessError::Mirror { addr, source };
+            let listener = std::net::TcpListener::bind(addr).map_err(fail)?;
+            listener.set_nonblocking(true).map_err(fail)?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(fail)?;
+            tokio::spawn(witness_proxy::mirror::serve_mirror(archive.clone(), listener));
+            tracing::info!("witness mirror on http://{addr}/ (nix.conf: hashed-mirrors = http://{addr}/)");
+        }
         let namespaces = config.network == WitnessNetwork::Witnessed
             && match netns::supported() {
                 Ok(()) => true,

@@ -58,7 +58,7 @@ fn make() -> io::Result<(BuildNetns, Inside)> {
     // the flag that splits file tables between threads is not given.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
         .map_err(|e| io::Error::other(format!("cannot make a network namespace: {e}")))?;
-    crate::build::sandbox::bring_up_loopback().map_err(io::Error::other)?;
+    crate::loopback::bring_up().map_err(io::Error::other)?;
     let listener = TcpListener::bind(("127.0.0.1", 0))?;
     let catchers = bypass::bind()?;
     let fd = rustix::fs::open(

@@ -55,6 +55,8 @@ fn fetched(archive: &Archive, url: &str, body: &[u8], started_ms: u64, build: Op
         ended_ms: started_ms + 120,
         build,
         error: None,
+        replayed_from: None,
+        replay_reason: None,
     }
 }
 
@@ -75,6 +77,8 @@ fn failed(url: &str, started_ms: u64) -> Record {
         ended_ms: started_ms + 5,
         build: None,
         error: Some("connection refused".into()),
+        replayed_from: None,
+        replay_reason: None,
     }
 }
 

@@ -43,7 +43,6 @@ mod prepare;
 pub mod shell;
 mod spec;
 
-pub use namespaces::bring_up_loopback;
 pub use spec::{BUILD_DIR_IN_SANDBOX, BindMount, SANDBOX_GID, SANDBOX_UID, SandboxNetwork, SandboxSpec};
 
 use std::path::PathBuf;
@@ -95,7 +94,7 @@ pub fn enter(spec: &SandboxSpec) -> Result<(), String> {
     let dev_null = namespaces::open_dev_null()?;
     let watch = namespaces::become_pid1()?;
     if spec.network == SandboxNetwork::Private {
-        namespaces::bring_up_loopback()?;
+        crate::loopback::bring_up()?;
     }
     namespaces::set_host_and_domain_name()?;
     mounts::build_root(spec)?;
