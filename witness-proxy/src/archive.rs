@@ -22,8 +22,9 @@
 //! reports and [`Archive::reindex`] indexes.
 //!
 //! Retention ([`Archive::gc`]): records go only when the caller's `keep`
-//! says so, objects only when no remaining record nor output index entry
-//! names them, and records
+//! says so, output index entries when no remaining record's build
+//! declares their hash and mode, objects when no remaining record nor
+//! output index entry names them, and records and entries
 //! are deleted before objects, so that no moment (nor crash) leaves a
 //! record naming a deleted object. Within one process gc excludes writers
 //! (a lock that `record`, a body's commit, an output's commit and gc
@@ -385,12 +386,37 @@ impl Archive {
     }
 
     /// Every object the output index names.
-    fn output_objects(&self) -> Result<HashSet<ObjectId>> {
+    /// The objects of the kept outputs a collection keeps: those a kept
+    /// record's build declares (its hash and mode). The other entries are
+    /// removed from the output index (unless `dry_run`): an output no
+    /// valid store path's witness needs goes with its records.
+    fn collect_outputs(&self, kept: &[StoredRecord], dry_run: bool) -> Result<HashSet<ObjectId>> {
+        let declared: HashSet<String> = kept
+            .iter()
+            .filter_map(|r| r.record.build.as_ref())
+            .filter_map(|b| {
+                let mode = match b.output_hash_mode.as_str() {
+                    "flat" => OutputMode::Flat,
+                    "recursive" => OutputMode::Recursive,
+                    _ => return None,
+                };
+                Some(output_key(&b.parsed_output_hash().ok()?, mode))
+            })
+            .collect();
         let dir = &self.output_index;
         let mut ids = HashSet::new();
         for entry in fs::read_dir(dir).map_err(io_error("list index", dir))? {
-            let path = entry.map_err(io_error("list index", dir))?.path();
-            ids.extend(read_output_id(&path)?);
+            let entry = entry.map_err(io_error("list index", dir))?;
+            let path = entry.path();
+            if declared.contains(entry.file_name().to_string_lossy().as_ref()) {
+                ids.extend(read_output_id(&path)?);
+            } else if !dry_run {
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::debug!(entry = %path.display(), "gc removed output index entry"),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(ArchiveError::Io { action: "remove index", path, source: e }),
+                }
+            }
         }
         Ok(ids)
     }
@@ -520,9 +546,9 @@ impl Archive {
         Ok((records, bad))
     }
 
-    /// Removes the records `keep` refuses and then every object no
-    /// remaining record names (nor a body whose record is on its way, nor
-    /// a kept output: the output index is left as it is), and rewrites the
+    /// Removes the records `keep` refuses, the kept outputs no remaining
+    /// record's build declares, and then every object nothing remaining
+    /// names (but a body whose record is on its way), and rewrites the
     /// record indexes. Refuses to run while a trace is unreadable,
     /// since the objects it names cannot be known. Writers wait meanwhile.
     pub fn gc(&self, keep: impl Fn(&Record) -> bool) -> Result<GcReport> {
@@ -561,7 +587,7 @@ impl Archive {
         let objects = self.cas.list()?;
         let mut named: HashSet<ObjectId> = self.pending.lock().unwrap_or_else(PoisonError::into_inner).clone();
         named.extend(kept.iter().filter_map(|r| body_id(&r.record)));
-        named.extend(self.output_objects()?);
+        named.extend(self.collect_outputs(&kept, dry_run)?);
         for id in objects {
             if named.contains(&id) {
                 report.objects_kept += 1;

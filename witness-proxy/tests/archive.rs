@@ -325,19 +325,41 @@ fn an_output_with_another_algorithm_is_found_by_its_hash_and_mode_only() {
 }
 
 #[test]
-fn gc_keeps_the_objects_of_kept_outputs() {
+fn gc_keeps_the_outputs_a_kept_record_declares() {
     let dir = testkit::TempDir::new();
     let archive = Archive::open(dir.path()).unwrap();
     let declared = Algorithm::Sha512.digest(b"output");
     let id = archive.put_output(&declared, OutputMode::Flat, &mut &b"output"[..]).unwrap();
-    // An object nothing names.
+    let other = Algorithm::Sha256.digest(b"other output");
+    let other_id = archive.put_output(&other, OutputMode::Recursive, &mut &b"other output"[..]).unwrap();
+    // The record of the build that declared the first (the same hash in
+    // another notation), and an object nothing names.
+    let mut fetch = record("https://example.org/output", 1, None, None);
+    fetch.build = Some(BuildRef {
+        drv: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-output.drv".into(),
+        output: "out".into(),
+        output_hash: declared.to_sri(),
+        output_hash_mode: "flat".into(),
+    });
+    archive.put_record(&fetch).unwrap();
     archive.cas().put(&mut &b"unnamed"[..]).unwrap();
-    assert_eq!(archive.gc_dry_run(|_| false).unwrap().objects_kept, 1);
-    let report = archive.gc(|_| false).unwrap();
-    assert_eq!((report.objects_kept, report.objects_removed), (1, 1));
+
+    // Kept: the record, so its build's output; the other output goes.
+    let dry = archive.gc_dry_run(|_| true).unwrap();
+    assert_eq!((dry.objects_kept, dry.objects_removed), (1, 2));
+    assert_eq!(archive.output_for(&other, OutputMode::Recursive).unwrap(), Some(other_id), "a dry run removes nothing");
+    let report = archive.gc(|_| true).unwrap();
+    assert_eq!((report.objects_kept, report.objects_removed), (1, 2));
     assert_eq!(archive.cas().list().unwrap(), [id]);
     assert_eq!(archive.output_for(&declared, OutputMode::Flat).unwrap(), Some(id));
+    assert_eq!(archive.output_for(&other, OutputMode::Recursive).unwrap(), None);
     assert!(archive.verify().unwrap().is_ok());
+
+    // The record gone, its output goes with it.
+    let report = archive.gc(|_| false).unwrap();
+    assert_eq!((report.records_removed, report.objects_removed), (1, 1));
+    assert_eq!(archive.output_for(&declared, OutputMode::Flat).unwrap(), None);
+    assert!(archive.cas().list().unwrap().is_empty());
 }
 
 #[test]

@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn the_listener_lives_in_a_namespace_of_its_own() {
-        let Ok((ns, Inside { listener, .. })) = BuildNetns::new() else {
+        let Ok((ns, Inside { listener, catchers: _catchers })) = BuildNetns::new() else {
             eprintln!("skipped: this process cannot make network namespaces (not root)");
             return;
         };
