@@ -292,64 +292,10 @@ fn verify(archive: &Archive) -> Result<ExitCode> {
     Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// What decides a record's fate: its build, by value.
-type BuildKey<'a> = (&'a str, &'a str, &'a str, &'a str);
-
-fn build_key(b: &BuildRef) -> BuildKey<'_> {
-    (&b.drv, &b.output, &b.output_hash, &b.output_hash_mode)
-}
-
 fn gc(g: &GlobalOpts, archive: &Archive, dry_run: bool) -> Result<ExitCode> {
-    let store = g.open_store()?;
-    // Decided before anything is removed, so that a store error stops the
-    // gc instead of keeping or removing by default. Records that arrive
-    // meanwhile are kept.
-    let records = archive.all_records()?;
-    let mut keep_build: HashMap<BuildKey<'_>, bool> = HashMap::new();
-    for r in &records {
-        let Some(b) = &r.record.build else { continue };
-        if keep_build.contains_key(&build_key(b)) {
-            continue;
-        }
-        let keep = output_is_valid(&store, b).with_context(|| format!("deciding on record {}", r.id))?;
-        keep_build.insert(build_key(b), keep);
-    }
-    let keep = |r: &Record| r.build.as_ref().is_none_or(|b| keep_build.get(&build_key(b)).copied().unwrap_or(true));
-    let report = if dry_run { archive.gc_dry_run(keep)? } else { archive.gc(keep)? };
+    let report = retention::collect(archive, &g.open_store()?, dry_run)?;
     print_gc_report(&report, dry_run);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether the build's output path is valid in `store`; `true` (kept)
-/// when the record does not say enough to compute it.
-fn output_is_valid(store: &LocalStore, b: &BuildRef) -> Result<bool> {
-    match output_path(store.store_dir(), b) {
-        Ok(path) => Ok(store.is_valid(&path)?),
-        Err(e) => {
-            tracing::warn!("cannot compute the output path of {} ({e:#}): its records are kept", b.drv);
-            Ok(true)
-        }
-    }
-}
-
-/// The output path of a fixed-output build, from the record alone
-/// (CppNix's `makeFixedOutputPath`): named after the derivation (its
-/// `.drv` name without `.drv`, `-<output>` added unless `out`), addressed
-/// by the declared hash and mode, without references.
-fn output_path(store_dir: &StoreDir, b: &BuildRef) -> Result<StorePath> {
-    let drv = StorePath::from_base_name(base_name(&b.drv))?;
-    let Some(drv_name) = drv.name().strip_suffix(".drv") else {
-        bail!("'{}' is not a .drv store path", b.drv);
-    };
-    let method = match b.output_hash_mode.as_str() {
-        "flat" => ContentAddressMethod::Fixed(FileIngestionMethod::Flat),
-        "recursive" => ContentAddressMethod::Fixed(FileIngestionMethod::Recursive),
-        "git" => ContentAddressMethod::Fixed(FileIngestionMethod::Git),
-        "text" => ContentAddressMethod::Text,
-        other => bail!("unknown output hash mode '{other}'"),
-    };
-    let ca = ContentAddress { method, hash: b.parsed_output_hash()? };
-    Ok(store_dir.make_path_from_ca(&output_path_name(drv_name, &b.output), &ca, &StoreReferences::default())?)
 }
 
 fn print_gc_report(report: &GcReport, dry_run: bool) {
@@ -416,28 +362,5 @@ mod tests {
         assert_eq!(utc_s(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(utc_s(-1), "1969-12-31T23:59:59Z");
         assert_eq!(utc_ms(1_700_000_000_999), "2023-11-14T22:13:20Z");
-    }
-
-    #[test]
-    fn the_output_path_is_the_fixed_output_path_of_the_derivation_name() {
-        let dir = StoreDir::new("/nix/store").unwrap();
-        let hash = Algorithm::Sha256.digest(b"hello");
-        let b = BuildRef {
-            drv: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-src.tar.gz.drv".into(),
-            output: "out".into(),
-            output_hash: hash.to_sri(),
-            output_hash_mode: "flat".into(),
-        };
-        let expected = dir
-            .make_fixed_output_path("src.tar.gz", FileIngestionMethod::Flat, &hash, &StoreReferences::default())
-            .unwrap();
-        assert_eq!(output_path(&dir, &b).unwrap(), expected);
-        let recursive = BuildRef { output_hash_mode: "recursive".into(), output: "dev".into(), ..b.clone() };
-        let expected = dir
-            .make_fixed_output_path("src.tar.gz-dev", FileIngestionMethod::Recursive, &hash, &Default::default())
-            .unwrap();
-        assert_eq!(output_path(&dir, &recursive).unwrap(), expected);
-        assert!(output_path(&dir, &BuildRef { output_hash_mode: "weird".into(), ..b.clone() }).is_err());
-        assert!(output_path(&dir, &BuildRef { drv: "/nix/store/x".into(), ..b }).is_err());
     }
 }

@@ -12,6 +12,7 @@
 //! archive sees any of it, then copies in what the archive lacks
 //! ([`witness_proxy::transfer`]).
 
+use armitage::witness::retention::output_path;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use local_store::LocalStore;
@@ -19,7 +20,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use store::content_address::{ContentAddressMethod, FileIngestionMethod};
-use store::store_path::{StoreDir, StorePath};
+use store::store_path::StorePath;
 use witness_proxy::archive::{Archive, OutputMode};
 use witness_proxy::record::{BuildRef, Record};
 use witness_proxy::transfer::{self, Filter, TransferReport};
@@ -44,14 +45,8 @@ pub struct ImportArgs {
 }
 
 /// Exports from `archive` the witnesses of the closures of `args.paths`
-/// in `store`; `output_path` computes a record's output path as
-/// `witness gc` does.
-pub fn export(
-    store: &LocalStore,
-    archive: &Archive,
-    args: ExportArgs,
-    output_path: impl Fn(&StoreDir, &BuildRef) -> Result<StorePath>,
-) -> Result<ExitCode> {
+/// in `store`.
+pub fn export(store: &LocalStore, archive: &Archive, args: ExportArgs) -> Result<ExitCode> {
     let mut roots = BTreeSet::new();
     for arg in &args.paths {
         let path = crate::cli::global::resolve_store_path(store, arg)?;
