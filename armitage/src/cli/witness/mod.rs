@@ -8,18 +8,15 @@
 mod transfer;
 
 use super::global::GlobalOpts;
+use armitage::witness::retention::{self, output_path};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use local_store::LocalStore;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use store::content_address::{ContentAddress, ContentAddressMethod, FileIngestionMethod};
 use store::hash::Algorithm;
-use store::store_path::{StoreDir, StorePath, StoreReferences, output_path_name};
+use store::store_path::StorePath;
 use witness_proxy::archive::{Archive, GcReport, StoredRecord};
-use witness_proxy::record::{BuildRef, Record};
 use witness_proxy::redact::redact_url;
 
 #[derive(Args)]
@@ -95,7 +92,7 @@ impl WitnessArgs {
             WitnessCommand::Verify => verify(&open(&dir)?),
             WitnessCommand::Gc { dry_run } => gc(g, &open(&dir)?, dry_run),
             WitnessCommand::Ca => ca(&dir),
-            WitnessCommand::Export(args) => transfer::export(&g.open_store()?, &open(&dir)?, args, output_path),
+            WitnessCommand::Export(args) => transfer::export(&g.open_store()?, &open(&dir)?, args),
             WitnessCommand::Import(args) => transfer::import(&dir, args),
         }
     }
