@@ -91,6 +91,12 @@ pub struct BuildRef {
     /// the derivation wrote it, and its mode (`flat`, `recursive`, `text`).
     pub output_hash: String,
     pub output_hash_mode: String,
+    /// The network the build had: `witnessed` (a namespace whose only way
+    /// out is the proxy: every fetch is here) or `host` (the proxy
+    /// variables only: a fetch around them is not witnessed). Absent in
+    /// records made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Why bytes are not a record this armitage can read.
@@ -249,6 +255,7 @@ mod tests {
                 output: "out".into(),
                 output_hash: "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".into(),
                 output_hash_mode: "flat".into(),
+                network: None,
             }),
             error: None,
             replayed_from: None,

@@ -32,6 +32,7 @@ fn record(url: &str, started_ms: u64, body: Option<&[u8]>, output_hash: Option<S
             output: "out".into(),
             output_hash: h,
             output_hash_mode: "flat".into(),
+            network: None,
         }),
         error: None,
         replayed_from: None,
@@ -340,6 +341,7 @@ fn gc_keeps_the_outputs_a_kept_record_declares() {
         output: "out".into(),
         output_hash: declared.to_sri(),
         output_hash_mode: "flat".into(),
+        network: None,
     });
     archive.put_record(&fetch).unwrap();
     archive.cas().put(&mut &b"unnamed"[..]).unwrap();

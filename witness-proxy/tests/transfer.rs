@@ -21,6 +21,7 @@ fn fetched(archive: &Archive, url: &str, body: &[u8], started_ms: u64, declared:
         output: "out".into(),
         output_hash: h.to_sri(),
         output_hash_mode: "flat".into(),
+        network: None,
     });
     let mut record = Record::refused(url.into(), "GET", build, String::new(), started_ms);
     record.status = Some(200);

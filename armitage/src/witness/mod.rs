@@ -185,8 +185,11 @@ impl WitnessService {
     /// A listener serving `build` alone: in a network namespace of its own
     /// for a `sandboxed` build under `network = witnessed`, else on the
     /// host's loopback.
-    pub fn listen_for(&self, build: BuildRef, sandboxed: bool) -> io::Result<BuildListener> {
-        let (netns, std_listener, catchers) = if sandboxed && self.namespaces {
+    /// Its records say which (`network`: `witnessed` or `host`).
+    pub fn listen_for(&self, mut build: BuildRef, sandboxed: bool) -> io::Result<BuildListener> {
+        let own_namespace = sandboxed && self.namespaces;
+        build.network = Some(if own_namespace { "witnessed" } else { "host" }.to_owned());
+        let (netns, std_listener, catchers) = if own_namespace {
             let (netns, inside) = BuildNetns::new()?;
             (Some(netns), inside.listener, Some(inside.catchers))
         } else {
@@ -214,6 +217,7 @@ pub fn build_ref(drv_path: &str, drv: &Derivation) -> Option<BuildRef> {
         output: name.clone(),
         output_hash: ca.hash.to_string(),
         output_hash_mode: mode_name(ca.method).to_owned(),
+        network: None,
     })
 }
 

@@ -102,6 +102,7 @@ mod tests {
             output: "out".into(),
             output_hash: hash.to_sri(),
             output_hash_mode: "flat".into(),
+            network: None,
         };
         let expected = dir
             .make_fixed_output_path("src.tar.gz", FileIngestionMethod::Flat, &hash, &StoreReferences::default())

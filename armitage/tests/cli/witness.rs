@@ -28,7 +28,7 @@ fn drv_path(store: &TestStore, name: &str, salt: char) -> String {
 }
 
 fn build(drv: String, output_hash: String, mode: &str) -> BuildRef {
-    BuildRef { drv, output: "out".into(), output_hash, output_hash_mode: mode.into() }
+    BuildRef { drv, output: "out".into(), output_hash, output_hash_mode: mode.into(), network: None }
 }
 
 /// A record of a complete 200 response with `body` (stored in the CAS).

@@ -52,7 +52,7 @@ fn record(archive: &Archive, url: &str, body: Option<&[u8]>, started_ms: u64, bu
 }
 
 fn build(drv: &str, output_hash: String, mode: &str) -> BuildRef {
-    BuildRef { drv: drv.into(), output: "out".into(), output_hash, output_hash_mode: mode.into() }
+    BuildRef { drv: drv.into(), output: "out".into(), output_hash, output_hash_mode: mode.into(), network: None }
 }
 
 /// A store whose closure of `top` holds a fixed-output path (`src`, its

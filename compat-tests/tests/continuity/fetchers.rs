@@ -252,6 +252,7 @@ impl Setup {
             let record = &r.record;
             let build = record.build.as_ref().unwrap_or_else(|| panic!("the record names its build: {record:#?}"));
             assert_eq!(build.drv, drv, "the record names the derivation");
+            assert_eq!(build.network.as_deref(), Some("witnessed"), "a sandboxed build has its own namespace");
             assert_eq!(record.status, Some(200), "{record:#?}");
             assert!(record.error.is_none() && record.body.is_some(), "the body was received whole: {record:#?}");
             let leaf = record.tls_chain.first().unwrap_or_else(|| panic!("the origin's chain: {record:#?}"));

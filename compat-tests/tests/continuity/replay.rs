@@ -45,7 +45,11 @@ fn a_url_whose_origin_is_gone_is_replayed_for_a_derivation_that_never_fetched_it
     assert_eq!(replays.len(), 1, "one replay recorded: {records:#?}");
     let original = records.iter().find(|r| r.record.replayed_from.is_none() && r.record.status == Some(200)).unwrap();
     assert_eq!(replays[0].record.replayed_from.as_deref(), Some(original.id.as_str()));
-    assert!(replays[0].record.build.as_ref().is_some_and(|b| b.drv.ends_with("-payload-dir.drv")));
+    let build = replays[0].record.build.as_ref().unwrap();
+    assert!(build.drv.ends_with("-payload-dir.drv"));
+    // Without a sandbox the build had the host's network: a fetch around
+    // the proxy would not have been seen, and its records say so.
+    assert_eq!(build.network.as_deref(), Some("host"));
 }
 
 #[test]

@@ -72,6 +72,7 @@ pub fn test_build() -> BuildRef {
         output: "out".into(),
         output_hash: "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s".into(),
         output_hash_mode: "flat".into(),
+        network: None,
     }
 }
 

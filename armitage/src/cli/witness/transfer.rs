@@ -12,8 +12,8 @@
 //! archive sees any of it, then copies in what the archive lacks
 //! ([`witness_proxy::transfer`]).
 
-use armitage::witness::retention::output_path;
 use anyhow::{Context, Result, bail};
+use armitage::witness::retention::output_path;
 use clap::Args;
 use local_store::LocalStore;
 use std::collections::{BTreeSet, HashSet};
@@ -212,6 +212,7 @@ mod tests {
             output: "out".into(),
             output_hash: String::new(),
             output_hash_mode: "flat".into(),
+            network: None,
         };
         assert_eq!(drv_path(&b).unwrap().base_name(), "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-src.tar.gz.drv");
         assert!(drv_path(&BuildRef { drv: "not a path".into(), ..b }).is_none());
