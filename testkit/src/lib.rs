@@ -377,10 +377,18 @@ pub struct Daemon {
 impl Daemon {
     /// `armitage daemon` on `store`, with its nix.conf.
     pub fn armitage(store: &TestStore) -> Daemon {
+        Self::armitage_with(store, "armitage-daemon.log", |_| {})
+    }
+
+    /// As [`Daemon::armitage`], its stderr in `log_name` (beside the
+    /// store), its command adjusted by `adjust` before it starts (an
+    /// environment of its own, say).
+    pub fn armitage_with(store: &TestStore, log_name: &str, adjust: impl FnOnce(&mut Command)) -> Daemon {
         let socket = store.root().join("armitage.sock");
-        let log = store.root().join("armitage-daemon.log");
+        let log = store.root().join(log_name);
         let mut cmd = store.armitage();
         cmd.arg("daemon").arg("--socket").arg(&socket);
+        adjust(&mut cmd);
         Self::start(cmd, socket, "armitage".into(), log)
     }
 
@@ -438,6 +446,14 @@ impl Daemon {
         store.client_env(&mut cmd);
         cmd.env("NIX_REMOTE", "daemon").env("NIX_DAEMON_SOCKET_PATH", &self.socket);
         cmd
+    }
+
+    /// `kill -9`, waits for it, and returns what it wrote on stderr.
+    pub fn kill_9(mut self) -> String {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait for the daemon");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{} killed by SIGKILL", self.name);
+        self.log()
     }
 
     /// Stops the daemon with SIGTERM and waits for it.

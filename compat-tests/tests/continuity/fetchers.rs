@@ -25,10 +25,10 @@
 use crate::origins::{HttpsOrigin, ORIGIN_CERT_NAME, TEST_CA_NAME, TestCa};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use store::hash::{Algorithm, Hash};
-use testkit::{Nix, NixVersion, TestStore, line, output, run, tool_available, write_file};
+use testkit::{Daemon, Nix, NixVersion, TestStore, line, output, run, tool_available, write_file};
 use witness_proxy::archive::{Archive, StoredRecord};
 use witness_proxy::cas::ObjectId;
 
@@ -38,57 +38,14 @@ const CA_ENV: [&str; 2] = ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"];
 
 /// `armitage daemon` on a store, started without [`CA_ENV`] so that it
 /// trusts what nix.conf says (testkit's `Daemon` passes the test's own
-/// environment on). Killed when dropped.
-struct Armitage {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Armitage {
-    /// Starts one; `n` numbers its log (a restarted daemon keeps the
-    /// first one's).
-    fn start(store: &TestStore, n: u32) -> Armitage {
-        let socket = store.root().join("armitage.sock");
-        let log = store.root().join(format!("armitage-daemon-{n}.log"));
-        let _ = std::fs::remove_file(&socket);
-        let mut cmd = store.armitage();
+/// environment on); `n` numbers its log (a restarted daemon keeps the
+/// first one's).
+fn start_daemon(store: &TestStore, n: u32) -> Daemon {
+    Daemon::armitage_with(store, &format!("armitage-daemon-{n}.log"), |cmd| {
         for var in CA_ENV {
             cmd.env_remove(var);
         }
-        cmd.arg("daemon").arg("--socket").arg(&socket);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-        let mut child = cmd.spawn().expect("start armitage daemon");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("armitage daemon exited ({status}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-            }
-            assert!(Instant::now() < deadline, "armitage daemon did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Armitage { child, socket, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `kill -9`, and waits for it; returns its log.
-    fn kill_9(mut self) -> String {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a PID");
-        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill -9 the daemon");
-        let status = self.child.wait().unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "killed by SIGKILL");
-        self.log()
-    }
-}
-
-impl Drop for Armitage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    })
 }
 
 /// A sandboxed store (`build-users-group =`: builds run as root, see
@@ -100,7 +57,7 @@ impl Drop for Armitage {
 struct Setup {
     nix: Nix,
     store: TestStore,
-    daemon: Option<Armitage>,
+    daemon: Option<Daemon>,
     tls: TestCa,
     served: PathBuf,
     origin_dir: PathBuf,
@@ -146,11 +103,11 @@ impl Setup {
         let mut text = std::fs::read_to_string(&nix_conf).unwrap();
         text.push_str(&conf);
         std::fs::write(&nix_conf, text).unwrap();
-        let daemon = Some(Armitage::start(&store, 1));
+        let daemon = Some(start_daemon(&store, 1));
         Some(Setup { nix, store, daemon, tls, served, origin_dir, marker, path })
     }
 
-    fn daemon(&self) -> &Armitage {
+    fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("the daemon is running")
     }
 
@@ -558,7 +515,7 @@ fn kill_9_of_the_daemon_mid_download_leaves_no_half_record_and_no_half_object() 
     assert!(status.code().is_some_and(|c| c != 0), "the client failed with an error ({status}):\n{client_stderr}");
     assert!(client_stderr.contains("error:"), "the client says why:\n{client_stderr}");
 
-    s.daemon = Some(Armitage::start(&s.store, 2));
+    s.daemon = Some(start_daemon(&s.store, 2));
     let archive = s.archive();
     let report = archive.verify().unwrap();
     assert!(report.is_ok(), "the archive verifies after the kill: {report:#?}");
