@@ -15,4 +15,5 @@ mod path_info;
 mod support;
 mod verify;
 mod witness;
+mod witness_proxy_command;
 mod witness_transfer;

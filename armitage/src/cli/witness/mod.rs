@@ -5,6 +5,7 @@
 //! The archive is `--dir DIR`, else armitage.toml's `[witness] dir`, else
 //! `<state dir>/witness`: where the daemon keeps it.
 
+mod proxy;
 mod transfer;
 
 use super::global::GlobalOpts;
@@ -74,6 +75,10 @@ enum WitnessCommand {
     /// Print the witness CA certificate (PEM) builds trust; its sha256
     /// fingerprint goes to stderr.
     Ca,
+    /// Run the witness proxy on its own (no daemon): records go to the
+    /// archive, naming no build. Prints the proxy's URL and the CA file
+    /// clients must trust; serves until SIGINT or SIGTERM.
+    Proxy(proxy::ProxyArgs),
     /// Copy the witnesses of store paths' closures (their records, the
     /// objects those name, the kept outputs) into a folder of their own,
     /// a witness archive, to carry to a machine without a network.
@@ -92,6 +97,7 @@ impl WitnessArgs {
             WitnessCommand::Verify => verify(&open(&dir)?),
             WitnessCommand::Gc { dry_run } => gc(g, &open(&dir)?, dry_run),
             WitnessCommand::Ca => ca(&dir),
+            WitnessCommand::Proxy(args) => proxy::run(&dir, args),
             WitnessCommand::Export(args) => transfer::export(&g.open_store()?, &open(&dir)?, args),
             WitnessCommand::Import(args) => transfer::import(&dir, args),
         }
