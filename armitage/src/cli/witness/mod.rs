@@ -9,8 +9,8 @@ mod proxy;
 mod transfer;
 
 use super::global::GlobalOpts;
-use armitage::witness::retention::{self, output_path};
 use anyhow::{Context, Result, bail};
+use armitage::witness::retention::{self, output_path};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
