@@ -106,24 +106,10 @@ impl WitnessService {
         ssl_cert_file: Option<&Path>,
     ) -> Result<WitnessService, WitnessError> {
         let dir = config.dir.clone().unwrap_or_else(|| state_dir.join("witness"));
-        let ca = WitnessCa::load_or_create(&dir.join("ca"))
-            .map_err(|source| WitnessError::Ca { dir: dir.clone(), source })?;
-        let archive =
-            Arc::new(Archive::open(&dir).map_err(|source| WitnessError::Archive { dir: dir.clone(), source })?);
         let roots_file = roots_file(ssl_cert_file);
-        let roots = roots_from_pem_file(&roots_file)?;
+        let Opened { proxy, archive, ca_pem } = open(&dir, &roots_file, config.mode)?;
         let bundle = dir.join("ca-bundle.crt");
-        write_bundle(&bundle, ca.cert_pem(), &roots_file)?;
-        let proxy = Proxy::new(ProxyConfig {
-            ca: Arc::new(ca),
-            upstream_roots: roots,
-            witness: archive.clone(),
-            build: None,
-            limits: Limits::default(),
-        })?;
-        if config.mode == WitnessMode::Offline {
-            proxy.set_mode(Mode::Offline);
-        }
+        write_bundle(&bundle, &ca_pem, &roots_file)?;
         if let Some(addr) = config.mirror_listen {
             let fail = |source| WitnessError::Mirror { addr, source };
             let listener = std::net::TcpListener::bind(addr).map_err(fail)?;
@@ -145,7 +131,7 @@ impl WitnessService {
             };
         tracing::info!("witness proxy ready: archive '{}', upstream roots '{}'", dir.display(), roots_file.display());
         Ok(WitnessService {
-            proxy: Arc::new(proxy),
+            proxy,
             archive,
             bundle,
             runtime: tokio::runtime::Handle::current(),
@@ -208,6 +194,35 @@ impl WitnessService {
     }
 }
 
+/// A witness proxy and its archive, opened in a witness folder.
+pub struct Opened {
+    pub proxy: Arc<Proxy>,
+    pub archive: Arc<Archive>,
+    /// The witness CA's certificate (PEM): what clients must trust.
+    pub ca_pem: String,
+}
+
+/// Opens (or makes) the CA and the archive in `dir` and the proxy on them,
+/// verifying upstreams against `roots_file`, in `mode`: the daemon's and
+/// `armitage witness proxy`'s.
+pub fn open(dir: &Path, roots_file: &Path, mode: WitnessMode) -> Result<Opened, WitnessError> {
+    let ca =
+        WitnessCa::load_or_create(&dir.join("ca")).map_err(|source| WitnessError::Ca { dir: dir.into(), source })?;
+    let archive = Arc::new(Archive::open(dir).map_err(|source| WitnessError::Archive { dir: dir.into(), source })?);
+    let ca_pem = ca.cert_pem().to_owned();
+    let proxy = Proxy::new(ProxyConfig {
+        ca: Arc::new(ca),
+        upstream_roots: roots_from_pem_file(roots_file)?,
+        witness: archive.clone(),
+        build: None,
+        limits: Limits::default(),
+    })?;
+    if mode == WitnessMode::Offline {
+        proxy.set_mode(Mode::Offline);
+    }
+    Ok(Opened { proxy: Arc::new(proxy), archive, ca_pem })
+}
+
 /// What a fixed-output derivation's records say of it: its path, its one
 /// output and the hash it declares. None for any other derivation.
 pub fn build_ref(drv_path: &str, drv: &Derivation) -> Option<BuildRef> {
@@ -233,7 +248,7 @@ fn mode_name(method: ContentAddressMethod) -> &'static str {
 
 /// CppNix's choice of CA file (2.26's `caFile`): `NIX_SSL_CERT_FILE`,
 /// `SSL_CERT_FILE`, `ssl-cert-file`, the system bundle.
-fn roots_file(ssl_cert_file: Option<&Path>) -> PathBuf {
+pub fn roots_file(ssl_cert_file: Option<&Path>) -> PathBuf {
     ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"]
         .iter()
         .find_map(|v| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from))

@@ -11,17 +11,13 @@
 //! else `NIX_SSL_CERT_FILE`, else `SSL_CERT_FILE`, else the system bundle.
 
 use anyhow::{Context, Result};
+use armitage::config::WitnessMode;
+use armitage::witness;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use witness_proxy::archive::Archive;
-use witness_proxy::ca::{CERT_FILE, WitnessCa};
-use witness_proxy::proxy::{Limits, Proxy, ProxyConfig, roots_from_pem_file};
-
-/// The roots upstream servers are verified against when nothing names others.
-const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+use witness_proxy::ca::CERT_FILE;
 
 #[derive(Args)]
 pub struct ProxyArgs {
@@ -33,23 +29,18 @@ pub struct ProxyArgs {
     /// $NIX_SSL_CERT_FILE, else $SSL_CERT_FILE, else the system bundle].
     #[arg(long, value_name = "FILE")]
     ssl_cert_file: Option<PathBuf>,
+    /// Never ask an upstream: answer only from the witness (see
+    /// docs/witness.md, `mode = "offline"`).
+    #[arg(long)]
+    offline: bool,
 }
 
 /// Serves the proxy with its archive and CA in `dir` (made when missing).
 pub fn run(dir: &Path, args: ProxyArgs) -> Result<ExitCode> {
+    let roots_file = args.ssl_cert_file.unwrap_or_else(|| witness::roots_file(None));
+    let mode = if args.offline { WitnessMode::Offline } else { WitnessMode::Online };
+    let proxy = witness::open(dir, &roots_file, mode)?.proxy;
     let ca_dir = dir.join("ca");
-    let ca = WitnessCa::load_or_create(&ca_dir)
-        .with_context(|| format!("opening the witness CA in '{}'", ca_dir.display()))?;
-    let archive = Archive::open(dir).with_context(|| format!("opening the witness archive at '{}'", dir.display()))?;
-    let roots_file = roots_file(args.ssl_cert_file);
-    let roots = roots_from_pem_file(&roots_file).context("reading the upstream roots")?;
-    let proxy = Arc::new(Proxy::new(ProxyConfig {
-        ca: Arc::new(ca),
-        upstream_roots: roots,
-        witness: Arc::new(archive),
-        build: None,
-        limits: Limits::default(),
-    })?);
     if !args.listen.ip().is_loopback() {
         tracing::warn!("listening on {}: anyone who reaches it can fetch through this proxy", args.listen);
     }
@@ -70,15 +61,4 @@ pub fn run(dir: &Path, args: ProxyArgs) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// `--ssl-cert-file`, else `NIX_SSL_CERT_FILE`, else `SSL_CERT_FILE`
-/// (ignored when empty), else the system bundle.
-fn roots_file(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| {
-        ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"]
-            .iter()
-            .find_map(|v| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from))
-    })
-    .unwrap_or_else(|| PathBuf::from(SYSTEM_BUNDLE))
 }
