@@ -182,3 +182,34 @@ async fn silent_clients_past_max_connections_do_not_wedge_the_proxy() {
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_whose_tls_handshake_stalls_is_given_up_after_the_connect_timeout() {
+    if !curl_available() {
+        return;
+    }
+    let s = Setup::with_limits(small_limits()).await;
+    // Accepts, reads the ClientHello, never answers it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            held.push(stream);
+        }
+    });
+    let started = Instant::now();
+    let curl = s.curl(&["-o", "/dev/null", &format!("https://127.0.0.1:{port}/stalled")]).await;
+    let waited = started.elapsed();
+    assert_eq!(curl.stdout(), "502", "the client is told the upstream failed: {}", curl.stderr());
+    let connect_timeout = small_limits().connect_timeout;
+    assert!(waited >= connect_timeout && waited < connect_timeout + Duration::from_secs(3), "took {waited:?}");
+    // Kept before the 502 was sent, so there by now.
+    let records = s.witness.wait_for(1).await;
+    let r = records.iter().find(|r| r.url.ends_with("/stalled")).expect("a record of the request");
+    assert_eq!(r.status, None);
+    assert!(r.error.is_some() && r.body.is_none(), "{r:#?}");
+    assert_healthy(&s).await;
+}
