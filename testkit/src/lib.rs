@@ -478,3 +478,49 @@ impl TestStore {
         self.set_env(cmd);
     }
 }
+
+/// A plain HTTP origin on loopback serving a folder (Python's
+/// http.server), killed when dropped: the upstream of the witness tests.
+pub struct HttpOrigin {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl HttpOrigin {
+    /// On a port of the system's choice.
+    pub fn serve(dir: &Path) -> HttpOrigin {
+        Self::serve_on(dir, 0)
+    }
+
+    /// On `port` (0: any). http.server reuses the address, so an origin
+    /// can come back on the port of one just stopped.
+    pub fn serve_on(dir: &Path, port: u16) -> HttpOrigin {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut first)
+            .expect("read its first line");
+        let port = first
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in http.server's first line: {first:?}"));
+        HttpOrigin { child, port }
+    }
+}
+
+impl Drop for HttpOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -23,6 +23,10 @@ use witness_proxy::record::{BuildRef, Record};
 /// https, git.
 const CAUGHT_PORTS: [u16; 4] = [22, 80, 443, 9418];
 
+/// Pause after a failed receive or accept (out of descriptors, say), so
+/// that a catcher never spins.
+const ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What [`bind`] made inside a namespace, to be served by [`spawn`].
 pub struct Catchers {
     dns: UdpSocket,
@@ -85,7 +89,10 @@ impl Recorder {
 async fn answer_lookups(socket: tokio::net::UdpSocket, recorder: Recorder) {
     let mut buf = [0u8; 512];
     loop {
-        let Ok((n, peer)) = socket.recv_from(&mut buf).await else { continue };
+        let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+            tokio::time::sleep(ERROR_PAUSE).await;
+            continue;
+        };
         let query = &buf[..n];
         let Some((name, question_end)) = question(query) else { continue };
         recorder.record(
@@ -99,7 +106,10 @@ async fn answer_lookups(socket: tokio::net::UdpSocket, recorder: Recorder) {
 
 async fn reset_connections(listener: tokio::net::TcpListener, recorder: Recorder) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(ERROR_PAUSE).await;
+            continue;
+        };
         let target = stream.local_addr().map_or_else(|_| "?".to_owned(), |a: SocketAddr| a.to_string());
         recorder.record(
             format!("tcp://{target}"),

@@ -170,8 +170,8 @@ impl WitnessService {
 
     /// A listener serving `build` alone: in a network namespace of its own
     /// for a `sandboxed` build under `network = witnessed`, else on the
-    /// host's loopback.
-    /// Its records say which (`network`: `witnessed` or `host`).
+    /// host's loopback. Its records say which (`network`: `witnessed` or
+    /// `host`).
     pub fn listen_for(&self, mut build: BuildRef, sandboxed: bool) -> io::Result<BuildListener> {
         let own_namespace = sandboxed && self.namespaces;
         build.network = Some(if own_namespace { "witnessed" } else { "host" }.to_owned());

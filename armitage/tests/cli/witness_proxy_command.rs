@@ -4,10 +4,10 @@
 //! Skipped without curl or python3. Needs no Nix.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use testkit::{TestStore, tool_available};
+use testkit::{HttpOrigin, TestStore, tool_available};
 use witness_proxy::ca::{CERT_FILE, WitnessCa};
 
 /// A child process killed (if still running) when dropped, so that a
@@ -19,30 +19,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Python's http.server on a loopback port of the system's choice,
-/// serving `dir`, and that port.
-fn origin(dir: &Path) -> (Running, u16) {
-    let mut child = Command::new("python3")
-        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start python3 -m http.server");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let child = Running(child);
-    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).expect("read http.server's first line");
-    let port = first
-        .split_whitespace()
-        .skip_while(|w| *w != "port")
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in http.server's first line: {first:?}"));
-    (child, port)
 }
 
 /// The value of `key=` in the proxy's line.
@@ -60,7 +36,8 @@ fn witness_proxy_serves_and_records_until_terminated() {
     let store = TestStore::new();
     let site = store.work_dir("site");
     testkit::write_file(site.join("hello.txt"), "hello through the witness\n");
-    let (_origin, port) = origin(&site);
+    let origin = HttpOrigin::serve(&site);
+    let port = origin.port;
     // Upstream roots: any CA will do for a plain HTTP origin.
     let roots_dir = store.work_dir("roots");
     WitnessCa::load_or_create(&roots_dir).expect("a CA for the upstream roots");

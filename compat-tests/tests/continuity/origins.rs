@@ -1,5 +1,5 @@
 //! Upstreams on the loopback for the witness tests, playing the public
-//! internet: [`Origin`], a plain HTTP one (Python's http.server), and
+//! internet: [`Origin`], a plain HTTP one (testkit's, Python's http.server), and
 //! [`HttpsOrigin`], an HTTPS one with a certificate of a test CA
 //! ([`TestCa`], made here with rcgen) that also serves git's smart HTTP
 //! protocol (`git http-backend` as a CGI program) and, on request, sends a
@@ -14,47 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// A plain HTTP origin on loopback serving `dir` (Python's http.server).
-pub struct Origin {
-    child: Child,
-    pub port: u16,
-}
-
-impl Origin {
-    /// On a port of the system's choice.
-    pub fn serve(dir: &Path) -> Origin {
-        Self::serve_on(dir, 0)
-    }
-
-    /// On `port` (0: any). http.server reuses the address, so an origin
-    /// can come back on the port of one just stopped.
-    pub fn serve_on(dir: &Path, port: u16) -> Origin {
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut first).expect("read its first line");
-        let port = first
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in http.server's first line: {first:?}"));
-        Origin { child, port }
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use testkit::HttpOrigin as Origin;
 
 /// The test's own certificate authority and the certificate it issued the
 /// HTTPS origin (for IP 127.0.0.1 and DNS localhost), as PEM files.

@@ -1,5 +1,7 @@
 //! What the witness adds to a fixed-output build: a proxy listener of its
-//! own (records name the derivation), the proxy variables pointing at it,
+//! own (records name the derivation) — in a sandbox under `network =
+//! witnessed`, inside the network namespace the build then runs in
+//! (crate::witness::netns) —, the proxy variables pointing at it,
 //! and the CA bundle that trusts the witness CA (first) mounted where
 //! CppNix mounts `ssl-cert-file` in fixed-output sandboxes, with the
 //! variables nixpkgs' fetchers read it from pointing at it.
