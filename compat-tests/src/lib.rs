@@ -386,9 +386,18 @@ impl Twins {
 
     /// Both daemons on stores whose nix.conf has `extra` appended.
     pub fn with_conf(version: NixVersion, extra: &str) -> Option<Twins> {
+        Self::with_confs(version, extra, "")
+    }
+
+    /// As [`Twins::with_conf`], armitage reading `armitage_toml` as its
+    /// own configuration (when not empty).
+    pub fn with_confs(version: NixVersion, extra: &str, armitage_toml: &str) -> Option<Twins> {
         let nix = Nix::find(version)?;
         let ours = TestStore::with_conf(extra);
         let theirs = TestStore::with_conf(extra);
+        if !armitage_toml.is_empty() {
+            testkit::write_file(ours.armitage_config(), armitage_toml);
+        }
         let armitage = testkit::Daemon::armitage(&ours);
         let cppnix = testkit::Daemon::nix(&theirs, &nix);
         let mut map = PathMap::new(&ours.store_dir, &theirs.store_dir);

@@ -1059,7 +1059,13 @@ fn sandbox_walls_with_build_users() {
     shared.set("secret", "the host's secret\n");
     let server = Server::start("fetched over loopback\n");
     let mark = format!("walls-{}", std::process::id());
-    let Some(tw) = Twins::with_conf(NixVersion::V2_8, &conf(true, true, "")) else { return };
+    // CppNix's walls, side by side: armitage's fixed-output builds keep
+    // the host's network as CppNix's do (`network = host`). Its default,
+    // a namespace whose only way out is the witness proxy, is tested in
+    // the continuity tests (fetchers.rs).
+    let Some(tw) = Twins::with_confs(NixVersion::V2_8, &conf(true, true, ""), "[witness]\nnetwork = \"host\"\n") else {
+        return;
+    };
     let probes = PROBES
         .replace("@MARK@", &mark)
         .replace("@SECRET@", &shared.path().join("secret").display().to_string())
