@@ -113,11 +113,9 @@ pub enum RecordError {
 }
 
 impl Record {
-    /// A record of something refused without an exchange (a builder's
-    /// attempt to reach the network around the proxy), named `url`
-    /// (redacted by the caller), with `why` as its error; started and
-    /// ended at `at_ms` (Unix milliseconds).
-    pub fn refused(url: String, method: &str, build: Option<BuildRef>, why: String, at_ms: u64) -> Record {
+    /// A record of a request to `url` (redacted by the caller) begun at
+    /// `started_ms` (Unix milliseconds), nothing known of its answer yet.
+    pub fn new(url: String, method: &str, build: Option<BuildRef>, started_ms: u64) -> Record {
         Record {
             version: RECORD_VERSION,
             url,
@@ -129,13 +127,20 @@ impl Record {
             tls_chain: Vec::new(),
             headers: Vec::new(),
             body: None,
-            started_ms: at_ms,
-            ended_ms: at_ms,
+            started_ms,
+            ended_ms: 0,
             build,
-            error: Some(why),
+            error: None,
             replayed_from: None,
             replay_reason: None,
         }
+    }
+
+    /// A record of something refused without an exchange (a builder's
+    /// attempt to reach the network around the proxy), with `why` as its
+    /// error; started and ended at `at_ms`.
+    pub fn refused(url: String, method: &str, build: Option<BuildRef>, why: String, at_ms: u64) -> Record {
+        Record { ended_ms: at_ms, error: Some(why), ..Record::new(url, method, build, at_ms) }
     }
 
     /// The record's canonical CBOR (see the module header).

@@ -12,7 +12,7 @@ use std::path::Path;
 use store::hash::Algorithm;
 use testkit::{Nix, NixVersion, TestStore, line, output, run, write_file};
 use witness_proxy::cas::ObjectId;
-use witness_proxy::record::{Body, RECORD_VERSION, Record};
+use witness_proxy::record::{Body, Record};
 
 #[test]
 fn a_url_whose_origin_is_gone_is_replayed_for_a_derivation_that_never_fetched_it() {
@@ -75,8 +75,8 @@ fn offline_no_origin_is_asked_and_only_witnessed_bytes_are_served() {
     drop(origin);
     let archive = s.archive();
     let (id, size) = archive.cas().put(&mut &payload[..]).unwrap();
-    let mut seen = Record::refused(url.clone(), "GET", None, String::new(), 1_700_000_000_000);
-    (seen.version, seen.status, seen.error) = (RECORD_VERSION, Some(200), None);
+    let mut seen = Record::new(url.clone(), "GET", None, 1_700_000_000_000);
+    (seen.status, seen.ended_ms) = (Some(200), 1_700_000_000_100);
     seen.body = Some(Body { size, sha256: id.to_hex() });
     archive.put_record(&seen).unwrap();
     let (out, _) = s.build_ok(&expr);

@@ -2,7 +2,7 @@
 //! the request arrives and handed to the witness when it ends, whichever
 //! way it ends. URLs are redacted before they enter a record.
 
-use crate::record::{BuildRef, RECORD_VERSION, Record};
+use crate::record::{BuildRef, Record};
 use crate::redact::redact_url;
 use crate::sink::Witness;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,24 +14,7 @@ pub(super) fn now_ms() -> u64 {
 
 /// A record of a request to `url` (not yet redacted), started now.
 pub(super) fn begin(url: &str, method: &str, build: Option<&BuildRef>) -> Record {
-    Record {
-        version: RECORD_VERSION,
-        url: redact_url(url),
-        method: method.to_owned(),
-        status: None,
-        redirected_from: None,
-        redirect_hop: 0,
-        location: None,
-        tls_chain: Vec::new(),
-        headers: Vec::new(),
-        body: None,
-        started_ms: now_ms(),
-        ended_ms: 0,
-        build: build.cloned(),
-        error: None,
-        replayed_from: None,
-        replay_reason: None,
-    }
+    Record::new(redact_url(url), method, build.cloned(), now_ms())
 }
 
 /// Ends `record` now and hands it to the witness; a witness that cannot
