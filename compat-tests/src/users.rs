@@ -84,3 +84,13 @@ pub fn as_user(cmd: &Command, (uid, gid): (u32, u32), home: &Path) -> Command {
         .args(cmd.get_args());
     user
 }
+
+/// Held by a test that builds as root with build users (`nixbld`), under
+/// `cargo test` (nextest runs such tests one at a time by their names, see
+/// .config/nextest.toml): both daemons kill every process of a build user
+/// once a build is done, so two such tests at once would kill each other's
+/// builders.
+pub fn build_users_lock() -> std::sync::MutexGuard<'static, ()> {
+    static BUILD_USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    BUILD_USERS.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -18,22 +18,16 @@
 //! build is done, so two tests using them at once would kill each other's
 //! builders. Tests using `build-users-group = nixbld` have names ending in
 //! `_with_build_users` and run one at a time (the `build-users` test group
-//! of .config/nextest.toml, and [`BUILD_USERS`] under `cargo test`); the
+//! of .config/nextest.toml, and [`build_users_lock`] under `cargo test`); the
 //! others set `build-users-group =` (builds run as root).
 
 use compat_tests::corrupt;
+use compat_tests::users::build_users_lock;
 use compat_tests::{Side, Twins, error_blocks, nix_verify, strip_ansi, text};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use testkit::{NixVersion, line, output, write_file};
-
-/// Serialises the build-user tests when they share a process (`cargo test`).
-static BUILD_USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn build_users_lock() -> std::sync::MutexGuard<'static, ()> {
-    BUILD_USERS.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What the sandbox needs for `/bin/sh` (only what exists on this
 /// machine), symlinks resolved (`/bin/sh=/usr/bin/dash`): CppNix 2.26 puts

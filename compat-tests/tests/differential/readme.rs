@@ -8,7 +8,7 @@
 //! user too (the README promises no root: its sandbox is a user namespace).
 
 use compat_tests::docs::{repo_file, sh_block};
-use compat_tests::users::{reachable_bin, untrusted_user};
+use compat_tests::users::{build_users_lock, reachable_bin, untrusted_user};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,6 +77,8 @@ fn readme_as_written(runner: Runner, nix: &Nix, shell_of_the_machine: Option<&st
         .strip_prefix(CARGO_RUN)
         .unwrap_or_else(|| panic!("the run command no longer starts with {CARGO_RUN:?}: {daemon_line}"));
     let first_build = sh_block(&readme, Some(README_FIRST_BUILD)).join("\n");
+    // As root, the README's daemon builds with build users.
+    let _serial = matches!(runner, Runner::Me).then(build_users_lock);
 
     let dir = work_dir(runner);
     if let Some(sh) = shell_of_the_machine {
