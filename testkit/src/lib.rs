@@ -7,6 +7,8 @@
 //! `ARMITAGE_REQUIRE_NIX=1` (set by `scripts/test`) or `CI` is set, in which
 //! case a missing Nix is a failure: CI must never pass by skipping.
 
+pub mod garage;
+
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -53,7 +55,7 @@ pub struct Nix {
     bin: PathBuf,
 }
 
-fn must_have_nix() -> bool {
+pub(crate) fn must_have_nix() -> bool {
     std::env::var_os("ARMITAGE_REQUIRE_NIX").is_some_and(|v| v == "1") || std::env::var_os("CI").is_some()
 }
 

@@ -3,18 +3,27 @@
 //! on a fresh, empty CAS. A new backend adds a [`Backend`] variant (with
 //! its way of tampering with a stored object) and a `#[case]` to the
 //! template below; it is done when every check passes.
+//!
+//! Sizes are chosen to cross the S3 backend's part size (5 MiB here):
+//! objects written in one PUT and in several parts both pass every check.
 
 use rstest::rstest;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use witness_proxy::cas::{Cas, CasError, LocalCas, ObjectId};
+use testkit::garage::Garage;
+use witness_proxy::cas::{Cas, CasError, LocalCas, ObjectId, S3Cas};
 
 #[derive(Debug, Clone, Copy)]
 enum Backend {
     Local,
+    /// A bucket on a real S3 server (Garage), parts of 5 MiB.
+    S3,
 }
+
+/// The part size of the S3 case: S3's smallest.
+const PART: usize = 5 << 20;
 
 /// Replaces an object's stored bytes behind the backend's back.
 type Tamper = Box<dyn Fn(&ObjectId, &[u8])>;
@@ -24,12 +33,14 @@ struct Subject {
     cas: Arc<dyn Cas>,
     tamper: Tamper,
     _dir: testkit::TempDir,
+    _garage: Option<Garage>,
 }
 
 impl Backend {
-    fn open(self) -> Subject {
+    /// `None`: the backend's server is not there (the test says why).
+    fn open(self) -> Option<Subject> {
         let dir = testkit::TempDir::new();
-        match self {
+        Some(match self {
             Backend::Local => {
                 let local = Arc::new(LocalCas::open(dir.path()).unwrap());
                 let cas: Arc<dyn Cas> = local.clone();
@@ -38,9 +49,21 @@ impl Backend {
                     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
                     fs::write(&path, bytes).unwrap();
                 });
-                Subject { cas, tamper, _dir: dir }
+                Subject { cas, tamper, _dir: dir, _garage: None }
             }
-        }
+            Backend::S3 => {
+                let garage = Garage::start()?;
+                let url = s3::S3Url::parse(&garage.url(&garage.bucket("cas"))).unwrap();
+                let credentials = s3::Credentials::from_file(&garage.credentials_file(), "default").unwrap();
+                let tuning = s3::Tuning { part_size: PART, ..s3::Tuning::default() };
+                let bucket = s3::Bucket::open(&url, credentials, tuning);
+                let cas: Arc<dyn Cas> = Arc::new(S3Cas::open(bucket.clone()).unwrap());
+                let tamper = Box::new(move |id: &ObjectId, bytes: &[u8]| {
+                    bucket.put_bytes(&S3Cas::key(id), bytes.to_vec(), "application/octet-stream").unwrap();
+                });
+                Subject { cas, tamper, _dir: dir, _garage: Some(garage) }
+            }
+        })
     }
 }
 
@@ -49,8 +72,9 @@ macro_rules! conformance {
     ($($check:ident),* $(,)?) => {$(
         #[rstest]
         #[case::local(Backend::Local)]
+        #[case::s3(Backend::S3)]
         fn $check(#[case] backend: Backend) {
-            let subject = backend.open();
+            let Some(subject) = backend.open() else { return };
             checks::$check(&subject);
         }
     )*};
@@ -99,8 +123,8 @@ mod checks {
             cas.verify(&id).unwrap();
         }
 
-        // More than 4 MiB, written in odd-sized chunks.
-        let big = bytes(4 * 1024 * 1024 + 12_345, 2);
+        // More than two parts, written in odd-sized chunks.
+        let big = bytes(2 * PART + 12_345, 2);
         let mut w = cas.writer().unwrap();
         let mut rest = &big[..];
         for chunk in [1usize, 7, 4093, 65_537, 3, 1_048_583].iter().cycle() {
@@ -115,7 +139,7 @@ mod checks {
         assert_eq!((id, size), (ObjectId::of(&big), big.len() as u64));
         assert!(cas.has(&id).unwrap());
         let back = read_all(cas, &id).unwrap();
-        assert!(back == big, "the >4 MiB object came back different");
+        assert!(back == big, "the object of more than two parts came back different");
     }
 
     pub fn a_missing_object_is_none(s: &Subject) {
@@ -201,7 +225,8 @@ mod checks {
 
     pub fn a_dropped_writer_leaves_nothing(s: &Subject) {
         let cas = s.cas.as_ref();
-        let data = bytes(200_000, 4);
+        // Past one part: a multipart upload has begun.
+        let data = bytes(PART + 200_000, 4);
         let mut w = cas.writer().unwrap();
         w.write_all(&data).unwrap();
         w.flush().unwrap();
@@ -212,22 +237,27 @@ mod checks {
 
     pub fn put_expected_refuses_a_mismatch_and_keeps_nothing(s: &Subject) {
         let cas = s.cas.as_ref();
-        let data = bytes(5000, 5);
-        let right = ObjectId::of(&data);
-        let wrong = ObjectId::of(b"something else");
+        let mut kept = Vec::new();
+        // In one request, and in parts sent before the hash is known.
+        for data in [bytes(5000, 5), bytes(2 * PART + 1, 6)] {
+            let right = ObjectId::of(&data);
+            let wrong = ObjectId::of(b"something else");
 
-        match cas.put_expected(&mut &data[..], &wrong) {
-            Err(CasError::Mismatch { expected, actual }) => assert_eq!((expected, actual), (wrong, right)),
-            other => panic!("expected Mismatch, got {other:?}"),
+            match cas.put_expected(&mut &data[..], &wrong) {
+                Err(CasError::Mismatch { expected, actual }) => assert_eq!((expected, actual), (wrong, right)),
+                other => panic!("expected Mismatch, got {other:?}"),
+            }
+            let mut w = cas.writer().unwrap();
+            w.write_all(&data).unwrap();
+            assert!(matches!(w.commit_expecting(&wrong), Err(CasError::Mismatch { .. })));
+            assert_eq!(cas.list().unwrap(), kept);
+            assert!(!cas.has(&right).unwrap() && !cas.has(&wrong).unwrap());
+
+            assert_eq!(cas.put_expected(&mut &data[..], &right).unwrap(), data.len() as u64);
+            kept.push(right);
+            kept.sort();
+            assert_eq!(cas.list().unwrap(), kept);
         }
-        let mut w = cas.writer().unwrap();
-        w.write_all(&data).unwrap();
-        assert!(matches!(w.commit_expecting(&wrong), Err(CasError::Mismatch { .. })));
-        assert!(cas.list().unwrap().is_empty());
-        assert!(!cas.has(&right).unwrap() && !cas.has(&wrong).unwrap());
-
-        assert_eq!(cas.put_expected(&mut &data[..], &right).unwrap(), data.len() as u64);
-        assert_eq!(cas.list().unwrap(), [right]);
     }
 
     pub fn a_failing_source_keeps_nothing(s: &Subject) {
@@ -243,7 +273,7 @@ mod checks {
                 Ok(n)
             }
         }
-        let err = s.cas.put(&mut Failing(100_000)).unwrap_err();
+        let err = s.cas.put(&mut Failing(PART + 100_000)).unwrap_err();
         assert!(matches!(err, CasError::Source(ref e) if e.kind() == io::ErrorKind::ConnectionReset), "{err}");
         assert!(s.cas.list().unwrap().is_empty());
     }

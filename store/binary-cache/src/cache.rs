@@ -1,4 +1,4 @@
-//! One binary cache: where it is (`http(s)://` or `file://`), its store URL
+//! One binary cache: where it is (`http(s)://`, `file://` or `s3://`), its store URL
 //! parameters (`priority`, `want-mass-query`, `trusted`), what its
 //! `nix-cache-info` says (CppNix's `BinaryCacheStore::init`), and its
 //! narinfos.
@@ -13,7 +13,8 @@
 //!
 //! Writing ([`BinaryCache::upsert`]) is atomic for readers: a `file://`
 //! cache gets each file under a temporary name in the cache and renamed
-//! into place, an HTTP cache gets one `PUT` per file.
+//! into place, an HTTP cache gets one `PUT` per file, an S3 bucket one
+//! object per file (in one request or in parts, visible once complete).
 
 use crate::Error;
 use crate::file;
@@ -55,6 +56,8 @@ enum Location {
     /// Files are fetched by URL (the cache's `url`).
     Http,
     File(PathBuf),
+    /// Files are objects of the bucket, keyed by their names in the cache.
+    S3(s3::Bucket),
 }
 
 enum State {
@@ -99,13 +102,19 @@ fn memory() -> std::sync::MutexGuard<'static, Memory> {
 }
 
 impl BinaryCache {
-    /// Parses a substituter URL. Only `http://`, `https://` and `file://`
-    /// are binary caches we can read.
+    /// Parses a substituter URL. Only `http://`, `https://`, `file://` and
+    /// `s3://` are binary caches we can read. An `s3://` URL needs
+    /// credentials ([`s3::Credentials::find`]); nothing is asked of the
+    /// server yet.
     pub fn parse(uri: &str) -> Result<BinaryCache, Error> {
         let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
-        let base = base.trim_end_matches('/');
+        let mut base = base.trim_end_matches('/');
         let location = if base.starts_with("http://") || base.starts_with("https://") {
             Location::Http
+        } else if base.starts_with("s3://") {
+            let bucket = s3::Bucket::from_url(uri)
+                .map_err(|e| Error::UnsupportedStore { url: uri.to_owned(), why: e.to_string() })?;
+            Location::S3(bucket)
         } else if let Some(dir) = file::url_to_path(base) {
             if !dir.is_absolute() {
                 return Err(Error::UnsupportedStore {
@@ -116,12 +125,15 @@ impl BinaryCache {
             Location::File(dir)
         } else {
             let why = if base.contains("://") {
-                "only http://, https:// and file:// binary caches are supported"
+                "only http://, https://, file:// and s3:// binary caches are supported"
             } else {
                 "it is not a binary cache URL"
             };
             return Err(Error::UnsupportedStore { url: uri.to_owned(), why: why.into() });
         };
+        if let Some(bucket) = base.strip_prefix("s3://") {
+            base = &base[..5 + bucket.find('/').unwrap_or(bucket.len())];
+        }
         let mut cache = BinaryCache {
             url: if base.is_empty() { uri.to_owned() } else { base.to_owned() },
             location,
@@ -176,6 +188,7 @@ impl BinaryCache {
             Err(e @ (Error::Download { .. } | Error::HttpStatus { .. } | Error::Io { .. })) => {
                 State::Unreachable(e.clone(), Instant::now())
             }
+            Err(e @ Error::S3(s3)) if s3.is_unavailable() => State::Unreachable(e.clone(), Instant::now()),
             Err(e) => State::Unusable(e.clone()),
         };
         result
@@ -190,7 +203,7 @@ impl BinaryCache {
         let file = match self.read_small(client, "nix-cache-info")? {
             Some(text) => self.parse_info_file(&text)?,
             None => match &self.location {
-                Location::Http => return Err(Error::NotACache(self.url.clone())),
+                Location::Http | Location::S3(_) => return Err(Error::NotACache(self.url.clone())),
                 // CppNix would create it with our store dir; reading only, we take
                 // an existing directory without one as meant for our store.
                 Location::File(dir) if dir.is_dir() => InfoFile::default(),
@@ -285,6 +298,7 @@ impl BinaryCache {
                     Fetched::Missing => Ok(None),
                 }
             }
+            Location::S3(bucket) => Ok(bucket.get(&self.checked_name(rel)?)?),
             Location::File(_) => {
                 // A narinfo names a file inside the cache; nothing else is read.
                 let path = self.checked_file(rel)?;
@@ -325,17 +339,17 @@ impl BinaryCache {
     pub fn dir(&self) -> Option<&Path> {
         match &self.location {
             Location::File(dir) => Some(dir),
-            Location::Http => None,
+            Location::Http | Location::S3(_) => None,
         }
     }
 
     /// Where to stage a file before [`Self::upsert`]ing it: inside a
     /// `file://` cache (so that it is renamed into place), the temporary
-    /// directory for an HTTP one.
+    /// directory for an HTTP or S3 one.
     pub fn staging_dir(&self) -> PathBuf {
         match &self.location {
             Location::File(dir) => dir.clone(),
-            Location::Http => std::env::temp_dir(),
+            Location::Http | Location::S3(_) => std::env::temp_dir(),
         }
     }
 
@@ -358,6 +372,7 @@ impl BinaryCache {
         match &self.location {
             Location::Http => client.head(&self.checked_url(rel)?),
             Location::File(_) => Ok(self.checked_file(rel)?.exists()),
+            Location::S3(bucket) => Ok(bucket.head(&self.checked_name(rel)?)?.is_some()),
         }
     }
 
@@ -365,6 +380,17 @@ impl BinaryCache {
     pub fn upsert(&self, client: &Client, rel: &str, body: Upload<'_>, content_type: &str) -> Result<(), Error> {
         match &self.location {
             Location::Http => client.put(&self.checked_url(rel)?, body, content_type),
+            Location::S3(bucket) => {
+                let key = self.checked_name(rel)?;
+                match body {
+                    Upload::Bytes(bytes) => bucket.put_bytes(&key, bytes.to_vec(), content_type)?,
+                    Upload::Staged(path) => {
+                        let mut file = std::fs::File::open(path).map_err(|e| io_error("reading", path, e))?;
+                        bucket.put(&key, &mut file, content_type)?;
+                    }
+                }
+                Ok(())
+            }
             Location::File(_) => {
                 let dest = self.checked_file(rel)?;
                 let dir = dest.parent().expect("a file in the cache has a parent");
@@ -407,11 +433,17 @@ impl BinaryCache {
     /// The path of `rel` in a `file://` cache, refusing names outside it.
     fn checked_file(&self, rel: &str) -> Result<PathBuf, Error> {
         let Location::File(dir) = &self.location else { unreachable!("only for file:// caches") };
+        Ok(dir.join(self.checked_name(rel)?))
+    }
+
+    /// `rel` when it names a file inside the cache (no absolute name, no
+    /// `..`): a `file://` cache's relative path, an S3 cache's key.
+    fn checked_name(&self, rel: &str) -> Result<String, Error> {
         let inside = Path::new(rel).components().all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !inside || rel.is_empty() {
+        if !inside || rel.is_empty() || rel.contains("//") || rel.ends_with('/') {
             return Err(Error::BadFileName { url: self.url.clone(), name: rel.to_owned() });
         }
-        Ok(dir.join(rel))
+        Ok(rel.to_owned())
     }
 }
 
@@ -443,7 +475,7 @@ mod tests {
         let f = BinaryCache::parse("file:///var/cache?want-mass-query=true").unwrap();
         assert_eq!(f.url, "file:///var/cache");
         assert_eq!(f.want_mass_query, Some(true));
-        for bad in ["daemon", "ssh://host", "s3://bucket", "file://relative", "https://x?priority=high"] {
+        for bad in ["daemon", "ssh://host", "s3://Bucket", "file://relative", "https://x?priority=high"] {
             assert!(BinaryCache::parse(bad).is_err(), "{bad}");
         }
     }

@@ -2,8 +2,8 @@
 //! (src/libstore/binary-cache-store.cc, http-binary-cache-store.cc,
 //! local-binary-cache-store.cc): `nix-cache-info`, `<hash>.narinfo`,
 //! `nar/<file hash>.nar[.xz|.zst|.bz2]`, optional `<hash>.ls` listings,
-//! `log/<drv>` and `realisations/<id>.doi`, in a directory (`file://`) or
-//! behind HTTP(S).
+//! `log/<drv>` and `realisations/<id>.doi`, in a directory (`file://`),
+//! behind HTTP(S) or in an S3 bucket (`s3://`, through the `s3` crate).
 //!
 //! Reading ([`cache::BinaryCache`], [`http::Client`], [`decompress`]) is
 //! what armitage's substituter uses; [`BinaryCacheStore`] adds the writing
@@ -58,6 +58,8 @@ pub enum Error {
     SecretKey { path: String, why: String },
     #[error(transparent)]
     Realisation(#[from] ::store::realisation::RealisationError),
+    #[error(transparent)]
+    S3(#[from] s3::Error),
 }
 
 impl From<Error> for ::store::backend::Error {

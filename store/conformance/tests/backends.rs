@@ -1,6 +1,7 @@
 //! The conformance suite against every backend: each check of
 //! `store_conformance` is one rstest function with one case per backend
-//! (`local`, `file_cache`, `http_cache`), each case on a fresh, empty store.
+//! (`local`, `file_cache`, `http_cache`, `s3_cache` on a real S3 server,
+//! Garage), each case on a fresh, empty store.
 //! A new backend adds a `#[case]` to the template below and a [`Backend`]
 //! variant; it is done when every check passes.
 
@@ -10,12 +11,14 @@ use local_store::{LocalStore, LocalStoreConfig};
 use rstest::rstest;
 use store::backend::Store;
 use store::store_path::StoreDir;
+use testkit::garage::Garage;
 
 #[derive(Debug, Clone, Copy)]
 enum Backend {
     Local,
     FileCache,
     HttpCache,
+    S3Cache,
 }
 
 /// A fresh store of one backend, with what keeps it alive.
@@ -23,13 +26,15 @@ struct Subject {
     store: Box<dyn Store>,
     _dir: tempfile::TempDir,
     _server: Option<TestServer>,
+    _garage: Option<Garage>,
 }
 
 impl Backend {
-    fn open(self) -> Subject {
+    /// `None`: the backend's server is not there (the test says why).
+    fn open(self) -> Option<Subject> {
         let dir = tempfile::tempdir().unwrap();
         let store_dir = StoreDir::new(dir.path().join("store").to_str().unwrap()).unwrap();
-        let mut server = None;
+        let (mut server, mut garage) = (None, None);
         let store: Box<dyn Store> = match self {
             Backend::Local => {
                 let config =
@@ -46,15 +51,24 @@ impl Backend {
                 server = Some(s);
                 Box::new(BinaryCacheStore::open(&url, store_dir).unwrap())
             }
+            Backend::S3Cache => {
+                let g = Garage::start()?;
+                s3::set_credentials_file(Some(g.credentials_file()));
+                let url = format!("{}&compression=zstd&write-nar-listing=1", g.url(&g.bucket("cache")));
+                garage = Some(g);
+                Box::new(BinaryCacheStore::open(&url, store_dir).unwrap())
+            }
         };
-        Subject { store, _dir: dir, _server: server }
+        Some(Subject { store, _dir: dir, _server: server, _garage: garage })
     }
 
     /// The operations it cannot do.
     fn unsupported(self) -> &'static [&'static str] {
         match self {
             Backend::Local => &[],
-            Backend::FileCache | Backend::HttpCache => &["queryReferrers", "queryValidDerivers", "queryAllValidPaths"],
+            Backend::FileCache | Backend::HttpCache | Backend::S3Cache => {
+                &["queryReferrers", "queryValidDerivers", "queryAllValidPaths"]
+            }
         }
     }
 }
@@ -66,8 +80,9 @@ macro_rules! conformance {
         #[case::local(Backend::Local)]
         #[case::file_cache(Backend::FileCache)]
         #[case::http_cache(Backend::HttpCache)]
+        #[case::s3_cache(Backend::S3Cache)]
         fn $check(#[case] backend: Backend) {
-            let subject = backend.open();
+            let Some(subject) = backend.open() else { return };
             store_conformance::$check(subject.store.as_ref());
         }
     )*};
@@ -92,8 +107,9 @@ conformance!(
 #[case::local(Backend::Local)]
 #[case::file_cache(Backend::FileCache)]
 #[case::http_cache(Backend::HttpCache)]
+#[case::s3_cache(Backend::S3Cache)]
 fn unsupported_ops_are_named(#[case] backend: Backend) {
-    let subject = backend.open();
+    let Some(subject) = backend.open() else { return };
     store_conformance::unsupported_ops_are_named(subject.store.as_ref(), backend.unsupported());
 }
 

@@ -31,6 +31,8 @@ pub enum CasError {
     Read { id: ObjectId, source: io::Error },
     #[error("cannot read the bytes to store: {0}")]
     Source(io::Error),
+    #[error(transparent)]
+    S3(#[from] ::s3::Error),
 }
 
 impl CasError {
@@ -64,6 +66,8 @@ impl CasError {
             | CasError::Write { source, .. }
             | CasError::Read { source, .. }
             | CasError::Source(source) => source.kind(),
+            CasError::S3(e) if e.is_unavailable() => io::ErrorKind::ConnectionRefused,
+            CasError::S3(_) => io::ErrorKind::Other,
         }
     }
 }

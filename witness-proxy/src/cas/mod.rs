@@ -15,15 +15,17 @@
 //!
 //! Modules, leaves first: `id` ([`ObjectId`]), `backend` (the [`Cas`] and
 //! [`CasWriter`] traits, [`CasError`]), `verify` ([`VerifyingReader`]),
-//! `local` ([`LocalCas`], a directory).
+//! `local` ([`LocalCas`], a directory), `s3` ([`S3Cas`], a bucket).
 
 mod backend;
 mod id;
 mod local;
+mod s3;
 mod verify;
 
 pub use backend::{Cas, CasError, CasWriter, Result};
 pub use id::{ObjectId, ObjectIdError};
 pub use local::{LocalCas, STALE_TEMP_AGE};
 pub(crate) use local::{create_temp_file, persist, remove_stale_temp_files};
+pub use s3::S3Cas;
 pub use verify::VerifyingReader;
