@@ -36,6 +36,21 @@
 //! # Serve the witness as a mirror for nix.conf's hashed-mirrors
 //! # (`hashed-mirrors = http://127.0.0.1:8090/`; default: not served).
 //! mirror-listen = "127.0.0.1:8090"
+//!
+//! [s3]
+//! # The bucket built outputs and witnessed objects are uploaded to, as
+//! # CppNix spells an S3 binary cache (default: no uploads). Outputs go
+//! # there as a binary cache (narinfo, nar/, with the URL's compression),
+//! # witnessed objects under cas/; see docs/s3.md.
+//! url = "s3://armitage?endpoint=127.0.0.1:3900&region=garage&scheme=http"
+//! # AWS-format credentials for it (default: AWS_ACCESS_KEY_ID and
+//! # AWS_SECRET_ACCESS_KEY, then ~/.aws/credentials).
+//! credentials-file = "/etc/armitage/s3-credentials"
+//! # What goes there (both default to true).
+//! upload-outputs = true
+//! upload-witness = true
+//! # The longest wait between two tries of a failed upload, in seconds.
+//! max-retry-delay = 300
 //! ```
 
 use serde::Deserialize;
@@ -55,6 +70,32 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub witness: WitnessConfig,
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// The bucket armitage uploads to (see `crate::upload`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct S3Config {
+    /// `s3://bucket?endpoint=…&region=…&scheme=…` with the binary cache's
+    /// parameters (`compression`, `write-nar-listing`); None: no uploads.
+    pub url: Option<String>,
+    /// An AWS-format credentials file; None: the environment and
+    /// `~/.aws/credentials`.
+    pub credentials_file: Option<PathBuf>,
+    /// Built outputs (with their closures) go to the bucket's binary cache.
+    pub upload_outputs: bool,
+    /// Witnessed objects and kept fixed outputs go to its `cas/`.
+    pub upload_witness: bool,
+    /// The longest wait between two tries of a failed upload, in seconds.
+    pub max_retry_delay: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config { url: None, credentials_file: None, upload_outputs: true, upload_witness: true, max_retry_delay: 300 }
+    }
 }
 
 /// The witness proxy (see `crate::witness`).
@@ -212,6 +253,20 @@ mod tests {
         assert_eq!(c.witness.mode, WitnessMode::Offline);
         assert_eq!(c.witness.mirror_listen, Some("127.0.0.1:8090".parse().unwrap()));
         assert!(Config::parse("[witness]\nmode = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
+    fn s3_settings() {
+        assert_eq!(Config::default().s3.url, None);
+        let c = Config::parse(
+            "[s3]\nurl = \"s3://b?endpoint=127.0.0.1:3900&scheme=http\"\ncredentials-file = \"/c\"\nupload-witness = false\nmax-retry-delay = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.s3.url.as_deref(), Some("s3://b?endpoint=127.0.0.1:3900&scheme=http"));
+        assert_eq!(c.s3.credentials_file.as_deref(), Some(Path::new("/c")));
+        assert!(c.s3.upload_outputs && !c.s3.upload_witness);
+        assert_eq!(c.s3.max_retry_delay, 2);
+        assert!(Config::parse("[s3]\nbucket = \"b\"\n").is_err());
     }
 
     /// A misspelt key is an error on its line, never silently a default.

@@ -6,4 +6,5 @@ pub mod config;
 pub mod daemon;
 pub mod loopback;
 pub mod substitute;
+pub mod upload;
 pub mod witness;

@@ -239,7 +239,20 @@ pub struct Archive {
     /// Writers (a record, a body's commit) share it; gc and reindex hold it
     /// alone.
     maintenance: Arc<RwLock<()>>,
+    /// Told of each record and kept output once stored ([`Archive::on_kept`]).
+    observer: Arc<std::sync::OnceLock<Observer>>,
 }
+
+/// What [`Archive::on_kept`]'s observer is told of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// A record, by its id, and the object holding its body, if any.
+    Record { id: String, body: Option<ObjectId> },
+    /// A fixed-output output kept by [`Archive::put_output`].
+    Output(ObjectId),
+}
+
+type Observer = Box<dyn Fn(Kept) + Send + Sync>;
 
 impl fmt::Debug for Archive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,12 +281,26 @@ impl Archive {
             cas,
             pending: Arc::default(),
             maintenance: Arc::default(),
+            observer: Arc::default(),
         };
         for d in [&archive.traces, &archive.url_index, &archive.hash_index, &archive.output_index, &archive.tmp] {
             fs::create_dir_all(d).map_err(io_error("create directory", d))?;
         }
         cas::remove_stale_temp_files(&archive.tmp, STALE_TEMP_AGE)?;
         Ok(archive)
+    }
+
+    /// Calls `observer` with each record and output stored from now on,
+    /// once it is stored (the daemon's upload queue). One observer per
+    /// archive: a second call is refused with `false`.
+    pub fn on_kept(&self, observer: impl Fn(Kept) + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(observer)).is_ok()
+    }
+
+    fn tell(&self, kept: Kept) {
+        if let Some(observer) = self.observer.get() {
+            observer(kept);
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -366,6 +393,7 @@ impl Archive {
             }
         }
         tracing::debug!(object = %id, output = %output_key(declared, mode), "kept a fixed-output output");
+        self.tell(Kept::Output(id));
         Ok(id)
     }
 
@@ -454,6 +482,7 @@ impl Archive {
             append_id(&index, &id)?;
         }
         tracing::debug!(record = %id, url = %record.url, "stored witness record");
+        self.tell(Kept::Record { id: id.clone(), body });
         Ok(id)
     }
 

@@ -7,7 +7,8 @@
 //! Attestations of a build join here, between signing and registering.
 //! A fixed-output output is kept in the witness archive once registered
 //! (build/witnessed.rs), so that it can be made again without its
-//! upstream.
+//! upstream; with an `[s3]` bucket, the outputs join the upload queue
+//! (crate::upload).
 
 use super::error::BuildError;
 use super::goal::{BuildModeKey, Event, Outcome};
@@ -62,6 +63,9 @@ pub(super) fn run(p: &LocalParams, built: Built) -> Result<Outcome, BuildError> 
     drop(cleanup);
     if p.mode != BuildModeKey::Check {
         super::witnessed::keep(p.b.witness.as_deref(), store, &p.drv, &outputs);
+        if let Some(uploads) = &p.b.uploads {
+            uploads.add_outputs(store, outputs.values());
+        }
     }
     p.ctx.emit(Event::BuildFinished { drv: p.drv_path.clone(), ok: true });
 

@@ -45,6 +45,8 @@ pub struct Builder {
     pub(super) auto_gc: auto_gc::AutoGc,
     /// The witness proxy fixed-output builds fetch through, when on.
     pub(super) witness: Option<Arc<WitnessService>>,
+    /// The upload queue built outputs join, with an `[s3]` bucket.
+    pub(super) uploads: Option<Arc<crate::upload::Uploader>>,
 }
 
 /// Whether `builders` names any machine: CppNix's default is
@@ -102,6 +104,7 @@ impl Builder {
             next_build: AtomicU64::new(0),
             auto_gc: auto_gc::AutoGc::default(),
             witness: None,
+            uploads: None,
         })
     }
 
@@ -113,6 +116,12 @@ impl Builder {
     /// The same builder with fixed-output fetches going through `witness`.
     pub fn with_witness(mut self, witness: Option<Arc<WitnessService>>) -> Builder {
         self.witness = witness;
+        self
+    }
+
+    /// The same builder queueing the outputs it builds for `uploads`.
+    pub fn with_uploads(mut self, uploads: Option<Arc<crate::upload::Uploader>>) -> Builder {
+        self.uploads = uploads;
         self
     }
 

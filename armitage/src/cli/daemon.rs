@@ -68,10 +68,20 @@ impl DaemonArgs {
             .max_blocking_threads(daemon::BLOCKING_THREADS)
             .build()
             .context("starting the runtime")?;
+        if let Some(file) = &own.s3.credentials_file {
+            s3::set_credentials_file(Some(file.clone()));
+        }
+        let remote_cas = match &own.s3.url {
+            Some(url) => {
+                let bucket = s3::Bucket::from_url(url).context("[s3] url")?;
+                Some(Arc::new(witness_proxy::cas::S3Cas::new(bucket)) as Arc<dyn witness_proxy::cas::Cas>)
+            }
+            None => None,
+        };
         let witness = if own.witness.enabled {
             let _entered = runtime.enter();
             let ssl_cert_file = settings.ignored.get("ssl-cert-file").filter(|f| !f.is_empty()).map(PathBuf::from);
-            match WitnessService::start(&own.witness, &state_dir, ssl_cert_file.as_deref()) {
+            match WitnessService::start(&own.witness, &state_dir, ssl_cert_file.as_deref(), remote_cas) {
                 Ok(w) => Some(Arc::new(w)),
                 Err(e) => {
                     tracing::warn!("fixed-output builds are not witnessed: {e}");
@@ -82,7 +92,8 @@ impl DaemonArgs {
             None
         };
         let state = Arc::new(
-            DaemonState::new(store, settings, own.daemon.reported_version, witness).map_err(anyhow::Error::msg)?,
+            DaemonState::new(store, settings, own.daemon.reported_version, witness, &own.s3)
+                .map_err(anyhow::Error::msg)?,
         );
         if self.stdio {
             // As nix-daemon --stdio: the peer is trusted unless told otherwise.

@@ -10,6 +10,7 @@ mod logging;
 mod nar;
 mod path_info;
 mod progress;
+mod s3;
 mod store;
 mod witness;
 
@@ -52,6 +53,8 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// The witness archive of fixed-output fetches: records, verify, gc, its CA.
     Witness(witness::WitnessArgs),
+    /// The S3 bucket outputs and witnessed objects go to: the upload queue, copies.
+    S3(s3::S3Args),
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -65,5 +68,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(c) => c.run(),
         Command::Daemon(c) => c.run(g),
         Command::Witness(c) => c.run(g),
+        Command::S3(c) => c.run(g),
     }
 }

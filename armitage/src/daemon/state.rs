@@ -45,12 +45,18 @@ impl DaemonState {
         settings: Settings,
         reported_version: String,
         witness: Option<Arc<crate::witness::WitnessService>>,
+        s3: &crate::config::S3Config,
     ) -> Result<DaemonState, String> {
         let public_keys = PublicKeys::parse_all(settings.trusted_public_keys.iter().map(String::as_str))
             .map_err(|e| format!("trusted-public-keys: {e}"))?;
         let store = Arc::new(LiveStore::new(store));
-        let builder =
-            Arc::new(crate::build::Builder::new(store.clone(), &settings, public_keys.clone())?.with_witness(witness));
+        let archive = witness.as_ref().map(|w| w.archive().clone());
+        let uploads = crate::upload::Uploader::start(s3, store.clone(), archive).map_err(|e| e.to_string())?;
+        let builder = Arc::new(
+            crate::build::Builder::new(store.clone(), &settings, public_keys.clone())?
+                .with_witness(witness)
+                .with_uploads(uploads),
+        );
         Ok(DaemonState {
             builder,
             store,

@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use store::content_address::{ContentAddressMethod, FileIngestionMethod};
 use store::derivation::{Derivation, Output};
-use witness_proxy::archive::Archive;
+use witness_proxy::archive::{Archive, ArchiveError};
 use witness_proxy::ca::WitnessCa;
+use witness_proxy::cas::{Cas, LocalCas, Tiered};
 use witness_proxy::proxy::{Limits, Mode, Proxy, ProxyConfig, roots_from_pem_file};
 use witness_proxy::record::BuildRef;
 
@@ -100,14 +101,17 @@ impl WitnessService {
     /// else `SSL_CERT_FILE`, else `ssl_cert_file` (nix.conf's
     /// `ssl-cert-file`), else the system bundle. Must be called inside the
     /// daemon's runtime.
+    /// With `remote` (the `[s3]` bucket's CAS), an object the archive
+    /// lacks is read from there.
     pub fn start(
         config: &WitnessConfig,
         state_dir: &Path,
         ssl_cert_file: Option<&Path>,
+        remote: Option<Arc<dyn Cas>>,
     ) -> Result<WitnessService, WitnessError> {
         let dir = config.dir.clone().unwrap_or_else(|| state_dir.join("witness"));
         let roots_file = roots_file(ssl_cert_file);
-        let Opened { proxy, archive, ca_pem } = open(&dir, &roots_file, config.mode)?;
+        let Opened { proxy, archive, ca_pem } = open(&dir, &roots_file, config.mode, remote)?;
         let bundle = dir.join("ca-bundle.crt");
         write_bundle(&bundle, &ca_pem, &roots_file)?;
         if let Some(addr) = config.mirror_listen {
@@ -204,11 +208,24 @@ pub struct Opened {
 
 /// Opens (or makes) the CA and the archive in `dir` and the proxy on them,
 /// verifying upstreams against `roots_file`, in `mode`: the daemon's and
-/// `armitage witness proxy`'s.
-pub fn open(dir: &Path, roots_file: &Path, mode: WitnessMode) -> Result<Opened, WitnessError> {
+/// `armitage witness proxy`'s. With `remote`, the archive reads objects it
+/// lacks from there ([`Tiered`]).
+pub fn open(
+    dir: &Path,
+    roots_file: &Path,
+    mode: WitnessMode,
+    remote: Option<Arc<dyn Cas>>,
+) -> Result<Opened, WitnessError> {
     let ca =
         WitnessCa::load_or_create(&dir.join("ca")).map_err(|source| WitnessError::Ca { dir: dir.into(), source })?;
-    let archive = Arc::new(Archive::open(dir).map_err(|source| WitnessError::Archive { dir: dir.into(), source })?);
+    let archive_error = |source| WitnessError::Archive { dir: dir.into(), source };
+    let archive = match remote {
+        None => Archive::open(dir),
+        Some(remote) => LocalCas::open(dir)
+            .map_err(ArchiveError::from)
+            .and_then(|local| Archive::with_cas(dir, Arc::new(Tiered::new(Arc::new(local), remote)))),
+    };
+    let archive = Arc::new(archive.map_err(archive_error)?);
     let ca_pem = ca.cert_pem().to_owned();
     let proxy = Proxy::new(ProxyConfig {
         ca: Arc::new(ca),

@@ -10,5 +10,6 @@
 mod fetchers;
 mod origins;
 mod replay;
+mod s3;
 mod witness;
 mod witness_page;

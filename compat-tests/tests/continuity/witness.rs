@@ -40,11 +40,16 @@ impl Setup {
 
     /// As [`Setup::new`], with `toml` as the daemon's armitage.toml.
     pub(crate) fn with_armitage_toml(toml: &str) -> Option<Setup> {
+        Self::with_confs("", toml)
+    }
+
+    /// As [`Setup::with_armitage_toml`], with `nix_conf` added to nix.conf.
+    pub(crate) fn with_confs(nix_conf: &str, toml: &str) -> Option<Setup> {
         let nix = Nix::find(NixVersion::V2_8)?;
         if !tool_available("curl") || !tool_available("python3") {
             return None;
         }
-        let store = TestStore::with_conf("build-users-group =\n");
+        let store = TestStore::with_conf(&format!("build-users-group =\n{nix_conf}"));
         if !toml.is_empty() {
             write_file(store.armitage_config(), toml);
         }
@@ -129,7 +134,7 @@ in derivation {{
         (line(String::from_utf8(out.stdout).unwrap()), stderr)
     }
 
-    fn drv(&self, expr: &Path) -> String {
+    pub(crate) fn drv(&self, expr: &Path) -> String {
         line(run(self.client("nix-instantiate").arg(expr)))
     }
 
@@ -159,7 +164,7 @@ pub(crate) fn payload() -> Vec<u8> {
 }
 
 /// The client was told where the output came from.
-fn assert_copied_from_witness(stderr: &str, out: &str) {
+pub(crate) fn assert_copied_from_witness(stderr: &str, out: &str) {
     assert!(
         stderr.contains(&format!("copying '{out}' from the witness archive")),
         "the client is told the output came from the witness:\n{stderr}"

@@ -15,12 +15,14 @@
 //!
 //! Modules, leaves first: `id` ([`ObjectId`]), `backend` (the [`Cas`] and
 //! [`CasWriter`] traits, [`CasError`]), `verify` ([`VerifyingReader`]),
-//! `local` ([`LocalCas`], a directory), `s3` ([`S3Cas`], a bucket).
+//! `local` ([`LocalCas`], a directory), `s3` ([`S3Cas`], a bucket), `tiered`
+//! ([`Tiered`], a local CAS in front of a remote one).
 
 mod backend;
 mod id;
 mod local;
 mod s3;
+mod tiered;
 mod verify;
 
 pub use backend::{Cas, CasError, CasWriter, Result};
@@ -28,4 +30,5 @@ pub use id::{ObjectId, ObjectIdError};
 pub use local::{LocalCas, STALE_TEMP_AGE};
 pub(crate) use local::{create_temp_file, persist, remove_stale_temp_files};
 pub use s3::S3Cas;
+pub use tiered::Tiered;
 pub use verify::VerifyingReader;

@@ -37,7 +37,7 @@ impl S3Cas {
     /// incoming keys left by writers killed long enough ago.
     pub fn open(bucket: Bucket) -> Result<S3Cas> {
         bucket.check()?;
-        let cas = S3Cas { bucket };
+        let cas = S3Cas::new(bucket);
         let now = std::time::SystemTime::now();
         for stale in cas.bucket.list(INCOMING)? {
             let age = stale.modified.and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
@@ -46,6 +46,12 @@ impl S3Cas {
             }
         }
         Ok(cas)
+    }
+
+    /// The CAS in `bucket`, asking nothing of the server until used (a
+    /// daemon starts while its bucket is down).
+    pub fn new(bucket: Bucket) -> S3Cas {
+        S3Cas { bucket }
     }
 
     /// The key of an object.

@@ -39,7 +39,7 @@ pub struct ProxyArgs {
 pub fn run(dir: &Path, args: ProxyArgs) -> Result<ExitCode> {
     let roots_file = args.ssl_cert_file.unwrap_or_else(|| witness::roots_file(None));
     let mode = if args.offline { WitnessMode::Offline } else { WitnessMode::Online };
-    let proxy = witness::open(dir, &roots_file, mode)?.proxy;
+    let proxy = witness::open(dir, &roots_file, mode, None)?.proxy;
     let ca_dir = dir.join("ca");
     if !args.listen.ip().is_loopback() {
         tracing::warn!("listening on {}: anyone who reaches it can fetch through this proxy", args.listen);
