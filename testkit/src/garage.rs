@@ -56,17 +56,23 @@ impl Garage {
         }
     }
 
-    /// A running single-node Garage with one key, or `None` (the test is
-    /// skipped, saying why) when there is no Garage binary.
-    pub fn start() -> Option<Garage> {
-        let bin = match Garage::locate() {
-            Ok(bin) => bin,
+    /// The Garage binary, or `None` (the test is skipped, saying why; with
+    /// `CI` set or through scripts/test, it fails instead).
+    pub fn binary() -> Option<PathBuf> {
+        match Garage::locate() {
+            Ok(bin) => Some(bin),
             Err(why) if crate::must_have_nix() => panic!("Garage is required but {why}"),
             Err(why) => {
                 eprintln!("skipped: Garage not available: {why} (run the tests through scripts/test)");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// A running single-node Garage with one key, or `None` (the test is
+    /// skipped, saying why) when there is no Garage binary.
+    pub fn start() -> Option<Garage> {
+        let bin = Garage::binary()?;
         let dir = TempDir::new_in(&std::env::temp_dir(), "garage-");
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
             ^ u64::from(std::process::id()) << 32;

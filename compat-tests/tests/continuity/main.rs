@@ -11,5 +11,6 @@ mod fetchers;
 mod origins;
 mod replay;
 mod s3;
+mod s3_page;
 mod witness;
 mod witness_page;
