@@ -762,3 +762,13 @@ pub fn is_valid_on(c: &mut proto_client::Client, path: &str) -> bool {
     assert!(outcome.is_ok(), "IsValidPath({path}): {:?}", outcome.result);
     c.read_u64("valid").expect("IsValidPath's answer") != 0
 }
+
+/// Removes a folder holding store paths (made read-only by the store).
+pub fn remove_tree(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let status = std::process::Command::new("chmod").arg("-R").arg("u+w").arg(dir).status().expect("run chmod");
+    assert!(status.success(), "chmod -R u+w {}", dir.display());
+    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
+}

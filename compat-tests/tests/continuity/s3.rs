@@ -8,6 +8,7 @@
 
 use crate::origins::Origin;
 use crate::witness::{Setup, assert_copied_from_witness, payload};
+use compat_tests::remove_tree;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -270,14 +271,4 @@ fn stock_clients_substitute_from_the_bucket_through_armitage() {
     assert!(!out.status.success(), "a tampered NAR was accepted:\n{stderr}");
     assert!(!Path::new(&dep_out).exists() && !Path::new(&top_out).exists(), "nothing is registered:\n{stderr}");
     assert!(stderr.contains(&dep_out), "the error names the path:\n{stderr}");
-}
-
-/// Removes a folder holding store paths (made read-only by the store).
-fn remove_tree(dir: &Path) {
-    if !dir.exists() {
-        return;
-    }
-    let status = Command::new("chmod").arg("-R").arg("u+w").arg(dir).status().expect("run chmod");
-    assert!(status.success(), "chmod -R u+w {}", dir.display());
-    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
 }

@@ -15,7 +15,7 @@
 //! and each writes a marker file named after its derivation into a folder
 //! outside the store, so a test sees which derivations were built.
 
-use compat_tests::{path_info_by_path, text};
+use compat_tests::{path_info_by_path, remove_tree, text};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -81,16 +81,6 @@ fn client(daemon: &Daemon, store: &TestStore, nix: &Nix, tool: &str) -> Command 
 /// without trailing blanks (CppNix's "try '--fallback'" message has one).
 fn error_lines(stderr: &str) -> Vec<String> {
     stderr.lines().filter(|l| l.starts_with("error:")).map(|l| l.trim_end().to_owned()).collect()
-}
-
-/// Removes a folder holding store paths (made read-only by the store).
-fn remove_tree(dir: &Path) {
-    if !dir.exists() {
-        return;
-    }
-    let status = Command::new("chmod").arg("-R").arg("u+w").arg(dir).status().expect("run chmod");
-    assert!(status.success(), "chmod -R u+w {}", dir.display());
-    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("remove {}: {e}", dir.display()));
 }
 
 /// A closure built by CppNix 2.8 in a store of its own and pushed to
