@@ -101,7 +101,8 @@ fn upload(bucket: &Bucket, path: &Path, key: &str) -> Result<u64> {
 }
 
 /// Writes the object into a temporary file beside `path`, renamed into
-/// place once whole: a failed copy leaves no partial file.
+/// place once whole: a failed copy leaves no partial file. Not synced to
+/// disk, as neither cp(1) nor `aws s3 cp` syncs.
 fn download(bucket: &Bucket, key: &str, path: &Path) -> Result<u64> {
     let mut body =
         bucket.get(key)?.with_context(|| format!("cannot copy '{key}' in {}: no such object", bucket.describe()))?;
@@ -110,11 +111,7 @@ fn download(bucket: &Bucket, key: &str, path: &Path) -> Result<u64> {
     let name = path.file_name().with_context(|| format!("'{}' names no file", path.display()))?;
     let temp = dir.join(format!(".{}.part-{}", name.to_string_lossy(), std::process::id()));
     let copied = File::create(&temp)
-        .and_then(|mut file| {
-            let size = std::io::copy(&mut body, &mut file)?;
-            file.sync_all()?;
-            Ok(size)
-        })
+        .and_then(|mut file| std::io::copy(&mut body, &mut file))
         .and_then(|size| std::fs::rename(&temp, path).map(|()| size));
     if copied.is_err() {
         let _ = std::fs::remove_file(&temp);
