@@ -526,3 +526,17 @@ impl Drop for HttpOrigin {
         let _ = self.child.wait();
     }
 }
+
+/// Pseudo-random bytes (xorshift) that do not repeat in any short period,
+/// the same for the same seed: big test files that are not all alike.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

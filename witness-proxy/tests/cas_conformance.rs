@@ -91,18 +91,7 @@ conformance!(
     a_failing_source_keeps_nothing,
 );
 
-/// Deterministic bytes that do not repeat in any short period.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use testkit::noise as bytes;
 
 fn read_all(cas: &dyn Cas, id: &ObjectId) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();

@@ -3,10 +3,9 @@
 //! daemon uploading to it, a witnessed build, the queue emptied, the
 //! narinfo and the witnessed bytes read back from the bucket.
 
-use compat_tests::docs::{repo_file, sh_block};
-use std::process::Command;
+use compat_tests::docs::run_opening_block;
 use testkit::garage::Garage;
-use testkit::{Nix, NixVersion, armitage_bin, output, tool_available};
+use testkit::{Nix, NixVersion, armitage_bin, tool_available};
 
 #[test]
 fn s3_page_opening_commands_as_written() {
@@ -15,28 +14,9 @@ fn s3_page_opening_commands_as_written() {
     if !tool_available("curl") || !tool_available("python3") {
         return;
     }
-    let block = sh_block(&repo_file("docs/s3.md"), None).join("\n");
-    let dir = tempfile::Builder::new().prefix("s3-page-").tempdir_in(testkit::scratch_dir()).unwrap();
-    std::fs::create_dir(dir.path().join("home")).unwrap();
-    let path = format!(
-        "{}:{}:{}:/usr/bin:/bin",
-        armitage_bin().parent().unwrap().display(),
-        garage.parent().unwrap().display(),
-        nix.bin_dir().display()
-    );
-    // The page leaves its daemon and Garage running: stop them after.
-    let script = format!("{block}\njobs -p > .jobs\nkill $(cat .jobs) 2>/dev/null || true\nwait");
-    let out = output(
-        Command::new("sh")
-            .env_clear()
-            .env("PATH", path)
-            .env("HOME", dir.path().join("home"))
-            .current_dir(dir.path())
-            .args(["-ec", &script]),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the page's commands failed:\n{stdout}\n{stderr}");
+    let armitage = armitage_bin();
+    let bins = [armitage.parent().unwrap(), garage.parent().unwrap(), nix.bin_dir()];
+    let (_dir, stdout) = run_opening_block("docs/s3.md", &bins);
     assert!(stdout.contains("pending: 0, failed: 0"), "the queue emptied:\n{stdout}");
     assert!(stdout.contains("StorePath: ") && stdout.contains("-release.tar"), "the narinfo was read back:\n{stdout}");
     assert!(stdout.contains("the witnessed bytes are in the bucket"), "{stdout}");

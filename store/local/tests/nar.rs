@@ -157,18 +157,7 @@ fn write_mode(path: &Path, contents: &[u8], mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Pseudo-random bytes (xorshift), so big files are not all alike.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use testkit::noise;
 
 /// A tree with every kind of entry and awkward names. `non_utf8` adds names
 /// that are not UTF-8 (Nix 2.8's JSON cannot represent them).

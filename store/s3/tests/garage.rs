@@ -15,17 +15,7 @@ fn bucket_on(garage: &Garage, name: &str) -> Bucket {
     Bucket::open(&url, credentials, Tuning { part_size: PART, max_attempts: 2, ..Tuning::default() })
 }
 
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use testkit::noise as bytes;
 
 fn get(bucket: &Bucket, key: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
